@@ -1,0 +1,39 @@
+# prescore: `make demo` runs the whole flow through Airflow; `make test` runs every test.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SIZE   ?= small
+export PRESCORE_HMAC_KEY ?= demo-only-secret-change-me
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP) $(VENV)/.delta-jars
+
+$(STAMP): pyproject.toml constraints.txt
+	@scripts/check_java.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	@touch $@
+
+# Delta's jars resolve from Maven Central through Ivy at the first session start and are cached.
+$(VENV)/.delta-jars: $(STAMP)
+	@scripts/fetch_delta_jars.sh $(BIN)/python
+	@touch $@
+
+demo: setup
+	@scripts/demo.sh
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check src jobs dags tests bench
+	$(BIN)/ruff format --check src jobs dags tests bench
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m bench --size $(SIZE)
+
+clean:
+	rm -rf .state bench/.data spark-warehouse metastore_db derby.log

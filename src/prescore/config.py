@@ -1,0 +1,282 @@
+"""Typed configuration: conf/base.yaml, an optional environment overlay, and one file per use case.
+
+Every path, table name and threshold lives in these files. Loading is strict: an unknown key, a
+wrong type or a missing `${VAR}` fails at load with the file, the field and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONF_DIR = PROJECT_ROOT / "conf"
+_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, malformed or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- base.yaml
+
+
+class SparkSettings(_Strict):
+    master: str = "local[*]"
+    app_name: str = "prescore"
+    shuffle_partitions: int = Field(8, ge=1)
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class MlflowSettings(_Strict):
+    tracking_uri: str | None = None  # default: SQLite under the state folder
+    registry_prefix: str = "prescore"
+
+
+class Settings(_Strict):
+    """Where everything lands. Relative paths are taken from the project root."""
+
+    state_dir: Path = Path(".state")
+    conf_dir: Path = DEFAULT_CONF_DIR
+    expectations_dir: Path = PROJECT_ROOT / "expectations"
+    sql_dir: Path = PROJECT_ROOT / "sql"
+    spark: SparkSettings = SparkSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    serving_snapshots_kept: int = Field(3, ge=1)
+
+    @field_validator("state_dir", "conf_dir", "expectations_dir", "sql_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
+
+    @property
+    def delta_dir(self) -> Path:
+        return self.state_dir / "delta"
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.state_dir / "landing"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.state_dir / "serving"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.state_dir / "reports"
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{self.state_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.state_dir / "mlflow" / "artifacts"
+
+    def table_path(self, table: str) -> Path:
+        return self.delta_dir / table
+
+
+# ---------------------------------------------------------------- usecases/<name>.yaml
+
+ColumnType = Literal["string", "int", "long", "double", "boolean", "date", "timestamp"]
+Severity = Literal["error", "warn"]
+
+
+class SourceSettings(_Strict):
+    format: Literal["csv", "parquet", "json"]
+    path: str  # relative to the state folder's landing/ unless absolute
+    schema_: dict[str, ColumnType] = Field(alias="schema")
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class PiiRule(_Strict):
+    method: Literal["hash", "drop"]
+
+
+class RangeRule(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class CleaningSettings(_Strict):
+    fill: dict[str, float | int | str] = Field(default_factory=dict)
+    clip: dict[str, RangeRule] = Field(default_factory=dict)
+    valid_range: dict[str, RangeRule] = Field(default_factory=dict)
+    max_quarantined_fraction: float = Field(0.05, ge=0, le=1)
+
+
+class SplitSettings(_Strict):
+    train: float = Field(0.7, gt=0, lt=1)
+    validation: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitSettings:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train + validation + test must be 1.0, got {total:g}")
+        return self
+
+
+class ModelSettings(_Strict):
+    params: dict[str, float | int | str] = Field(default_factory=dict)
+    num_workers: int = Field(1, ge=1)
+    min_test_rows: int = Field(20, ge=1)
+
+
+class ScoreSettings(_Strict):
+    ttl_days: int = Field(7, ge=1)
+
+
+class UseCase(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    entity: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    source: SourceSettings
+    keys: list[str] = Field(min_length=1)
+    event_time: str
+    label: str
+    task: Literal["binary", "regression"]
+    numeric_features: list[str] = Field(default_factory=list)
+    categorical_features: dict[str, list[str]] = Field(default_factory=dict)
+    pii: dict[str, PiiRule] = Field(default_factory=dict)
+    cleaning: CleaningSettings = CleaningSettings()
+    expectations: str  # suite file name (without .json) in expectations/
+    split: SplitSettings = SplitSettings()
+    model: ModelSettings = ModelSettings()
+    score: ScoreSettings = ScoreSettings()
+
+    @model_validator(mode="after")
+    def _columns_declared(self) -> UseCase:
+        declared = set(self.source.schema_)
+        used = {*self.keys, self.event_time, self.label, *self.features, *self.pii}
+        missing = sorted(used - declared)
+        if missing:
+            raise ValueError(f"columns {missing} are used but not declared in source.schema")
+        leaking = sorted(set(self.pii) & set(self.features))
+        if leaking:
+            raise ValueError(f"PII columns {leaking} cannot be model features")
+        if not self.features:
+            raise ValueError("declare at least one numeric or categorical feature")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric_features, *self.categorical_features]
+
+    @property
+    def raw_table(self) -> str:
+        return f"raw_{self.entity}"
+
+    @property
+    def clean_table(self) -> str:
+        return f"clean_{self.entity}"
+
+    @property
+    def quarantine_table(self) -> str:
+        return f"quarantine_{self.entity}"
+
+    @property
+    def predictions_table(self) -> str:
+        return f"pred_{self.name}"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _expand_env(value: Any, *, source: Path) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string of a parsed YAML tree."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, source=source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, source=source) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{source}: environment variable {name} is not set")
+
+    return _ENV_VAR.sub(substitute, value)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return dict(_expand_env(data, source=path))
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"{field}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(conf_dir: Path | None = None, env: str | None = None) -> Settings:
+    """Load conf/base.yaml, then conf/env/<env>.yaml on top (env from PRESCORE_ENV)."""
+    conf_dir = conf_dir or Path(os.environ.get("PRESCORE_CONF_DIR", DEFAULT_CONF_DIR))
+    base_path = conf_dir / "base.yaml"
+    data = _read_yaml(base_path)
+    env = env or os.environ.get("PRESCORE_ENV")
+    sources = [base_path]
+    if env:
+        env_path = conf_dir / "env" / f"{env}.yaml"
+        data = _merge(data, _read_yaml(env_path))
+        sources.append(env_path)
+    data.setdefault("conf_dir", str(conf_dir))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        names = " + ".join(str(s) for s in sources)
+        raise ConfigError(f"{names}: {_describe(exc)}") from exc
+
+
+def load_usecase(name: str, settings: Settings) -> UseCase:
+    """Load conf/usecases/<name>.yaml."""
+    path = settings.conf_dir / "usecases" / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(list_usecases(settings)) or "none"
+        raise ConfigError(f"{path}: no use case named {name!r} (known: {known})")
+    try:
+        return UseCase.model_validate(_read_yaml(path))
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+
+
+def list_usecases(settings: Settings) -> list[str]:
+    return sorted(p.stem for p in (settings.conf_dir / "usecases").glob("*.yaml"))

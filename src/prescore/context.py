@@ -1,0 +1,27 @@
+"""What every stage receives: settings, the use case, the logical date and the Spark session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING
+
+from prescore.config import Settings, UseCase, load_settings, load_usecase
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+@dataclass(frozen=True)
+class RunContext:
+    settings: Settings
+    usecase: UseCase
+    run_date: date
+    spark: SparkSession
+
+    @classmethod
+    def create(cls, usecase: str, run_date: date, settings: Settings | None = None) -> RunContext:
+        from prescore.spark import get_spark
+
+        settings = settings or load_settings()
+        return cls(settings, load_usecase(usecase, settings), run_date, get_spark(settings))

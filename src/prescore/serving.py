@@ -1,0 +1,86 @@
+"""Serving snapshots: a DuckDB file per publish, key indexed, with the sql/ views, swapped atomically.
+
+Layout under <state_dir>/serving/<usecase>/:
+    snapshots/<run_date>-v<predictions version>.duckdb   one file per publish, never modified
+    current.duckdb -> snapshots/...                       symlink, replaced by rename
+
+A reader opens current.duckdb and gets one whole snapshot; a publish writes a new file beside the
+old ones, and only then moves the link, so nobody ever opens a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+if TYPE_CHECKING:
+    from prescore.config import Settings, UseCase
+
+PREDICTIONS = "predictions"
+CURRENT = "current.duckdb"
+
+
+def usecase_dir(settings: Settings, usecase: UseCase) -> Path:
+    return settings.serving_dir / usecase.name
+
+
+def current_path(settings: Settings, usecase: UseCase) -> Path:
+    return usecase_dir(settings, usecase) / CURRENT
+
+
+def snapshot_path(settings: Settings, usecase: UseCase, run_date: date, version: int) -> Path:
+    return usecase_dir(settings, usecase) / "snapshots" / f"{run_date.isoformat()}-v{version}.duckdb"
+
+
+def load_views(sql_dir: Path) -> dict[str, str]:
+    """sql/<view>.sql holds one select; the file name is the view name."""
+    return {path.stem: path.read_text() for path in sorted(sql_dir.glob("*.sql"))}
+
+
+def build_snapshot(
+    target: Path, *, parquet_files: list[str], run_date: date, keys: list[str], views: dict[str, str]
+) -> int:
+    """Write a DuckDB file holding the predictions (plus run_date) and the views; returns its row count.
+
+    Built under a temporary name and renamed, so `target` exists only when complete.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    with duckdb.connect(str(partial)) as con:
+        con.execute(
+            f"create table {PREDICTIONS} as "
+            "select *, ?::date as run_date from read_parquet(?)",
+            [run_date.isoformat(), parquet_files],
+        )
+        key_list = ", ".join(f'"{k}"' for k in keys)
+        con.execute(f"create unique index {PREDICTIONS}_key on {PREDICTIONS} ({key_list})")
+        for name, select in views.items():
+            con.execute(f'create view "{name}" as {select}')
+        rows = con.execute(f"select count(*) from {PREDICTIONS}").fetchone()[0]  # type: ignore[index]
+        con.execute("checkpoint")
+    os.replace(partial, target)
+    return int(rows)
+
+
+def point_current_to(settings: Settings, usecase: UseCase, snapshot: Path) -> None:
+    """Move current.duckdb to `snapshot` in one rename (a relative symlink, so the folder can move)."""
+    link = current_path(settings, usecase)
+    staged = link.with_name(f".{CURRENT}.{os.getpid()}")
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(snapshot.relative_to(link.parent))
+    os.replace(staged, link)
+
+
+def prune_snapshots(settings: Settings, usecase: UseCase, keep: set[Path]) -> list[Path]:
+    """Delete old snapshot files, keeping the newest `serving_snapshots_kept` and those in `keep`."""
+    folder = usecase_dir(settings, usecase) / "snapshots"
+    files = sorted(folder.glob("*.duckdb"), key=lambda p: p.stat().st_mtime, reverse=True)
+    doomed = [p for p in files[settings.serving_snapshots_kept :] if p.resolve() not in keep]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed

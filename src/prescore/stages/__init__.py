@@ -1,0 +1,1 @@
+"""Pipeline stages: each module holds pure transforms and one thin run(ctx)."""

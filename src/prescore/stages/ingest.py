@@ -1,0 +1,120 @@
+"""Ingest: landing files -> raw Delta table, kept unchanged, one partition per run_date.
+
+Grain out: one row per source row, the declared source columns plus run_date, _source_file and
+_ingested_at. The source must match the schema declared in the use case; a file that does not is
+refused before anything is written, with the file and the column named.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prescore import tables
+from prescore.datagen import landing_dir
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from prescore.config import SourceSettings
+    from prescore.context import RunContext
+
+log = logging.getLogger(__name__)
+
+SPARK_TYPES = {
+    "string": "string",
+    "int": "int",
+    "long": "bigint",
+    "double": "double",
+    "boolean": "boolean",
+    "date": "date",
+    "timestamp": "timestamp",
+}
+# Parquet physical types each declared type accepts without losing information.
+_ARROW_ACCEPTS = {
+    "string": (pa.types.is_string, pa.types.is_large_string),
+    "int": (pa.types.is_int8, pa.types.is_int16, pa.types.is_int32),
+    "long": (pa.types.is_integer,),
+    "double": (pa.types.is_floating, pa.types.is_integer),
+    "boolean": (pa.types.is_boolean,),
+    "date": (pa.types.is_date,),
+    "timestamp": (pa.types.is_timestamp,),
+}
+
+
+class SourceSchemaError(ValueError):
+    """A landing file does not match the schema declared in the use case."""
+
+
+def check_parquet_schema(path: Path, declared: dict[str, str]) -> None:
+    """Refuse a Parquet file with a missing, extra or retyped column (reads the footer only)."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceSchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
+    actual = {field.name: field.type for field in schema}
+    missing = sorted(set(declared) - set(actual))
+    extra = sorted(set(actual) - set(declared))
+    if missing:
+        raise SourceSchemaError(f"{path}: missing column(s) {missing}")
+    if extra:
+        raise SourceSchemaError(f"{path}: unexpected column(s) {extra} not in the declared schema")
+    for column, kind in declared.items():
+        if not any(accepts(actual[column]) for accepts in _ARROW_ACCEPTS[kind]):
+            raise SourceSchemaError(
+                f"{path}: column {column!r} is {actual[column]}, declared {kind}"
+            )
+
+
+def landing_files(folder: Path, source: SourceSettings) -> list[Path]:
+    files = sorted(p for p in folder.glob(f"*.{source.format}") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no {source.format} files for this run_date in {folder}")
+    empty = [p for p in files if p.stat().st_size == 0]
+    if empty:
+        raise SourceSchemaError(f"{empty[0]}: empty file")
+    return files
+
+
+def read_source(spark: SparkSession, files: list[Path], source: SourceSettings) -> DataFrame:
+    """Read the landing files with the declared schema; FAILFAST so a bad record stops the read."""
+    ddl = ", ".join(f"`{c}` {SPARK_TYPES[t]}" for c, t in source.schema_.items())
+    reader = spark.read.format(source.format).schema(ddl).options(**source.options)
+    if source.format in ("csv", "json"):
+        reader = reader.option("mode", "FAILFAST")
+    if source.format == "csv":
+        reader = reader.option("header", "true")
+    return reader.load([str(p) for p in files])
+
+
+def with_lineage(df: DataFrame, *, run_date: date, ingested_at: datetime) -> DataFrame:
+    """Add run_date, the source file of each row and the ingest time."""
+    from pyspark.sql import functions as F
+
+    return (
+        df.withColumn(tables.RUN_DATE, F.lit(run_date))
+        .withColumn("_source_file", F.col("_metadata.file_name"))
+        .withColumn("_ingested_at", F.lit(ingested_at))
+    )
+
+
+def run(ctx: RunContext) -> dict[str, object]:
+    source = ctx.usecase.source
+    files = landing_files(landing_dir(ctx.settings, ctx.usecase, ctx.run_date), source)
+    if source.format == "parquet":
+        for path in files:
+            check_parquet_schema(path, source.schema_)
+    raw = read_source(ctx.spark, files, source).transform(
+        with_lineage, run_date=ctx.run_date, ingested_at=datetime.now()
+    )
+    version = tables.replace_run(raw, ctx.settings, ctx.usecase.raw_table, ctx.run_date)
+    rows = tables.read(ctx.spark, ctx.settings, ctx.usecase.raw_table, version).where(
+        f"{tables.RUN_DATE} = DATE'{ctx.run_date}'"
+    ).count()
+    log.info("ingest: %d rows from %d file(s) -> %s v%d", rows, len(files), ctx.usecase.raw_table, version)
+    return {"rows": rows, "files": len(files), "raw_version": version}

@@ -1,0 +1,114 @@
+"""Publish: checks on the candidate predictions -> serving snapshot -> publish_log -> current pointer.
+
+Nothing becomes visible unless every check passed. The publish log (Delta, one row per publish or
+rollback) says which predictions version, model and snapshot each publish made current.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
+
+from prescore import serving, tables
+from prescore.stages.score import SCORE
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from prescore.config import UseCase
+    from prescore.context import RunContext
+
+log = logging.getLogger(__name__)
+PUBLISH_LOG = "publish_log"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+
+
+class PublishCheckError(RuntimeError):
+    """A candidate failed a publish check; nothing was published."""
+
+
+def candidate_checks(df: DataFrame, *, usecase: UseCase, expected_rows: int) -> list[CheckResult]:
+    """Row count, null and duplicate keys, NaN and out-of-range scores, in one aggregate pass."""
+    from pyspark.sql import functions as F
+
+    key = F.struct(*usecase.keys)
+    null_key = F.lit(0)
+    for k in usecase.keys:
+        null_key = F.when(F.col(k).isNull(), 1).otherwise(null_key)
+    stats = df.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count_distinct(key).alias("distinct_keys"),
+        F.sum(null_key).alias("null_keys"),
+        F.count(F.when(F.isnan(SCORE) | F.col(SCORE).isNull(), 1)).alias("bad_scores"),
+        F.min(SCORE).alias("min_score"),
+        F.max(SCORE).alias("max_score"),
+    ).first().asDict()  # type: ignore[union-attr]
+    rows, low, high = stats["rows"], stats["min_score"], stats["max_score"]
+    in_range = usecase.task != "binary" or (rows > 0 and 0.0 <= low and high <= 1.0)
+    return [
+        CheckResult("row_count", rows == expected_rows and rows > 0, f"{rows} rows, scored population {expected_rows}"),
+        CheckResult("no_null_keys", not stats["null_keys"], f"{stats['null_keys'] or 0} null keys"),
+        CheckResult("unique_keys", stats["distinct_keys"] == rows, f"{rows - stats['distinct_keys']} duplicate keys"),
+        CheckResult("no_nan_scores", stats["bad_scores"] == 0, f"{stats['bad_scores']} NaN or null scores"),
+        CheckResult("scores_in_range", in_range, f"scores in [{low}, {high}]"),
+    ]
+
+
+def data_files(df: DataFrame) -> list[str]:
+    """The local Parquet files behind exactly this Delta version and run_date."""
+    paths = df.select("_metadata.file_path").distinct().collect()
+    return sorted(unquote(urlparse(row[0]).path) for row in paths)
+
+
+def publish_log_row(ctx: RunContext, **values: object) -> DataFrame:
+    """One publish_log row; the schema is spelled out so that an empty value never changes its type."""
+    schema = (
+        "usecase string, run_date date, action string, predictions_version bigint, model_name string, "
+        "model_version string, snapshot string, checks string, published_at timestamp"
+    )
+    row = {"usecase": ctx.usecase.name, "run_date": ctx.run_date, **values}
+    return ctx.spark.createDataFrame([row], schema=schema)
+
+
+def run(ctx: RunContext) -> dict[str, object]:
+    usecase, settings = ctx.usecase, ctx.settings
+    version = tables.latest_version(ctx.spark, settings, usecase.predictions_table)
+    candidate = tables.read_run(ctx.spark, settings, usecase.predictions_table, ctx.run_date, version)
+    lineage = candidate.select("features_version", "model_name", "model_version").first()
+    population = tables.read_run(
+        ctx.spark, settings, usecase.clean_table, ctx.run_date, lineage["features_version"]  # type: ignore[index]
+    ).count()
+    checks = candidate_checks(candidate, usecase=usecase, expected_rows=population)
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        reasons = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        raise PublishCheckError(f"{usecase.predictions_table} v{version} not published: {reasons}")
+    snapshot = serving.snapshot_path(settings, usecase, ctx.run_date, version)
+    rows = serving.build_snapshot(
+        snapshot, parquet_files=data_files(candidate), run_date=ctx.run_date, keys=usecase.keys,
+        views=serving.load_views(settings.sql_dir),
+    )
+    if rows != population:
+        raise PublishCheckError(f"{snapshot}: holds {rows} rows, expected {population}; not published")
+    tables.append(
+        publish_log_row(
+            ctx, action="publish", predictions_version=version, model_name=lineage["model_name"],  # type: ignore[index]
+            model_version=lineage["model_version"], snapshot=str(snapshot),  # type: ignore[index]
+            checks=json.dumps([asdict(c) for c in checks]), published_at=datetime.now(),
+        ),
+        settings, PUBLISH_LOG,
+    )
+    serving.point_current_to(settings, usecase, snapshot)
+    serving.prune_snapshots(settings, usecase, keep={snapshot.resolve()})
+    log.info("publish: %s v%d (%d rows) -> %s", usecase.predictions_table, version, rows, snapshot)
+    return {"predictions_version": version, "rows": rows, "snapshot": str(snapshot)}

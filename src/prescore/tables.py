@@ -1,0 +1,85 @@
+"""All Delta reads and writes. Idempotency per (use case, run_date) lives here and nowhere else.
+
+Every table is a Delta folder under <state_dir>/delta/<table>. Writes for a run_date replace that
+run_date's partition in one Delta commit, so a rerun never duplicates and a reader sees either the
+old partition or the new one.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from prescore.config import Settings
+
+RUN_DATE = "run_date"
+
+
+class TableNotFoundError(FileNotFoundError):
+    """A stage asked for a Delta table (or a run_date in it) that was never written."""
+
+
+def exists(settings: Settings, table: str) -> bool:
+    """A table exists once its first commit does (a failed first write leaves only a folder)."""
+    return any((settings.table_path(table) / "_delta_log").glob("*.json"))
+
+
+def _require(settings: Settings, table: str) -> str:
+    if not exists(settings, table):
+        raise TableNotFoundError(
+            f"Delta table {table!r} not found at {settings.table_path(table)}: "
+            "run the stage that writes it first"
+        )
+    return str(settings.table_path(table))
+
+
+def read(spark: SparkSession, settings: Settings, table: str, version: int | None = None) -> DataFrame:
+    """The whole table, at its latest version or at `version`."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(_require(settings, table))
+
+
+def read_run(
+    spark: SparkSession, settings: Settings, table: str, run_date: date, version: int | None = None
+) -> DataFrame:
+    """One run_date's partition; an absent partition is an error, not an empty frame."""
+    from pyspark.sql import functions as F
+
+    df = read(spark, settings, table, version).where(F.col(RUN_DATE) == F.lit(run_date))
+    if df.limit(1).count() == 0:
+        raise TableNotFoundError(f"Delta table {table!r} has no rows for run_date {run_date}")
+    return df
+
+
+def latest_version(spark: SparkSession, settings: Settings, table: str) -> int:
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, _require(settings, table)).history(1)
+    return int(history.select("version").first()[0])  # type: ignore[index]
+
+
+def replace_run(df: DataFrame, settings: Settings, table: str, run_date: date) -> int:
+    """Write `df` as the run_date partition of `table`, replacing what was there; returns the version.
+
+    The frame must carry a run_date column equal to `run_date` on every row: Delta's
+    replaceWhere constraint check refuses the commit otherwise, so nothing else is touched.
+    """
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .partitionBy(RUN_DATE)
+        .option("replaceWhere", f"{RUN_DATE} = DATE'{run_date.isoformat()}'")
+        .save(str(settings.table_path(table)))
+    )
+    return latest_version(df.sparkSession, settings, table)
+
+
+def append(df: DataFrame, settings: Settings, table: str) -> int:
+    """Append rows (for logs, where every row is an event); returns the new version."""
+    df.write.format("delta").mode("append").save(str(settings.table_path(table)))
+    return latest_version(df.sparkSession, settings, table)
