@@ -37,9 +37,20 @@ export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$bin/python}
 
 step() { printf '\n==> %s\n' "$*"; }
 fail() {
-  echo "demo: $1 failed; full log: $log" >&2
-  grep -E 'ERROR|Error|error:|Traceback|FAILED|failed' "$log" | tail -n 25 >&2 || true
+  echo "demo: $1 failed. Last errors below; full log: $log" >&2
+  grep -E 'prescore [a-z]+: error:|Traceback|Error:|Exception:|new_state=failed|DagRun failed' "$log" |
+    cut -c1-240 | tail -n 20 >&2 || true
   exit 1
+}
+# Print each task's final state for the run `dags test` just made; non-zero unless all succeeded.
+task_states() {
+  local run_id
+  run_id=$(grep -o "DagRun Finished: dag_id=$dag_id, logical_date=[^,]*, run_id=[^,]*" "$log" |
+    tail -n 1 | sed 's/.*run_id=//')
+  [[ -n "$run_id" ]] || return 1
+  "$bin/airflow" tasks states-for-dag-run "$dag_id" "$run_id" -o plain 2>>"$log" |
+    awk -v dag="$dag_id" '$1 == dag { printf "  %-10s %s\n", $3, $4; n++; if ($4 != "success") bad = 1 }
+      END { exit (bad || n == 0) }'
 }
 
 step "1/3 generate $rows $usecase rows for $run_date"
@@ -59,9 +70,12 @@ export PRESCORE_TASK_RETRIES=${PRESCORE_TASK_RETRIES:-0}
 mkdir -p "$AIRFLOW_HOME"
 : >"$log"
 "$bin/airflow" db migrate >>"$log" 2>&1 || fail "airflow db migrate"
-# `dags test` exits non-zero when the run ends failed, which any failed task causes here.
-"$bin/airflow" dags test "$dag_id" "$run_date" >>"$log" 2>&1 || fail "airflow dags test $dag_id"
-echo "every task of $dag_id succeeded for $run_date"
+# `dags test` exits non-zero when the run ends failed, which any failed task causes here (each
+# task needs the one before); the task states are checked as well.
+status=0
+"$bin/airflow" dags test "$dag_id" "$run_date" >>"$log" 2>&1 || status=$?
+task_states || status=1
+[[ $status -eq 0 ]] || fail "airflow dags test $dag_id $run_date"
 
 step "3/3 look up published scores (DuckDB)"
 "$bin/prescore" lookup --usecase "$usecase" --sample 5

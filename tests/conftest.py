@@ -1,18 +1,19 @@
-"""Shared fixtures: one local[2] SparkSession with Delta, and Settings on a temporary state folder.
-
-Minimal version written alongside tests/integration/test_validate.py; extend freely.
-"""
+"""Shared fixtures: one local[2] SparkSession with Delta, and Settings on a temporary state folder."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
-from prescore.config import Settings, load_settings
+from prescore.config import Settings, UseCase, load_settings, load_usecase
 from prescore.spark import get_spark
+
+# Tests hash PII with a throwaway key; production reads it from the environment only.
+os.environ.setdefault("PRESCORE_HMAC_KEY", "test-only-hmac-key")
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +28,14 @@ def spark(settings: Settings) -> Iterator[SparkSession]:
     session = get_spark(settings)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def churn(settings: Settings) -> UseCase:
+    return load_usecase("churn", settings)
+
+
+@pytest.fixture
+def fresh_settings(settings: Settings, tmp_path: Path) -> Settings:
+    """Settings whose state folder is empty, for tests that must not see other tests' tables."""
+    return settings.model_copy(update={"state_dir": tmp_path / "state"})

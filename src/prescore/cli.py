@@ -23,7 +23,9 @@ def _run_date(value: str) -> date:
 
 def _stage_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--usecase", required=True, help="name of a file in conf/usecases/")
-    parser.add_argument("--run-date", required=True, type=_run_date, help="logical date, YYYY-MM-DD")
+    parser.add_argument(
+        "--run-date", required=True, type=_run_date, help="logical date, YYYY-MM-DD"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,14 +53,16 @@ def _lookup(args: argparse.Namespace) -> None:
     keys: list[object] = [tuple(k.split(",")) if "," in k else k for k in args.keys]
     keys += scores.sample_keys(args.sample) if args.sample else []
     print(f"# {args.usecase}: answered by DuckDB from {scores.snapshot}")
-    for result in scores.get_many(keys):  # type: ignore[arg-type]
+    for result in scores.get_many(keys):
         if args.json:
             print(json.dumps(result.__dict__, default=str))
             continue
         key = ",".join(map(str, result.key))
         score = "-" if result.score is None else f"{result.score:.4f}"
         model = f"{result.model_name} v{result.model_version}" if result.model_name else "-"
-        print(f"{key:>14}  score={score:>7}  {result.freshness:<8} model={model}  scored_at={result.scored_at}")
+        print(
+            f"{key:>14}  score={score:>7}  {result.freshness:<8} model={model}  scored_at={result.scored_at}"
+        )
 
 
 def dispatch(args: argparse.Namespace) -> None:
@@ -84,7 +88,9 @@ def dispatch(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("py4j", "mlflow", "alembic", "urllib3", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)

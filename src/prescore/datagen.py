@@ -53,7 +53,10 @@ def churn_customers(start: int, n: int, run_date: date, rng: np.random.Generator
         {
             "customer_id": [f"C{i:08d}" for i in ids],
             "name": [f"{a} {b}" for a, b in zip(first, last, strict=True)],
-            "email": [f"{a.lower()}.{b.lower()}{i}@example.com" for a, b, i in zip(first, last, ids, strict=True)],
+            "email": [
+                f"{a.lower()}.{b.lower()}{i}@example.com"
+                for a, b, i in zip(first, last, ids, strict=True)
+            ],
             "phone": [f"+1-555-{i % 10_000_000:07d}" for i in ids],
             "signup_date": [run_date - timedelta(days=int(30.4 * t) + 1) for t in tenure],
             "updated_at": run_start - pd.to_timedelta(rng.integers(1, 86_400, n), unit="s"),
@@ -66,7 +69,9 @@ def churn_customers(start: int, n: int, run_date: date, rng: np.random.Generator
             "last_login_days": last_login,
             "plan": plan,
             "region": _pick(rng, ["north", "south", "east", "west"], [0.3, 0.25, 0.25, 0.2], n),
-            "payment_method": _pick(rng, ["card", "bank_transfer", "paypal", "invoice"], [0.4, 0.3, 0.2, 0.1], n),
+            "payment_method": _pick(
+                rng, ["card", "bank_transfer", "paypal", "invoice"], [0.4, 0.3, 0.2, 0.1], n
+            ),
             "contract": contract,
             "churned": churned,
         }
@@ -120,7 +125,9 @@ def write_landing(
     if usecase.name not in GENERATORS:
         raise ValueError(f"no demo data generator for use case {usecase.name!r}")
     if usecase.source.format != "parquet":
-        raise ValueError(f"the demo generator writes parquet, {usecase.name} reads {usecase.source.format}")
+        raise ValueError(
+            f"the demo generator writes parquet, {usecase.name} reads {usecase.source.format}"
+        )
     target = landing_dir(settings, usecase, run_date)
     target.mkdir(parents=True, exist_ok=True)
     for old in target.glob("*.parquet"):

@@ -42,11 +42,15 @@ class Scores:
     """Read-only lookups of one use case's published scores."""
 
     def __init__(
-        self, usecase: str | UseCase, settings: Settings | None = None,
+        self,
+        usecase: str | UseCase,
+        settings: Settings | None = None,
         now: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.settings = settings or load_settings()
-        self.usecase = usecase if isinstance(usecase, UseCase) else load_usecase(usecase, self.settings)
+        self.usecase = (
+            usecase if isinstance(usecase, UseCase) else load_usecase(usecase, self.settings)
+        )
         self._now = now
         self._link = serving.current_path(self.settings, self.usecase)
         self._target: str | None = None
@@ -72,7 +76,8 @@ class Scores:
             ) from exc
         if target != self._target or self._con is None:
             fresh = duckdb.connect(
-                str(self._link.parent / target), read_only=True,
+                str(self._link.parent / target),
+                read_only=True,
                 config={"enable_external_access": False},
             )
             if self._con is not None:
@@ -83,7 +88,9 @@ class Scores:
     def _key_tuple(self, key: KeyValue) -> tuple[Any, ...]:
         values = (key,) if isinstance(key, str | int) else tuple(key)
         if len(values) != len(self.usecase.keys):
-            raise ValueError(f"use case {self.usecase.name!r} has key {self.usecase.keys}, got {values!r}")
+            raise ValueError(
+                f"use case {self.usecase.name!r} has key {self.usecase.keys}, got {values!r}"
+            )
         return values
 
     def get(self, key: KeyValue) -> Score:

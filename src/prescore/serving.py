@@ -33,7 +33,9 @@ def current_path(settings: Settings, usecase: UseCase) -> Path:
 
 
 def snapshot_path(settings: Settings, usecase: UseCase, run_date: date, version: int) -> Path:
-    return usecase_dir(settings, usecase) / "snapshots" / f"{run_date.isoformat()}-v{version}.duckdb"
+    return (
+        usecase_dir(settings, usecase) / "snapshots" / f"{run_date.isoformat()}-v{version}.duckdb"
+    )
 
 
 def load_views(sql_dir: Path) -> dict[str, str]:
@@ -42,7 +44,12 @@ def load_views(sql_dir: Path) -> dict[str, str]:
 
 
 def build_snapshot(
-    target: Path, *, parquet_files: list[str], run_date: date, keys: list[str], views: dict[str, str]
+    target: Path,
+    *,
+    parquet_files: list[str],
+    run_date: date,
+    keys: list[str],
+    views: dict[str, str],
 ) -> int:
     """Write a DuckDB file holding the predictions (plus run_date) and the views; returns its row count.
 
@@ -53,8 +60,7 @@ def build_snapshot(
     partial.unlink(missing_ok=True)
     with duckdb.connect(str(partial)) as con:
         con.execute(
-            f"create table {PREDICTIONS} as "
-            "select *, ?::date as run_date from read_parquet(?)",
+            f"create table {PREDICTIONS} as select *, ?::date as run_date from read_parquet(?)",
             [run_date.isoformat(), parquet_files],
         )
         key_list = ", ".join(f'"{k}"' for k in keys)

@@ -36,7 +36,9 @@ def _require(settings: Settings, table: str) -> str:
     return str(settings.table_path(table))
 
 
-def read(spark: SparkSession, settings: Settings, table: str, version: int | None = None) -> DataFrame:
+def read(
+    spark: SparkSession, settings: Settings, table: str, version: int | None = None
+) -> DataFrame:
     """The whole table, at its latest version or at `version`."""
     reader = spark.read.format("delta")
     if version is not None:

@@ -56,13 +56,18 @@ def range_violation(column: str, rule: RangeRule) -> Column:
     if rule.max is not None:
         bad = bad | (F.col(column) > rule.max)
     bounds = f"[{rule.min if rule.min is not None else '-inf'}, {rule.max if rule.max is not None else 'inf'}]"
-    return F.when(bad, F.concat(F.lit(f"{column}="), F.col(column).cast("string"), F.lit(f" outside {bounds}")))
+    return F.when(
+        bad,
+        F.concat(F.lit(f"{column}="), F.col(column).cast("string"), F.lit(f" outside {bounds}")),
+    )
 
 
 # ---------------------------------------------------------------- transforms
 
 
-def flag_invalid_rows(df: DataFrame, *, keys: list[str], valid_range: dict[str, RangeRule]) -> DataFrame:
+def flag_invalid_rows(
+    df: DataFrame, *, keys: list[str], valid_range: dict[str, RangeRule]
+) -> DataFrame:
     """Add _quarantine_reason: the first failed row rule (null key, value out of range), else null."""
     from pyspark.sql import functions as F
 
@@ -167,7 +172,9 @@ def quarantine_rows(df: DataFrame) -> DataFrame:
 def hmac_secret() -> bytes:
     secret = os.environ.get(SECRET_ENV, "")
     if not secret:
-        raise RuntimeError(f"{SECRET_ENV} is not set: PII hashing needs a secret key from the environment")
+        raise RuntimeError(
+            f"{SECRET_ENV} is not set: PII hashing needs a secret key from the environment"
+        )
     return secret.encode()
 
 
@@ -177,7 +184,9 @@ def run(ctx: RunContext) -> dict[str, object]:
     raw_version = tables.latest_version(ctx.spark, settings, usecase.raw_table)
     raw = tables.read_run(ctx.spark, settings, usecase.raw_table, ctx.run_date, raw_version)
     flagged = (
-        raw.transform(flag_invalid_rows, keys=usecase.keys, valid_range=usecase.cleaning.valid_range)
+        raw.transform(
+            flag_invalid_rows, keys=usecase.keys, valid_range=usecase.cleaning.valid_range
+        )
         .transform(flag_duplicates, keys=usecase.keys, event_time=usecase.event_time)
         .cache()
     )
@@ -186,7 +195,10 @@ def run(ctx: RunContext) -> dict[str, object]:
         total = sum(counts.values())
         invalid = sum(n for reason, n in counts.items() if reason not in (None, DUPLICATE_REASON))
         quarantine_version = tables.replace_run(
-            quarantine_rows(flagged.where(f"{REASON} is not null")), settings, usecase.quarantine_table, ctx.run_date
+            quarantine_rows(flagged.where(f"{REASON} is not null")),
+            settings,
+            usecase.quarantine_table,
+            ctx.run_date,
         )
         limit = usecase.cleaning.max_quarantined_fraction
         if total and invalid / total > limit:

@@ -113,8 +113,16 @@ def run(ctx: RunContext) -> dict[str, object]:
         with_lineage, run_date=ctx.run_date, ingested_at=datetime.now()
     )
     version = tables.replace_run(raw, ctx.settings, ctx.usecase.raw_table, ctx.run_date)
-    rows = tables.read(ctx.spark, ctx.settings, ctx.usecase.raw_table, version).where(
-        f"{tables.RUN_DATE} = DATE'{ctx.run_date}'"
-    ).count()
-    log.info("ingest: %d rows from %d file(s) -> %s v%d", rows, len(files), ctx.usecase.raw_table, version)
+    rows = (
+        tables.read(ctx.spark, ctx.settings, ctx.usecase.raw_table, version)
+        .where(f"{tables.RUN_DATE} = DATE'{ctx.run_date}'")
+        .count()
+    )
+    log.info(
+        "ingest: %d rows from %d file(s) -> %s v%d",
+        rows,
+        len(files),
+        ctx.usecase.raw_table,
+        version,
+    )
     return {"rows": rows, "files": len(files), "raw_version": version}

@@ -45,21 +45,33 @@ def candidate_checks(df: DataFrame, *, usecase: UseCase, expected_rows: int) -> 
     null_key = F.lit(0)
     for k in usecase.keys:
         null_key = F.when(F.col(k).isNull(), 1).otherwise(null_key)
-    stats = df.agg(
+    result = df.agg(
         F.count(F.lit(1)).alias("rows"),
         F.count_distinct(key).alias("distinct_keys"),
         F.sum(null_key).alias("null_keys"),
         F.count(F.when(F.isnan(SCORE) | F.col(SCORE).isNull(), 1)).alias("bad_scores"),
         F.min(SCORE).alias("min_score"),
         F.max(SCORE).alias("max_score"),
-    ).first().asDict()  # type: ignore[union-attr]
+    ).first()
+    assert result is not None  # an ungrouped aggregate has exactly one row
+    stats = result.asDict()
     rows, low, high = stats["rows"], stats["min_score"], stats["max_score"]
-    in_range = usecase.task != "binary" or (rows > 0 and 0.0 <= low and high <= 1.0)
+    in_range = usecase.task != "binary" or (rows > 0 and low >= 0.0 and high <= 1.0)
     return [
-        CheckResult("row_count", rows == expected_rows and rows > 0, f"{rows} rows, scored population {expected_rows}"),
+        CheckResult(
+            "row_count",
+            rows == expected_rows and rows > 0,
+            f"{rows} rows, scored population {expected_rows}",
+        ),
         CheckResult("no_null_keys", not stats["null_keys"], f"{stats['null_keys'] or 0} null keys"),
-        CheckResult("unique_keys", stats["distinct_keys"] == rows, f"{rows - stats['distinct_keys']} duplicate keys"),
-        CheckResult("no_nan_scores", stats["bad_scores"] == 0, f"{stats['bad_scores']} NaN or null scores"),
+        CheckResult(
+            "unique_keys",
+            stats["distinct_keys"] == rows,
+            f"{rows - stats['distinct_keys']} duplicate keys",
+        ),
+        CheckResult(
+            "no_nan_scores", stats["bad_scores"] == 0, f"{stats['bad_scores']} NaN or null scores"
+        ),
         CheckResult("scores_in_range", in_range, f"scores in [{low}, {high}]"),
     ]
 
@@ -83,10 +95,16 @@ def publish_log_row(ctx: RunContext, **values: object) -> DataFrame:
 def run(ctx: RunContext) -> dict[str, object]:
     usecase, settings = ctx.usecase, ctx.settings
     version = tables.latest_version(ctx.spark, settings, usecase.predictions_table)
-    candidate = tables.read_run(ctx.spark, settings, usecase.predictions_table, ctx.run_date, version)
+    candidate = tables.read_run(
+        ctx.spark, settings, usecase.predictions_table, ctx.run_date, version
+    )
     lineage = candidate.select("features_version", "model_name", "model_version").first()
     population = tables.read_run(
-        ctx.spark, settings, usecase.clean_table, ctx.run_date, lineage["features_version"]  # type: ignore[index]
+        ctx.spark,
+        settings,
+        usecase.clean_table,
+        ctx.run_date,
+        lineage["features_version"],
     ).count()
     checks = candidate_checks(candidate, usecase=usecase, expected_rows=population)
     failed = [c for c in checks if not c.passed]
@@ -95,18 +113,29 @@ def run(ctx: RunContext) -> dict[str, object]:
         raise PublishCheckError(f"{usecase.predictions_table} v{version} not published: {reasons}")
     snapshot = serving.snapshot_path(settings, usecase, ctx.run_date, version)
     rows = serving.build_snapshot(
-        snapshot, parquet_files=data_files(candidate), run_date=ctx.run_date, keys=usecase.keys,
+        snapshot,
+        parquet_files=data_files(candidate),
+        run_date=ctx.run_date,
+        keys=usecase.keys,
         views=serving.load_views(settings.sql_dir),
     )
     if rows != population:
-        raise PublishCheckError(f"{snapshot}: holds {rows} rows, expected {population}; not published")
+        raise PublishCheckError(
+            f"{snapshot}: holds {rows} rows, expected {population}; not published"
+        )
     tables.append(
         publish_log_row(
-            ctx, action="publish", predictions_version=version, model_name=lineage["model_name"],  # type: ignore[index]
-            model_version=lineage["model_version"], snapshot=str(snapshot),  # type: ignore[index]
-            checks=json.dumps([asdict(c) for c in checks]), published_at=datetime.now(),
+            ctx,
+            action="publish",
+            predictions_version=version,
+            model_name=lineage["model_name"],
+            model_version=lineage["model_version"],
+            snapshot=str(snapshot),
+            checks=json.dumps([asdict(c) for c in checks]),
+            published_at=datetime.now(),
         ),
-        settings, PUBLISH_LOG,
+        settings,
+        PUBLISH_LOG,
     )
     serving.point_current_to(settings, usecase, snapshot)
     serving.prune_snapshots(settings, usecase, keep={snapshot.resolve()})

@@ -38,7 +38,11 @@ def load_booster(raw: bytes) -> Any:
 
 
 def predict_batches(
-    batches: Iterator[pd.DataFrame], *, model: Broadcast[bytes], model_key: str, keys: list[str],
+    batches: Iterator[pd.DataFrame],
+    *,
+    model: Broadcast[bytes],
+    model_key: str,
+    keys: list[str],
     features: list[str],
 ) -> Iterator[pd.DataFrame]:
     """mapInPandas body: keys + score for each batch, the booster loaded once per worker."""
@@ -52,7 +56,9 @@ def predict_batches(
         yield out
 
 
-def score_frame(df: DataFrame, *, model: Broadcast[bytes], model_key: str, usecase: UseCase) -> DataFrame:
+def score_frame(
+    df: DataFrame, *, model: Broadcast[bytes], model_key: str, usecase: UseCase
+) -> DataFrame:
     """Keys + score for every row of a clean frame."""
     key_fields = ", ".join(f"`{k}` {df.schema[k].dataType.simpleString()}" for k in usecase.keys)
     features = usecase.features
@@ -60,15 +66,22 @@ def score_frame(df: DataFrame, *, model: Broadcast[bytes], model_key: str, useca
         df.select(*usecase.keys, *features)
         .transform(as_model_input, features=features)
         .mapInPandas(
-            lambda it: predict_batches(it, model=model, model_key=model_key, keys=usecase.keys, features=features),
+            lambda it: predict_batches(
+                it, model=model, model_key=model_key, keys=usecase.keys, features=features
+            ),
             schema=f"{key_fields}, {SCORE} double",
         )
     )
 
 
 def with_lineage(
-    df: DataFrame, *, ref: registry.ModelRef, features_version: int, run_date: date,
-    scored_at: datetime, ttl_days: int,
+    df: DataFrame,
+    *,
+    ref: registry.ModelRef,
+    features_version: int,
+    run_date: date,
+    scored_at: datetime,
+    ttl_days: int,
 ) -> DataFrame:
     """Stamp which model, which data version and when: the same values on every row."""
     from pyspark.sql import functions as F
@@ -80,7 +93,9 @@ def with_lineage(
         F.lit(ref.run_id).alias("model_run_id"),
         F.lit(features_version).alias("features_version"),
         F.lit(scored_at).alias("scored_at"),
-        F.lit(datetime.combine(run_date + timedelta(days=ttl_days), datetime.min.time())).alias("valid_until"),
+        F.lit(datetime.combine(run_date + timedelta(days=ttl_days), datetime.min.time())).alias(
+            "valid_until"
+        ),
         F.lit(run_date).alias(tables.RUN_DATE),
     )
 
@@ -98,8 +113,12 @@ def run(ctx: RunContext) -> dict[str, object]:
     clean_version = tables.latest_version(ctx.spark, settings, usecase.clean_table)
     clean = tables.read_run(ctx.spark, settings, usecase.clean_table, ctx.run_date, clean_version)
     predictions = score_frame(clean, model=model, model_key=ref.uri, usecase=usecase).transform(
-        with_lineage, ref=ref, features_version=clean_version, run_date=ctx.run_date,
-        scored_at=datetime.now(), ttl_days=usecase.score.ttl_days,
+        with_lineage,
+        ref=ref,
+        features_version=clean_version,
+        run_date=ctx.run_date,
+        scored_at=datetime.now(),
+        ttl_days=usecase.score.ttl_days,
     )
     version = tables.replace_run(predictions, settings, usecase.predictions_table, ctx.run_date)
     model.unpersist()

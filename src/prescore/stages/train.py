@@ -53,7 +53,9 @@ def check_training_data(clean: DataFrame, *, usecase: UseCase) -> dict[str, int]
     """Refuse data that cannot train: too few test rows, a constant label or an all-null feature."""
     from pyspark.sql import functions as F
 
-    aggregates = [F.count(F.when(F.col(SPLIT) == s, 1)).alias(s) for s in ("train", "validation", "test")]
+    aggregates = [
+        F.count(F.when(F.col(SPLIT) == s, 1)).alias(s) for s in ("train", "validation", "test")
+    ]
     aggregates += [F.countDistinct(usecase.label).alias("label_values")]
     aggregates += [F.count(c).alias(f"nonnull_{c}") for c in usecase.features]
     stats = clean.agg(*aggregates).first().asDict()  # type: ignore[union-attr]
@@ -82,6 +84,7 @@ def build_estimator(usecase: UseCase) -> Any:
         num_workers=usecase.model.num_workers,
         missing=float("nan"),
         early_stopping_rounds=10,
+        verbose_eval=False,
         **usecase.model.params,
     )
 
@@ -94,9 +97,13 @@ def evaluate(model: Model, test: DataFrame, *, usecase: UseCase) -> dict[str, fl
     scored = model.transform(test).cache()
     try:
         if usecase.task == "regression":
-            evaluator = RegressionEvaluator(labelCol=usecase.label, predictionCol="prediction")
-            return {m: evaluator.evaluate(scored, {evaluator.metricName: m}) for m in ("rmse", "mae")}
-        evaluator = BinaryClassificationEvaluator(labelCol=usecase.label, rawPredictionCol="probability")
+            regression = RegressionEvaluator(labelCol=usecase.label, predictionCol="prediction")
+            return {
+                m: regression.evaluate(scored, {regression.metricName: m}) for m in ("rmse", "mae")
+            }
+        evaluator = BinaryClassificationEvaluator(
+            labelCol=usecase.label, rawPredictionCol="probability"
+        )
         metrics = {
             "auc": evaluator.evaluate(scored, {evaluator.metricName: "areaUnderROC"}),
             "pr_auc": evaluator.evaluate(scored, {evaluator.metricName: "areaUnderPR"}),
@@ -111,7 +118,11 @@ def evaluate(model: Model, test: DataFrame, *, usecase: UseCase) -> dict[str, fl
 def git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -121,7 +132,9 @@ def git_commit() -> str:
 def run(ctx: RunContext) -> dict[str, object]:
     usecase, settings = ctx.usecase, ctx.settings
     clean_version = tables.latest_version(ctx.spark, settings, usecase.clean_table)
-    clean = tables.read_run(ctx.spark, settings, usecase.clean_table, ctx.run_date, clean_version).cache()
+    clean = tables.read_run(
+        ctx.spark, settings, usecase.clean_table, ctx.run_date, clean_version
+    ).cache()
     try:
         split_rows = check_training_data(clean, usecase=usecase)
         model = build_estimator(usecase).fit(training_frame(clean, usecase=usecase))
@@ -130,14 +143,28 @@ def run(ctx: RunContext) -> dict[str, object]:
     finally:
         clean.unpersist()
     ref = log_and_register(ctx, model.get_booster(), sample, metrics, clean_version, split_rows)
-    alias = registry.CHAMPION if not registry.has_alias(settings, usecase, registry.CHAMPION) else registry.CHALLENGER
+    alias = (
+        registry.CHAMPION
+        if not registry.has_alias(settings, usecase, registry.CHAMPION)
+        else registry.CHALLENGER
+    )
     registry.set_alias(settings, ref, alias)
     log.info("train: %s v%s @%s %s", ref.name, ref.version, alias, metrics)
-    return {"model": ref.name, "version": ref.version, "alias": alias, **metrics, "clean_version": clean_version}
+    return {
+        "model": ref.name,
+        "version": ref.version,
+        "alias": alias,
+        **metrics,
+        "clean_version": clean_version,
+    }
 
 
 def log_and_register(
-    ctx: RunContext, booster: Any, sample: Any, metrics: dict[str, float], clean_version: int,
+    ctx: RunContext,
+    booster: Any,
+    sample: Any,
+    metrics: dict[str, float],
+    clean_version: int,
     split_rows: dict[str, int],
 ) -> registry.ModelRef:
     """One MLflow run: params, metrics, lineage tags, the booster in native format; registered."""
@@ -154,9 +181,16 @@ def log_and_register(
         "clean_table": usecase.clean_table,
         "clean_table_version": str(clean_version),
     }
-    with mlflow.start_run(experiment_id=registry.experiment_id(settings, usecase), tags=tags) as run:
+    with mlflow.start_run(
+        experiment_id=registry.experiment_id(settings, usecase), tags=tags
+    ) as run:
         mlflow.log_params({**usecase.model.params, "num_workers": usecase.model.num_workers})
-        mlflow.log_params({"features": ",".join(usecase.features), **{f"rows_{k}": v for k, v in split_rows.items()}})
+        mlflow.log_params(
+            {
+                "features": ",".join(usecase.features),
+                **{f"rows_{k}": v for k, v in split_rows.items()},
+            }
+        )
         mlflow.log_metrics(metrics)
         predictions = booster.inplace_predict(sample.to_numpy(dtype="float32"))
         info = mlflow.xgboost.log_model(
@@ -166,4 +200,6 @@ def log_and_register(
             input_example=sample,
             registered_model_name=name,
         )
-    return registry.ModelRef(name=name, version=str(info.registered_model_version), run_id=run.info.run_id)
+    return registry.ModelRef(
+        name=name, version=str(info.registered_model_version), run_id=run.info.run_id
+    )

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from prescore.context import RunContext
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 SUITE_KEYS = frozenset({"name", "expectations", "notes", "meta"})
 # SUMMARY adds unexpected counts and a sample of unexpected values to BOOLEAN_ONLY's verdict.
@@ -60,6 +60,7 @@ class ExpectationOutcome:
     observed_value: str | None  # JSON: GX's observed_value, or a sample of unexpected values
 
     def describe(self) -> str:
+        """One line for logs and errors: type(column), observed value, unexpected count."""
         where = f"({self.column})" if self.column else ""
         text = f"{self.expectation_type}{where}: observed {self.observed_value}"
         if self.unexpected_count is not None:
@@ -68,6 +69,7 @@ class ExpectationOutcome:
 
 
 def results_table(usecase: UseCase) -> str:
+    """The Delta table of validation outcomes (a UseCase property would be its natural home)."""
     return f"validation_{usecase.entity}"
 
 
@@ -220,7 +222,7 @@ def run(ctx: RunContext) -> dict[str, int]:
     version = tables.replace_run(results, ctx.settings, results_table(ctx.usecase), ctx.run_date)
     failed_error = [o for o in outcomes if not o.success and o.severity == "error"]
     failed_warn = [o for o in outcomes if not o.success and o.severity == "warn"]
-    logger.log(
+    log.log(
         logging.WARNING if failed_error or failed_warn else logging.INFO,
         "validate %s run_date=%s suite=%s: %d expectations, %d failed error, %d failed warn%s",
         source,

@@ -1,0 +1,88 @@
+"""Configuration loads strictly: a bad file fails at load naming the file, the field and the reason."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from prescore.config import DEFAULT_CONF_DIR, ConfigError, load_settings, load_usecase
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def conf_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, target)
+    return target
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_shipped_configuration_loads(conf_dir: Path) -> None:
+    settings = load_settings(conf_dir)
+    usecase = load_usecase("churn", settings)
+    assert usecase.keys == ["customer_id"]
+    assert usecase.predictions_table == "pred_churn"
+    assert settings.tracking_uri.startswith("sqlite:///")
+
+
+def test_unknown_key_names_file_and_field(conf_dir: Path) -> None:
+    _edit(conf_dir / "usecases" / "churn.yaml", "task: binary", "task: binary\nleabel: oops")
+    with pytest.raises(ConfigError, match=r"churn\.yaml: leabel: Extra inputs are not permitted"):
+        load_usecase("churn", load_settings(conf_dir))
+
+
+def test_wrong_type_names_nested_field(conf_dir: Path) -> None:
+    _edit(conf_dir / "usecases" / "churn.yaml", "ttl_days: 7", "ttl_days: soon")
+    with pytest.raises(ConfigError, match=r"churn\.yaml: score\.ttl_days: .*integer"):
+        load_usecase("churn", load_settings(conf_dir))
+
+
+def test_undeclared_column_is_refused(conf_dir: Path) -> None:
+    _edit(conf_dir / "usecases" / "churn.yaml", "label: churned", "label: cancelled")
+    with pytest.raises(ConfigError, match=r"\['cancelled'\] are used but not declared"):
+        load_usecase("churn", load_settings(conf_dir))
+
+
+def test_split_must_sum_to_one(conf_dir: Path) -> None:
+    _edit(conf_dir / "usecases" / "churn.yaml", "test: 0.15, seed", "test: 0.25, seed")
+    with pytest.raises(ConfigError, match=r"must be 1\.0"):
+        load_usecase("churn", load_settings(conf_dir))
+
+
+def test_malformed_yaml_names_file(conf_dir: Path) -> None:
+    (conf_dir / "base.yaml").write_text("spark: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"base\.yaml: not valid YAML"):
+        load_settings(conf_dir)
+
+
+def test_unknown_usecase_lists_known_ones(conf_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no use case named 'fraud' \(known: churn"):
+        load_usecase("fraud", load_settings(conf_dir))
+
+
+def test_environment_overlay_and_variables(conf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRESCORE_SPARK_MASTER", "spark://127.0.0.1:7077")
+    monkeypatch.setenv("PRESCORE_STATE_DIR", "/tmp/prescore-elsewhere")
+    assert load_settings(conf_dir).spark.master == "spark://127.0.0.1:7077"
+    overlaid = load_settings(conf_dir, env="test")
+    assert overlaid.spark.master == "local[2]"
+    assert overlaid.state_dir == Path("/tmp/prescore-elsewhere")
+
+
+def test_missing_required_variable_is_named(
+    conf_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PRESCORE_STATE_DIR", raising=False)
+    monkeypatch.setenv("PRESCORE_SPARK_MASTER", "local[1]")
+    with pytest.raises(
+        ConfigError, match=r"cluster\.yaml: environment variable PRESCORE_STATE_DIR is not set"
+    ):
+        load_settings(conf_dir, env="cluster")
