@@ -42,6 +42,7 @@ def candidate_checks(df: DataFrame, *, usecase: UseCase, expected_rows: int) -> 
     from pyspark.sql import functions as F
 
     key = F.struct(*usecase.keys)
+    finite = F.when(~F.isnan(SCORE), F.col(SCORE))  # Spark orders NaN above every number
     null_key = F.lit(0)
     for k in usecase.keys:
         null_key = F.when(F.col(k).isNull(), 1).otherwise(null_key)
@@ -50,8 +51,8 @@ def candidate_checks(df: DataFrame, *, usecase: UseCase, expected_rows: int) -> 
         F.count_distinct(key).alias("distinct_keys"),
         F.sum(null_key).alias("null_keys"),
         F.count(F.when(F.isnan(SCORE) | F.col(SCORE).isNull(), 1)).alias("bad_scores"),
-        F.min(SCORE).alias("min_score"),
-        F.max(SCORE).alias("max_score"),
+        F.min(finite).alias("min_score"),
+        F.max(finite).alias("max_score"),
     ).first()
     assert result is not None  # an ungrouped aggregate has exactly one row
     stats = result.asDict()

@@ -1,0 +1,50 @@
+"""prescore benchmarks: each `bench_<name>.py` measures prescore against a baseline in the same run.
+
+A module exposes `run(size: str) -> list[Measurement]`; `python -m bench` runs them and writes
+bench/results.json and bench/results.md. Generated data lives under bench/.data/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+DATA_DIR = BENCH_DIR / ".data"
+SIZES = ("small", "full")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One figure for one subject; `ratio` compares it with `baseline`, a subject of the same benchmark.
+
+    The harness fills `ratio` as value / baseline value when higher is better, and as baseline
+    value / value when lower is better, so a ratio above 1 always means better than the baseline.
+    """
+
+    benchmark: str
+    subject: str
+    metric: str
+    value: float
+    unit: str
+    higher_is_better: bool
+    baseline: str | None = None
+    ratio: float | None = None
+    note: str = ""
+
+
+def best_of(action: Callable[[], object], *, repeats: int = 3, warmups: int = 1) -> float:
+    """Seconds taken by the fastest of `repeats` timed calls, after `warmups` untimed ones.
+
+    The fastest run is the one least disturbed by other work on a shared machine.
+    """
+    for _ in range(warmups):
+        action()
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - start)
+    return min(timings)

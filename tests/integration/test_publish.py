@@ -1,0 +1,106 @@
+"""Publish: checks on the candidate, atomic pointer move, and nothing visible when a check fails."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import duckdb
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+
+from prescore import serving, tables
+from prescore.config import Settings, UseCase
+from prescore.context import RunContext
+from prescore.lookup import Scores
+from prescore.stages import publish
+from prescore.stages.publish import PublishCheckError, candidate_checks
+
+pytestmark = pytest.mark.integration
+RUN_DATE = date(2026, 11, 5)
+PRED_SCHEMA = (
+    "customer_id string, score double, model_name string, model_version string, model_run_id string, "
+    "features_version bigint, scored_at timestamp, valid_until timestamp, run_date date"
+)
+
+
+def predictions(
+    spark: SparkSession, scores: list[tuple[str | None, float]], version: str = "1"
+) -> DataFrame:
+    stamp, until = datetime(2026, 11, 5, 6), datetime(2026, 11, 12)
+    rows = [(k, s, "prescore-churn", version, "run1", 0, stamp, until, RUN_DATE) for k, s in scores]
+    return spark.createDataFrame(rows, PRED_SCHEMA)
+
+
+def population(spark: SparkSession, keys: list[str]) -> DataFrame:
+    return spark.createDataFrame([(k, RUN_DATE) for k in keys], "customer_id string, run_date date")
+
+
+@pytest.mark.parametrize(
+    ("scores", "failed"),
+    [
+        ([("a", 0.1), ("b", 0.2), ("c", 0.3)], set()),
+        ([("a", 0.1), ("a", 0.2), ("c", 0.3)], {"unique_keys"}),
+        ([("a", 0.1), (None, 0.2), ("c", 0.3)], {"no_null_keys"}),
+        ([("a", 0.1), ("b", float("nan")), ("c", 0.3)], {"no_nan_scores"}),
+        ([("a", 0.1), ("b", 1.7), ("c", 0.3)], {"scores_in_range"}),
+        ([("a", 0.1), ("b", 0.2)], {"row_count"}),
+    ],
+    ids=["clean", "duplicate", "null-key", "nan", "out-of-range", "short"],
+)
+def test_candidate_checks_name_what_failed(
+    spark: SparkSession, churn: UseCase, scores, failed: set[str]
+) -> None:
+    results = candidate_checks(predictions(spark, scores), usecase=churn, expected_rows=3)
+    assert {r.name for r in results if not r.passed} == failed
+
+
+def test_failed_check_publishes_nothing_and_keeps_the_current_snapshot(
+    spark: SparkSession, fresh_settings: Settings, churn: UseCase
+) -> None:
+    ctx = RunContext(fresh_settings, churn, RUN_DATE, spark)
+    tables.replace_run(
+        population(spark, ["a", "b", "c"]), fresh_settings, churn.clean_table, RUN_DATE
+    )
+    tables.replace_run(
+        predictions(spark, [("a", 0.1), ("b", 0.2), ("c", 0.3)]),
+        fresh_settings,
+        churn.predictions_table,
+        RUN_DATE,
+    )
+    first = publish.run(ctx)
+    scores = Scores(churn, fresh_settings, now=lambda: datetime(2026, 11, 6))
+    assert scores.get("b").score == pytest.approx(0.2)
+    assert scores.get("b").freshness == "fresh"
+
+    bad = predictions(spark, [("a", 0.9), ("a", 0.8), ("c", 0.7)], version="2")
+    tables.replace_run(bad, fresh_settings, churn.predictions_table, RUN_DATE)
+    with pytest.raises(
+        PublishCheckError, match=r"pred_churn v1 not published: unique_keys: 1 duplicate keys"
+    ):
+        publish.run(ctx)
+    assert scores.snapshot == serving.snapshot_path(
+        fresh_settings, churn, RUN_DATE, first["predictions_version"]
+    )
+    assert scores.get("b").score == pytest.approx(0.2)
+    log = tables.read(spark, fresh_settings, publish.PUBLISH_LOG).collect()
+    assert [(r.action, r.predictions_version) for r in log] == [("publish", 0)]
+
+
+def test_snapshot_has_views_and_refuses_file_access(
+    spark: SparkSession, fresh_settings: Settings, churn: UseCase
+) -> None:
+    ctx = RunContext(fresh_settings, churn, RUN_DATE, spark)
+    tables.replace_run(population(spark, ["a", "b"]), fresh_settings, churn.clean_table, RUN_DATE)
+    tables.replace_run(
+        predictions(spark, [("a", 0.1), ("b", 0.9)]),
+        fresh_settings,
+        churn.predictions_table,
+        RUN_DATE,
+    )
+    publish.run(ctx)
+    path = serving.current_path(fresh_settings, churn)
+    with duckdb.connect(str(path), read_only=True, config={"enable_external_access": False}) as con:
+        assert con.execute("select count(*) from scores").fetchone() == (2,)
+        assert con.execute("select sum(keys) from score_distribution").fetchone() == (2,)
+        with pytest.raises(duckdb.Error):
+            con.execute("select * from read_csv('/etc/passwd')").fetchall()
