@@ -105,7 +105,7 @@ def render_markdown(records: list[dict[str, Any]]) -> str:
             "|---|---|---:|---|---:|---|",
         ]
         for r in rows:
-            versus = f"{r['ratio']:.3f}× {r['baseline']}" if r["ratio"] is not None else "baseline"
+            versus = f"{r['ratio']:.3f}x {r['baseline']}" if r["ratio"] is not None else "baseline"
             better = "higher" if r["higher_is_better"] else "lower"
             metric = f"{r['metric']} ({better} is better)"
             lines.append(

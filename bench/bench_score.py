@@ -161,12 +161,13 @@ def prescore_subjects(
 
 def xgboost_spark_subject(frame: DataFrame, model: Any, usecase: UseCase, rows: int) -> Measurement:
     """xgboost.spark's own transform of the same model (one thread per task, as prescore)."""
-    from xgboost.spark import SparkXGBClassifierModel, SparkXGBRegressorModel
+    from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
-    peer_cls = SparkXGBClassifierModel if usecase.task == "binary" else SparkXGBRegressorModel
+    estimator_cls = SparkXGBClassifier if usecase.task == "binary" else SparkXGBRegressor
+    estimator = estimator_cls(features_col=usecase.features, **usecase.model.params)
     model.set_params(n_jobs=1)
-    peer = peer_cls(xgb_sklearn_model=model)
-    peer.set(peer.features_cols, usecase.features)
+    # What fit() returns, without refitting: the sklearn model wrapped, the estimator's params copied.
+    peer = estimator._copyValues(estimator._pyspark_model_cls()(model))
     output = "probability" if usecase.task == "binary" else "prediction"
     scored = peer.transform(frame).select(*usecase.keys, output)
     return measure(

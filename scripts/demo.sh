@@ -3,7 +3,8 @@
 # one spark-submit per stage), then look a few customers up in the published DuckDB snapshot.
 # Rerunnable: every stage replaces its output for the run date, and `dags test` replaces the run.
 #
-#   RUN_DATE            logical date of the run (default 2026-11-01, fixed so the demo repeats)
+#   RUN_DATE            logical date of the run (default: today, UTC, so the scores are fresh;
+#                       the same date gives the same tables)
 #   DEMO_ROWS           customers to generate (default 100000)
 #   PRESCORE_STATE_DIR  tables, models, Airflow's database and logs (default .state)
 set -euo pipefail
@@ -11,7 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bin=$root/.venv/bin
-run_date=${RUN_DATE:-2026-11-01}
+run_date=${RUN_DATE:-$(date -u +%F)}
 rows=${DEMO_ROWS:-100000}
 usecase=churn
 dag_id=prescore_$usecase

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,9 @@ from pyspark.sql import SparkSession
 
 from prescore.config import Settings, UseCase, load_settings, load_usecase
 from prescore.spark import get_spark
+
+# py4j logs at INFO while the interpreter shuts down, after pytest closed the captured streams.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 # Tests hash PII with a throwaway key; production reads it from the environment only.
 os.environ.setdefault("PRESCORE_HMAC_KEY", "test-only-hmac-key")

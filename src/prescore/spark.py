@@ -37,7 +37,11 @@ def spark_conf(settings: Settings) -> dict[str, str]:
 
 
 def get_spark(settings: Settings) -> SparkSession:
-    """Return the active session, or build one (under spark-submit the session already exists)."""
+    """The active session, or a new one with Delta on.
+
+    Under spark-submit the launcher already chose the master and resolved --packages (the DAG
+    passes them from its connection), so those are left alone; run from plain Python, conf decides.
+    """
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -45,9 +49,13 @@ def get_spark(settings: Settings) -> SparkSession:
         return active
     # PySpark starts workers with $PYSPARK_PYTHON (default: python3 on PATH, maybe without our packages).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.master(settings.spark.master).appName(settings.spark.app_name)
+    under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    builder = SparkSession.builder.appName(settings.spark.app_name)
+    if not under_spark_submit:
+        builder = builder.master(settings.spark.master)
     for key, value in spark_conf(settings).items():
-        builder = builder.config(key, value)
+        if not (under_spark_submit and key == "spark.jars.packages"):
+            builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark

@@ -6,11 +6,11 @@ when pytest loads this file, before any test module of this folder imports airfl
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +27,7 @@ AIRFLOW_ENV = {
 if "airflow.configuration" in sys.modules:
     raise RuntimeError("airflow was imported before tests/dags/conftest.py could set AIRFLOW_HOME")
 os.environ.update(AIRFLOW_ENV)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _remove_airflow_home() -> Iterator[None]:
-    yield
-    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
