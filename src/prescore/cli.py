@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         _stage_args(commands.add_parser(stage, help=f"run the {stage} stage for one run date"))
     _stage_args(commands.add_parser("run", help="run every stage in order, without Airflow"))
+    rollback = commands.add_parser("rollback", help="serve an earlier publish again (logged)")
+    rollback.add_argument("--usecase", required=True)
+    rollback.add_argument("--to", type=_run_date, help="run date to go back to (default: previous)")
     datagen = commands.add_parser("datagen", help="write seeded demo landing files")
     _stage_args(datagen)
     datagen.add_argument("--rows", type=int, default=100_000)
@@ -78,6 +81,13 @@ def dispatch(args: argparse.Namespace) -> None:
         usecase = load_usecase(args.usecase, settings)
         folder = write_landing(settings, usecase, args.run_date, args.rows, args.seed)
         print(f"datagen: {args.rows} {usecase.entity} rows (plus injected defects) -> {folder}")
+        return
+    if args.command == "rollback":
+        from prescore.spark import get_spark
+        from prescore.stages.publish import rollback
+
+        usecase = load_usecase(args.usecase, settings)
+        print(json.dumps(rollback(get_spark(settings), settings, usecase, args.to), default=str))
         return
     from prescore.context import RunContext
     from prescore.flow import run_flow, run_stage

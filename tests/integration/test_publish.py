@@ -104,3 +104,37 @@ def test_snapshot_has_views_and_refuses_file_access(
         assert con.execute("select sum(keys) from score_distribution").fetchone() == (2,)
         with pytest.raises(duckdb.Error):
             con.execute("select * from read_csv('/etc/passwd')").fetchall()
+
+
+def test_rollback_serves_the_previous_publish_and_logs_it(
+    spark: SparkSession, fresh_settings: Settings, churn: UseCase
+) -> None:
+    tables.replace_run(population(spark, ["a", "b"]), fresh_settings, churn.clean_table, RUN_DATE)
+    tables.replace_run(
+        predictions(spark, [("a", 0.1), ("b", 0.2)]),
+        fresh_settings,
+        churn.predictions_table,
+        RUN_DATE,
+    )
+    publish.run(RunContext(fresh_settings, churn, RUN_DATE, spark))
+    tables.replace_run(
+        predictions(spark, [("a", 0.7), ("b", 0.8)], version="2"),
+        fresh_settings,
+        churn.predictions_table,
+        RUN_DATE,
+    )
+    publish.run(RunContext(fresh_settings, churn, RUN_DATE, spark))
+    scores = Scores(churn, fresh_settings)
+    assert (scores.get("a").score, scores.get("a").model_version) == (pytest.approx(0.7), "2")
+
+    publish.rollback(spark, fresh_settings, churn)
+    assert (scores.get("a").score, scores.get("a").model_version) == (pytest.approx(0.1), "1")
+    log = tables.read(spark, fresh_settings, publish.PUBLISH_LOG).orderBy("published_at").collect()
+    assert [(r.action, r.predictions_version) for r in log] == [
+        ("publish", 0),
+        ("publish", 1),
+        ("rollback", 0),
+    ]
+
+    with pytest.raises(LookupError, match=r"no kept snapshot of run date 2026-01-01"):
+        publish.rollback(spark, fresh_settings, churn, to=date(2026, 1, 1))
