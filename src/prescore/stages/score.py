@@ -2,7 +2,7 @@
 
 Grain out: one row per key and run_date, with the score, the model name, version and run id, the
 Delta version of the clean table read, scored_at and valid_until. The booster travels to the
-workers once as a broadcast and predicts on contiguous float32 batches (`inplace_predict`).
+workers once as a broadcast and predicts on contiguous float32 Arrow batches (`inplace_predict`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from prescore import registry, tables
 from prescore.features import as_model_input
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pyarrow as pa
     from pyspark.broadcast import Broadcast
     from pyspark.sql import DataFrame
 
@@ -38,34 +38,44 @@ def load_booster(raw: bytes) -> Any:
 
 
 def predict_batches(
-    batches: Iterator[pd.DataFrame],
+    batches: Iterator[pa.RecordBatch],
     *,
     model: Broadcast[bytes],
     model_key: str,
     keys: list[str],
     features: list[str],
-) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: keys + score for each batch, the booster loaded once per worker."""
+) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: keys + score per Arrow batch; the booster is loaded once per worker.
+
+    Features arrive as float32 without nulls (`as_model_input`), so each column is copied once
+    into a contiguous matrix and the keys pass through untouched.
+    """
+    import numpy as np
+    import pyarrow as pa
+
     booster = _BOOSTERS.get(model_key)
     if booster is None:
         booster = _BOOSTERS[model_key] = load_booster(model.value)
     for batch in batches:
-        matrix = batch[features].to_numpy(dtype="float32")
-        out = batch[keys].copy()
-        out[SCORE] = booster.inplace_predict(matrix).astype("float64")
-        yield out
+        matrix = np.empty((batch.num_rows, len(features)), dtype=np.float32)
+        for index, name in enumerate(features):
+            matrix[:, index] = batch.column(name).to_numpy(zero_copy_only=False)
+        scores = pa.array(booster.inplace_predict(matrix), type=pa.float64())
+        yield pa.RecordBatch.from_arrays(
+            [*(batch.column(k) for k in keys), scores], names=[*keys, SCORE]
+        )
 
 
 def score_frame(
     df: DataFrame, *, model: Broadcast[bytes], model_key: str, usecase: UseCase
 ) -> DataFrame:
-    """Keys + score for every row of a clean frame."""
+    """Keys + score for every row of a clean frame (one row per key in, one row per key out)."""
     key_fields = ", ".join(f"`{k}` {df.schema[k].dataType.simpleString()}" for k in usecase.keys)
     features = usecase.features
     return (
         df.select(*usecase.keys, *features)
         .transform(as_model_input, features=features)
-        .mapInPandas(
+        .mapInArrow(
             lambda it: predict_batches(
                 it, model=model, model_key=model_key, keys=usecase.keys, features=features
             ),
