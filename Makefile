@@ -6,12 +6,15 @@ STAMP  := $(VENV)/.installed
 SIZE   ?= small
 export PRESCORE_HMAC_KEY ?= demo-only-secret-change-me
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup check-java demo test lint bench clean
 
-setup: $(STAMP) $(VENV)/.delta-jars
+setup: check-java $(STAMP) $(VENV)/.delta-jars
 
-$(STAMP): pyproject.toml constraints.txt
+# Spark 4 needs Java 17 or 21: one clear line otherwise, before anything is installed.
+check-java:
 	@scripts/check_java.sh
+
+$(STAMP): pyproject.toml constraints.txt | check-java
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $@
