@@ -6,6 +6,7 @@ bench/results.json and bench/results.md. Generated data lives under bench/.data/
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,16 +36,21 @@ class Measurement:
     note: str = ""
 
 
-def best_of(action: Callable[[], object], *, repeats: int = 3, warmups: int = 1) -> float:
-    """Seconds taken by the fastest of `repeats` timed calls, after `warmups` untimed ones.
+def best_times(
+    actions: dict[str, Callable[[], object]], *, repeats: int = 3, warmups: int = 1
+) -> dict[str, float]:
+    """Seconds taken by the fastest of `repeats` timed calls of each action, after `warmups` untimed.
 
-    The fastest run is the one least disturbed by other work on a shared machine.
+    The actions take turns, round after round, so that a burst of other work on a shared machine
+    slows every subject a little rather than one a lot; the fastest call is the least disturbed.
     """
     for _ in range(warmups):
-        action()
-    timings = []
+        for action in actions.values():
+            action()
+    best = dict.fromkeys(actions, math.inf)
     for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        timings.append(time.perf_counter() - start)
-    return min(timings)
+        for name, action in actions.items():
+            start = time.perf_counter()
+            action()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best

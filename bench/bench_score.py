@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench import DATA_DIR, Measurement, best_of
+from bench import DATA_DIR, Measurement, best_times
 from prescore import tables
 from prescore.config import load_settings, load_usecase
 from prescore.datagen import churn_chunks
@@ -32,20 +33,19 @@ from prescore.stages.clean import clean_rows
 from prescore.stages.score import SCORE, load_booster, score_frame
 
 if TYPE_CHECKING:
-    from pyspark.broadcast import Broadcast
     from pyspark.sql import DataFrame, SparkSession
 
-    from prescore.config import UseCase
+    from prescore.config import Settings, UseCase
 
 BENCHMARK = "score"
 ROWS = {"small": 200_000, "full": 10_000_000}
 TRAIN_ROWS = 50_000
 CORES = 2  # local[2] (conf/env/test.yaml) and the baseline's nthread
-PARTITIONS = 2 * CORES  # of the cached frame: a few tasks per core even out a noisy machine
+DRIVER_MEMORY = "4g"  # local mode: the cached frame lives in the driver's heap (default 1g)
 RUN_DATE = date(2024, 1, 1)
 SEED = 42
 ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
-LARGER_BATCHES = (100_000,)  # tried on top of the configured value (Spark's default: 10,000)
+LARGER_BATCHES = (50_000,)  # tried on top of the configured value (Spark's default: 10,000)
 NATIVE = "native inplace_predict"
 PRESCORE = "prescore score_frame"
 
@@ -107,31 +107,25 @@ def train_model(matrix: np.ndarray, labels: np.ndarray, usecase: UseCase) -> Any
 # ---------------------------------------------------------------- subjects
 
 
-def measure(subject: str, rows: int, seconds: float, note: str) -> Measurement:
-    return Measurement(
-        benchmark=BENCHMARK,
-        subject=subject,
-        metric="throughput",
-        value=rows / seconds,
-        unit="rows/s",
-        higher_is_better=True,
-        baseline=None if subject == NATIVE else NATIVE,
-        note=f"{note}; best of 3: {seconds:.3f} s for {rows:,} rows",
-    )
-
-
 def sink(df: DataFrame) -> None:
     """Evaluate every row and column of df, writing nothing."""
     df.write.format("noop").mode("overwrite").save()
 
 
-def check_same_scores(
-    frame: DataFrame, model: Broadcast[bytes], usecase: UseCase, expected: np.ndarray
-) -> None:
+def scoring(spark: SparkSession, df: DataFrame, arrow_batch: str) -> Callable[[], None]:
+    """One timed call: df fully evaluated with this Arrow batch size (the subjects take turns)."""
+
+    def evaluate() -> None:
+        spark.conf.set(ARROW_BATCH, arrow_batch)
+        sink(df)
+
+    return evaluate
+
+
+def check_same_scores(scored: DataFrame, expected: np.ndarray) -> None:
     """prescore must score the same rows to the same values as the baseline, or the race is void."""
     from pyspark.sql import functions as F
 
-    scored = score_frame(frame, model=model, model_key=BENCHMARK, usecase=usecase)
     count, total = scored.agg(F.count("*"), F.sum(SCORE)).first()  # type: ignore[misc]
     want = float(expected.sum(dtype=np.float64))
     if count != len(expected) or not math.isclose(total, want, rel_tol=1e-6):
@@ -140,27 +134,8 @@ def check_same_scores(
         )
 
 
-def prescore_subjects(
-    spark: SparkSession, frame: DataFrame, model: Broadcast[bytes], usecase: UseCase, rows: int
-) -> list[Measurement]:
-    """score_frame with the configured Arrow batch size, then with each of LARGER_BATCHES."""
-    configured = spark.conf.get(ARROW_BATCH)
-    scored = score_frame(frame, model=model, model_key=BENCHMARK, usecase=usecase)
-    out = [measure(PRESCORE, rows, best_of(lambda: sink(scored)), f"{ARROW_BATCH}={configured}")]
-    try:
-        for batch in LARGER_BATCHES:
-            spark.conf.set(ARROW_BATCH, str(batch))
-            seconds = best_of(lambda: sink(scored))
-            out.append(
-                measure(f"{PRESCORE}, batch {batch:,}", rows, seconds, f"{ARROW_BATCH}={batch}")
-            )
-    finally:
-        spark.conf.set(ARROW_BATCH, str(configured))
-    return out
-
-
-def xgboost_spark_subject(frame: DataFrame, model: Any, usecase: UseCase, rows: int) -> Measurement:
-    """xgboost.spark's own transform of the same model (one thread per task, as prescore)."""
+def xgboost_spark_scores(frame: DataFrame, model: Any, usecase: UseCase) -> DataFrame:
+    """xgboost.spark's own transform of the same model, one thread per task as in prescore."""
     from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
     estimator_cls = SparkXGBClassifier if usecase.task == "binary" else SparkXGBRegressor
@@ -169,15 +144,12 @@ def xgboost_spark_subject(frame: DataFrame, model: Any, usecase: UseCase, rows: 
     # What fit() returns, without refitting: the sklearn model wrapped, the estimator's params copied.
     peer = estimator._copyValues(estimator._pyspark_model_cls()(model))
     output = "probability" if usecase.task == "binary" else "prediction"
-    scored = peer.transform(frame).select(*usecase.keys, output)
-    return measure(
-        "xgboost.spark transform", rows, best_of(lambda: sink(scored)), "model.transform"
-    )
+    return peer.transform(frame).select(*usecase.keys, output)
 
 
-def mlflow_subject(
-    spark: SparkSession, frame: DataFrame, booster: Any, usecase: UseCase, rows: int
-) -> Measurement:
+def mlflow_scores(
+    spark: SparkSession, frame: DataFrame, raw_model: bytes, usecase: UseCase
+) -> DataFrame:
     """mlflow.pyfunc.spark_udf over the same booster saved as an MLflow model (no tracking server)."""
     import mlflow.pyfunc
     import mlflow.xgboost
@@ -188,44 +160,84 @@ def mlflow_subject(
     shutil.rmtree(path, ignore_errors=True)
     # Explicit requirements: inferring them would load the model in a subprocess.
     mlflow.xgboost.save_model(
-        booster, str(path), pip_requirements=[f"xgboost=={xgboost.__version__}"]
+        load_booster(raw_model), str(path), pip_requirements=[f"xgboost=={xgboost.__version__}"]
     )
     udf = mlflow.pyfunc.spark_udf(spark, str(path), result_type="double", env_manager="local")
-    scored = frame.transform(as_model_input, features=usecase.features).select(
+    return frame.transform(as_model_input, features=usecase.features).select(
         *usecase.keys, udf(F.struct(*usecase.features)).alias(SCORE)
     )
-    return measure("mlflow spark_udf", rows, best_of(lambda: sink(scored)), "pyfunc.spark_udf")
+
+
+def measure(subject: str, rows: int, seconds: float, note: str) -> Measurement:
+    return Measurement(
+        benchmark=BENCHMARK,
+        subject=subject,
+        metric="throughput",
+        value=rows / seconds,
+        unit="rows/s",
+        higher_is_better=True,
+        baseline=None if subject == NATIVE else NATIVE,
+        note=f"{note}; best: {seconds:.3f} s for {rows:,} rows",
+    )
 
 
 # ---------------------------------------------------------------- run
 
 
-def run(size: str) -> list[Measurement]:
+def bench_settings() -> Settings:
+    """conf/base.yaml + conf/env/test.yaml (local[2]), with room in the driver for the cache."""
     settings = load_settings(env="test")
-    usecase = load_usecase("churn", settings)
-    spark = get_spark(settings)
-    clean = clean_table(spark, usecase, size)
-    matrix, labels = model_matrix(clean, usecase)
-    model = train_model(matrix, labels, usecase)
+    conf = {**settings.spark.conf, "spark.driver.memory": DRIVER_MEMORY}
+    return settings.model_copy(update={"spark": settings.spark.model_copy(update={"conf": conf})})
+
+
+def measure_subjects(
+    spark: SparkSession, clean: Path, model: Any, matrix: np.ndarray, usecase: UseCase
+) -> list[Measurement]:
+    """Every subject over the same rows and model, timed in turns."""
     raw_model = bytes(model.get_booster().save_raw("ubj"))
-
-    native = load_booster(raw_model)  # as the score stage loads it, then all cores in one call
+    native = load_booster(raw_model)  # as the score stage loads it, then every core in one call
     native.set_param({"nthread": CORES})
-    rows = len(matrix)
-    results = [
-        measure(NATIVE, rows, best_of(lambda: native.inplace_predict(matrix)), f"nthread={CORES}")
-    ]
-
-    frame = spark.read.parquet(str(clean)).repartition(PARTITIONS).cache()
+    frame = spark.read.parquet(str(clean)).repartition(CORES).cache()
     broadcast = spark.sparkContext.broadcast(raw_model)
     try:
-        frame.count()  # materialise the cache outside the timings
-        check_same_scores(frame, broadcast, usecase, native.inplace_predict(matrix))
-        results += prescore_subjects(spark, frame, broadcast, usecase, rows)
-        results.append(xgboost_spark_subject(frame, model, usecase, rows))
-        results.append(mlflow_subject(spark, frame, native, usecase, rows))
+        frame.count()  # fill the cache outside the timings
+        scored = score_frame(frame, model=broadcast, model_key=BENCHMARK, usecase=usecase)
+        check_same_scores(scored, native.inplace_predict(matrix))
+        configured = str(spark.conf.get(ARROW_BATCH))
+        subjects: dict[str, tuple[Callable[[], object], str]] = {
+            NATIVE: (lambda: native.inplace_predict(matrix), f"nthread={CORES}, one process"),
+            PRESCORE: (scoring(spark, scored, configured), f"{ARROW_BATCH}={configured}"),
+        }
+        for batch in LARGER_BATCHES:
+            subjects[f"{PRESCORE}, batch {batch:,}"] = (
+                scoring(spark, scored, str(batch)),
+                f"{ARROW_BATCH}={batch}",
+            )
+        subjects["xgboost.spark transform"] = (
+            scoring(spark, xgboost_spark_scores(frame, model, usecase), configured),
+            "SparkXGBClassifierModel.transform, n_jobs=1",
+        )
+        subjects["mlflow spark_udf"] = (
+            scoring(spark, mlflow_scores(spark, frame, raw_model, usecase), configured),
+            "mlflow.pyfunc.spark_udf, env_manager=local",
+        )
+        seconds = best_times({name: action for name, (action, _) in subjects.items()})
     finally:
         broadcast.unpersist()
         frame.unpersist()
+    rows = len(matrix)
+    return [measure(name, rows, seconds[name], note) for name, (_, note) in subjects.items()]
+
+
+def run(size: str) -> list[Measurement]:
+    settings = bench_settings()
+    usecase = load_usecase("churn", settings)
+    spark = get_spark(settings)
+    try:
+        clean = clean_table(spark, usecase, size)
+        matrix, labels = model_matrix(clean, usecase)
+        model = train_model(matrix, labels, usecase)
+        return measure_subjects(spark, clean, model, matrix, usecase)
+    finally:
         spark.stop()
-    return results

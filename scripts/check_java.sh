@@ -4,7 +4,7 @@ set -euo pipefail
 # Spark launches $JAVA_HOME/bin/java when JAVA_HOME is set, else java from PATH: check that one.
 java=${JAVA_HOME:+$JAVA_HOME/bin/}java
 if ! command -v "$java" >/dev/null 2>&1; then
-  echo "prescore setup: Java not found. Install a Java 17 JDK (Debian/Ubuntu: apt-get install openjdk-17-jdk-headless) and retry." >&2
+  echo "prescore setup: Java not found (looked for $java). Install a Java 17 JDK (Debian/Ubuntu: apt-get install openjdk-17-jdk-headless) and retry." >&2
   exit 1
 fi
 version=$("$java" -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')
