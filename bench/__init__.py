@@ -37,12 +37,18 @@ class Measurement:
 
 
 def best_times(
-    actions: dict[str, Callable[[], object]], *, repeats: int = 3, warmups: int = 1
+    actions: dict[str, Callable[[], object]],
+    *,
+    repeats: int = 3,
+    warmups: int = 1,
+    settle_seconds: float = 1.0,
 ) -> dict[str, float]:
     """Seconds taken by the fastest of `repeats` timed calls of each action, after `warmups` untimed.
 
     The actions take turns, round after round, so that a burst of other work on a shared machine
     slows every subject a little rather than one a lot; the fastest call is the least disturbed.
+    Each timed call waits `settle_seconds` first: a Spark job leaves work behind (garbage
+    collection, workers winding down) that would otherwise be billed to the next subject.
     """
     for _ in range(warmups):
         for action in actions.values():
@@ -50,6 +56,7 @@ def best_times(
     best = dict.fromkeys(actions, math.inf)
     for _ in range(repeats):
         for name, action in actions.items():
+            time.sleep(settle_seconds)
             start = time.perf_counter()
             action()
             best[name] = min(best[name], time.perf_counter() - start)
