@@ -39,8 +39,9 @@ def spark_conf(settings: Settings) -> dict[str, str]:
 def get_spark(settings: Settings) -> SparkSession:
     """The active session, or a new one with Delta on.
 
-    Under spark-submit the launcher already chose the master and resolved --packages (the DAG
-    passes them from its connection), so those are left alone; run from plain Python, conf decides.
+    Under spark-submit the launcher already chose the master and resolved --packages, and what it
+    was given with --conf wins over conf/ (a cluster's python path, say); run from plain Python,
+    conf decides everything.
     """
     from pyspark.sql import SparkSession
 
@@ -49,16 +50,36 @@ def get_spark(settings: Settings) -> SparkSession:
         return active
     # PySpark starts workers with $PYSPARK_PYTHON (default: python3 on PATH, maybe without our packages).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
-    builder = SparkSession.builder.appName(settings.spark.app_name)
-    if not under_spark_submit:
-        builder = builder.master(settings.spark.master)
-    for key, value in spark_conf(settings).items():
-        if not (under_spark_submit and key == "spark.jars.packages"):
-            builder = builder.config(key, value)
+    wanted = {
+        "spark.master": settings.spark.master,
+        "spark.app.name": settings.spark.app_name,
+        **spark_conf(settings),
+    }
+    launcher = launcher_conf()
+    if launcher is not None:  # the JVM is up, its packages resolved: fill in only what is unset
+        wanted = {
+            k: v for k, v in wanted.items() if k not in launcher and k != "spark.jars.packages"
+        }
+    builder = SparkSession.builder
+    for key, value in wanted.items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def launcher_conf() -> dict[str, str] | None:
+    """The settings spark-submit was given (--conf, --name, --master...), or None outside it.
+
+    spark-submit hands them to the driver's JVM as system properties; a SparkConf sees them once
+    the gateway to that JVM is up, which `_ensure_initialized` does without starting a context.
+    """
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
+    return dict(SparkConf().getAll())
 
 
 if __name__ == "__main__":
