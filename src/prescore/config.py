@@ -14,7 +14,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The folder holding conf/, expectations/, sql/ and jobs/: $PRESCORE_HOME, else the checkout this
+# package is installed from (src/prescore/ -> ../..). Stage jobs launched with the package as
+# --py-files import it from a zip, so whoever launches them sets PRESCORE_HOME (the DAGs do).
+HOME_VARIABLE = "PRESCORE_HOME"
+PROJECT_ROOT = Path(os.environ.get(HOME_VARIABLE) or Path(__file__).resolve().parents[2])
 DEFAULT_CONF_DIR = PROJECT_ROOT / "conf"
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -42,6 +46,25 @@ class MlflowSettings(_Strict):
     registry_prefix: str = "prescore"
 
 
+class AirflowSettings(_Strict):
+    """How the DAGs retry a failed task and where they report a final failure."""
+
+    retries: int = Field(2, ge=0)
+    retry_delay_seconds: int = Field(60, ge=0)
+    max_retry_delay_seconds: int = Field(1800, ge=0)
+    alert_webhook_url: str | None = None  # POSTed a JSON summary of each failed task; empty: off
+    alert_timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, or empty")
+        return url
+
+
 class Settings(_Strict):
     """Where everything lands. Relative paths are taken from the project root."""
 
@@ -51,6 +74,7 @@ class Settings(_Strict):
     sql_dir: Path = PROJECT_ROOT / "sql"
     spark: SparkSettings = SparkSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    airflow: AirflowSettings = AirflowSettings()
     serving_snapshots_kept: int = Field(3, ge=1)
 
     @field_validator("state_dir", "conf_dir", "expectations_dir", "sql_dir")
@@ -141,6 +165,17 @@ class ScoreSettings(_Strict):
     ttl_days: int = Field(7, ge=1)
 
 
+# A cron preset (@daily, @weekly, ...) or a five-field cron expression, evaluated in UTC.
+_CRON = r"^(@(hourly|daily|weekly|monthly|quarterly|yearly)|(\S+\s+){4}\S+)$"
+
+
+class ScheduleSettings(_Strict):
+    """When the use case's DAGs run: scoring on fresh data, training on its own cadence."""
+
+    score: str = Field("@daily", pattern=_CRON)
+    train: str = Field("@weekly", pattern=_CRON)
+
+
 class UseCase(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     entity: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
@@ -158,6 +193,7 @@ class UseCase(_Strict):
     split: SplitSettings = SplitSettings()
     model: ModelSettings = ModelSettings()
     score: ScoreSettings = ScoreSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @model_validator(mode="after")
     def _columns_declared(self) -> UseCase:
@@ -219,7 +255,8 @@ def _expand_env(value: Any, *, source: Path) -> Any:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
+        hint = "" if path.parent.is_dir() else f" (is {HOME_VARIABLE} the project folder?)"
+        raise ConfigError(f"{path}: file not found{hint}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
