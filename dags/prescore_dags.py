@@ -1,32 +1,79 @@
-"""Airflow DAGs: one `prescore_<usecase>` DAG per file in conf/usecases/, six spark-submit tasks.
+"""Airflow DAGs: two per file in conf/usecases/, built from conf, one spark-submit per stage.
 
-Wiring only, so it is cheap to parse: this file reads the YAML config and builds operators. It never
-imports pyspark, mlflow, xgboost or great_expectations; the stage jobs do, under spark-submit.
-Each task runs `jobs/<stage>.py --usecase U --run-date {{ ds }}`, so a run works on its logical
-date only and rerunning a date replaces that date's output.
+- `prescore_<usecase>_score`: ingest >> validate >> clean >> score >> publish, on the use case's
+  `schedule.score` (default `@daily`), and also after every new model (the champion asset).
+- `prescore_<usecase>_train`: train, on its own `schedule.train` (default `@weekly`), on the clean
+  data of its logical date, which that date's scoring run made.
+
+Why this shape. Scoring is cheap and must follow the data every day; training is costly and has
+its own cadence, so they are two DAGs. Each schedule is a `CronDataIntervalTimetable` in UTC: the
+run that starts when an interval ends works on that interval, and `--run-date` is its logical date
+(the day, or the first day of the week, that just ended). The two DAGs meet through Airflow assets:
+
+- the train task's outlet `prescore://<usecase>/champion` is emitted after every successful
+  training run (the first version becomes @champion; a later one may be promoted), and the score
+  DAG's schedule is `AssetOrTimeSchedule(timetable=<daily>, assets=<champion>)`: Airflow 3's one
+  built-in "cron or asset" schedule. So a new model reaches readers without waiting for the next
+  day; rescoring with an unchanged champion only replaces the same rows.
+- the clean task's outlet `prescore://<usecase>/clean` is the train task's inlet: lineage in the
+  Assets view, not a trigger. The score DAG makes that data itself and scores it in the same run,
+  so new clean data is scored by the task dependency; scheduling the score DAG on its own output
+  would loop, and training on every clean day is what the train schedule is there to avoid.
+
+An asset-triggered run has no logical date in Airflow 3 (no `{{ ds }}`): the `run_date` macro
+gives such a run the last whole UTC day before it was queued, the day the latest daily run
+worked on, so a new champion rescores and republishes that day. Every task passes
+`--run-date {{ run_date(dag_run) }}`; rerunning a date replaces that date's output.
+
+Failures: retries, retry delay (doubling up to a maximum) and the alert webhook come from the
+`airflow:` block of conf/base.yaml. When a task fails for good, `alert_on_failure` logs the DAG,
+task, dates and error and POSTs them as JSON to the webhook, if one is set. A failed quality gate
+(validate or publish check) exits 1, so its task fails and every later task ends upstream_failed
+without running: nothing is published and current.duckdb keeps pointing at the last good snapshot.
+
+Wiring only, so it is cheap to parse: this file reads the YAML config and builds operators. It
+never imports pyspark, mlflow, xgboost or great_expectations; the stage jobs do, under spark-submit.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
+import tempfile
+import urllib.request
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, CronDataIntervalTimetable, chain
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, chain
 
-from prescore.config import Settings, UseCase, list_usecases, load_settings, load_usecase
+from prescore.bundle import build_bundle
+from prescore.config import (
+    HOME_VARIABLE,
+    Settings,
+    UseCase,
+    list_usecases,
+    load_settings,
+    load_usecase,
+)
 from prescore.flow import STAGES
 from prescore.spark import delta_package, spark_conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# The DAG file sits in <project root>/dags; the stage entry files in <project root>/jobs.
-JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
+log = logging.getLogger("prescore.airflow")
+
+# The DAG file sits in <project>/dags; the stage entry files in <project>/jobs, conf in <project>/conf.
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+JOBS_DIR = PROJECT_DIR / "jobs"
+
+TRAIN_STAGES = ("train",)
+SCORE_STAGES = tuple(stage for stage in STAGES if stage not in TRAIN_STAGES)
 
 # The environment a job sees: prescore's settings and secrets, MLflow's settings and credentials.
 PASSED_PREFIXES = ("PRESCORE_", "MLFLOW_")
@@ -35,15 +82,95 @@ SECRET_MARKERS = ("KEY", "SECRET", "PASSWORD", "TOKEN")
 # pyspark installs a spark-submit next to the interpreter; its launcher script finds Spark (and
 # runs the driver) with $PYSPARK_PYTHON, else `python3` from PATH, which may lack pyspark.
 _LOCAL_SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+RUN_DATE_ARG = "{{ run_date(dag_run) }}"
 
-DEFAULT_ARGS = {
-    "owner": "prescore",
-    "retries": int(os.environ.get("PRESCORE_TASK_RETRIES", "2")),
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": 2.0,  # Airflow 3.3: a multiplier; True would mean a constant delay
-    "max_retry_delay": timedelta(minutes=30),
-    "execution_timeout": timedelta(hours=3),
-}
+
+def clean_asset(usecase: UseCase) -> Asset:
+    return Asset(f"prescore://{usecase.name}/clean")
+
+
+def champion_asset(usecase: UseCase) -> Asset:
+    return Asset(f"prescore://{usecase.name}/champion")
+
+
+def run_date(dag_run: Any) -> str:
+    """The day a run works on: its logical date, else the last whole UTC day before it was due.
+
+    Scheduled and `dags test` runs have a logical date; asset-triggered runs (and manual runs
+    started without one) do not, and then the day before `run_after` is the day the latest
+    scheduled daily run worked on.
+    """
+    if dag_run.logical_date is not None:
+        return str(dag_run.logical_date.astimezone(UTC).date().isoformat())
+    return str((dag_run.run_after.astimezone(UTC) - timedelta(days=1)).date().isoformat())
+
+
+# ---------------------------------------------------------------- failure alerts
+
+
+def failure_alert(context: Mapping[str, Any]) -> dict[str, Any]:
+    """What a failed task reports: which DAG, task, run and day, which try, the error, the log."""
+    ti, dag_run = context.get("ti"), context.get("dag_run")
+    logical_date = getattr(dag_run, "logical_date", None)
+    return {
+        "event": "prescore_task_failed",
+        "dag_id": getattr(ti, "dag_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "run_id": getattr(ti, "run_id", None),
+        "logical_date": logical_date.isoformat() if logical_date else None,
+        "run_date": run_date(dag_run) if dag_run is not None else None,
+        "try_number": getattr(ti, "try_number", None),
+        "exception": str(context.get("exception") or "")[:1000],
+        "log_url": getattr(ti, "log_url", None),
+    }
+
+
+def post_alert(url: str, alert: Mapping[str, Any], timeout: float) -> int:
+    """POST the alert as JSON; the HTTP status, or raises on a network or HTTP error."""
+    request = urllib.request.Request(  # the URL comes from conf, checked to be http(s)
+        url,
+        data=json.dumps(alert).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": "prescore-airflow"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return int(response.status)
+
+
+def alert_on_failure(context: Context) -> None:
+    """on_failure_callback: log the failure, then POST it to the configured webhook. Never raises.
+
+    The webhook is read from conf when a task fails, not when the file is parsed, so its URL (which
+    often holds a token) stays out of the serialized DAG.
+    """
+    try:
+        alert = failure_alert(context)
+        log.error("prescore task failed: %s", json.dumps(alert))
+        settings = load_settings().airflow
+        if settings.alert_webhook_url:
+            status = post_alert(settings.alert_webhook_url, alert, settings.alert_timeout_seconds)
+            log.info("prescore failure alert sent (HTTP %d)", status)
+    except OSError as exc:  # unreachable, refused, timed out, or an HTTP error status
+        log.warning("prescore failure alert could not be sent: %s", exc)
+    except Exception:
+        log.exception("prescore failure alert could not be sent")
+
+
+def default_args(settings: Settings) -> dict[str, Any]:
+    airflow = settings.airflow
+    return {
+        "owner": "prescore",
+        "retries": airflow.retries,
+        "retry_delay": timedelta(seconds=airflow.retry_delay_seconds),
+        "retry_exponential_backoff": 2.0,  # Airflow 3.3: a multiplier; True would mean a constant delay
+        "max_retry_delay": timedelta(seconds=airflow.max_retry_delay_seconds),
+        "execution_timeout": timedelta(hours=3),
+        "on_failure_callback": alert_on_failure,
+    }
+
+
+# ---------------------------------------------------------------- operators
 
 
 def job_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -52,7 +179,8 @@ def job_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 class StageSubmitOperator(SparkSubmitOperator):
-    """spark-submit one stage job, with the job environment read when the task runs.
+    """spark-submit one stage job, with the job environment read when the task runs, and the
+    prescore package as --py-files, zipped then from the code the task runs (see prescore.bundle).
 
     Reading it at run time, not at parse time, keeps secrets (PRESCORE_HMAC_KEY, MLflow
     credentials) out of the serialized DAG and out of the rendered-template records in the
@@ -72,8 +200,16 @@ class StageSubmitOperator(SparkSubmitOperator):
                 mask_secret(value, name)
         if self.pyspark_python and "PYSPARK_PYTHON" not in os.environ:
             env["PYSPARK_PYTHON"] = self.pyspark_python
+        env[HOME_VARIABLE] = str(PROJECT_DIR)  # the job imports prescore from the zip below
         self.env_vars = {**env, **(self.env_vars or {})}
-        super().execute(context)
+        with tempfile.TemporaryDirectory(prefix="prescore-bundle-") as folder:
+            self.py_files = str(build_bundle(Path(folder)))  # the library travels with the job
+            super().execute(context)
+        # Say which day the new data or model is of, for whoever reads the asset event.
+        events = context.get("outlet_events")
+        if events is not None and self.application_args:
+            for asset in self.outlets:
+                events[asset].extra = {"run_date": self.application_args[-1]}
 
 
 def submit_conf(settings: Settings) -> dict[str, str]:
@@ -81,37 +217,66 @@ def submit_conf(settings: Settings) -> dict[str, str]:
     return {k: v for k, v in spark_conf(settings).items() if k != "spark.jars.packages"}
 
 
-def build_dag(usecase: UseCase, settings: Settings) -> DAG:
-    """ingest >> validate >> clean >> train >> score >> publish for one use case."""
+def stage_task(
+    stage: str, usecase: UseCase, settings: Settings, **kwargs: Any
+) -> StageSubmitOperator:
+    """The task that runs jobs/<stage>.py for the use case and the run's day."""
     local_binary = _LOCAL_SPARK_SUBMIT.is_file()
-    with DAG(
-        dag_id=f"prescore_{usecase.name}",
-        description=usecase.description or f"prescore flow for {usecase.name}",
+    return StageSubmitOperator(
+        task_id=stage,
+        application=str(JOBS_DIR / f"{stage}.py"),
+        application_args=["--usecase", usecase.name, "--run-date", RUN_DATE_ARG],
+        conn_id="spark_default",
+        packages=delta_package(),
+        conf=submit_conf(settings),
+        name=f"prescore-{usecase.name}-{stage}",
+        spark_binary=str(_LOCAL_SPARK_SUBMIT) if local_binary else None,
+        pyspark_python=sys.executable if local_binary else None,
+        **kwargs,
+    )
+
+
+def _dag(usecase: UseCase, settings: Settings, kind: str, schedule: Any, doc: str) -> DAG:
+    return DAG(
+        dag_id=f"prescore_{usecase.name}_{kind}",
+        description=f"{doc}: {usecase.description or usecase.name}",
         doc_md=__doc__,
-        # Daily data intervals: the run that starts at midnight UTC works on the day that just
-        # ended, and {{ ds }} is that day (Airflow 3's plain "@daily" would give the new day).
-        schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        schedule=schedule,
+        start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        tags=["prescore", usecase.name, usecase.task],
-    ) as dag:
-        tasks = [
-            StageSubmitOperator(
-                task_id=stage,
-                application=str(JOBS_DIR / f"{stage}.py"),
-                application_args=["--usecase", usecase.name, "--run-date", "{{ ds }}"],
-                conn_id="spark_default",
-                packages=delta_package(),
-                conf=submit_conf(settings),
-                name=f"prescore-{usecase.name}-{stage}",
-                spark_binary=str(_LOCAL_SPARK_SUBMIT) if local_binary else None,
-                pyspark_python=sys.executable if local_binary else None,
+        default_args=default_args(settings),
+        user_defined_macros={"run_date": run_date},
+        tags=["prescore", usecase.name, usecase.task, kind],
+    )
+
+
+def build_score_dag(usecase: UseCase, settings: Settings) -> DAG:
+    """ingest >> validate >> clean >> score >> publish: daily, and after every new champion."""
+    daily = CronDataIntervalTimetable(usecase.schedule.score, timezone="UTC")
+    schedule = AssetOrTimeSchedule(timetable=daily, assets=champion_asset(usecase))
+    with _dag(usecase, settings, "score", schedule, "score every key and publish") as dag:
+        outlets = {"clean": [clean_asset(usecase)]}
+        chain(
+            *(
+                stage_task(stage, usecase, settings, outlets=outlets.get(stage, []))
+                for stage in SCORE_STAGES
             )
-            for stage in STAGES
-        ]
-        chain(*tasks)
+        )
+    return dag
+
+
+def build_train_dag(usecase: UseCase, settings: Settings) -> DAG:
+    """train on the clean data of the logical date; a new model triggers the score DAG."""
+    schedule = CronDataIntervalTimetable(usecase.schedule.train, timezone="UTC")
+    with _dag(usecase, settings, "train", schedule, "train and register a model") as dag:
+        stage_task(
+            "train",
+            usecase,
+            settings,
+            inlets=[clean_asset(usecase)],
+            outlets=[champion_asset(usecase)],
+        )
     return dag
 
 
@@ -119,8 +284,9 @@ def build_dags() -> dict[str, DAG]:
     settings = load_settings()
     dags = {}
     for name in list_usecases(settings):
-        dag = build_dag(load_usecase(name, settings), settings)
-        dags[dag.dag_id] = dag
+        usecase = load_usecase(name, settings)
+        for dag in (build_score_dag(usecase, settings), build_train_dag(usecase, settings)):
+            dags[dag.dag_id] = dag
     return dags
 
 

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# `make demo`: write a day of churn data, run the whole flow through Airflow (`airflow dags test`,
-# one spark-submit per stage), then look a few customers up in the published DuckDB snapshot.
+# `make demo`: write a day of churn data, run it through the two churn DAGs in Airflow (one
+# spark-submit per task), then look a few customers up in the published DuckDB snapshot:
+#   1. the score DAG's data tasks (ingest, validate, clean) with `airflow tasks test`: training
+#      needs the clean data of its date, and scoring needs a model;
+#   2. prescore_churn_train (`airflow dags test`): the first model becomes @champion;
+#   3. prescore_churn_score (`airflow dags test`): all five tasks; ingest..clean replace step 1's
+#      output for the date, score and publish make the snapshot current.
 # Rerunnable: every stage replaces its output for the run date, and `dags test` replaces the run.
 #
 #   RUN_DATE            logical date of the run (default: today, UTC, so the scores are fresh;
@@ -15,7 +20,8 @@ bin=$root/.venv/bin
 run_date=${RUN_DATE:-$(date -u +%F)}
 rows=${DEMO_ROWS:-100000}
 usecase=churn
-dag_id=prescore_$usecase
+score_dag=prescore_${usecase}_score
+train_dag=prescore_${usecase}_train
 started=$SECONDS
 
 if [[ -z "${PRESCORE_HMAC_KEY:-}" ]]; then
@@ -30,7 +36,7 @@ mkdir -p "$state"
 state=$(cd "$state" && pwd)
 export PRESCORE_STATE_DIR=$state
 mkdir -p "$state/logs"
-log=$state/logs/airflow-$dag_id-$run_date.log
+log=$state/logs/airflow-prescore_$usecase-$run_date.log
 
 # The Spark launcher that pyspark installs runs `python3` unless told otherwise: use the venv's.
 export PATH=$bin:$PATH
@@ -43,9 +49,10 @@ fail() {
     cut -c1-240 | tail -n 20 >&2 || true
   exit 1
 }
-# Print each task's final state for the run `dags test` just made; non-zero unless all succeeded.
+# Print each task's final state for the run `dags test` just made of DAG $1; non-zero unless
+# all succeeded.
 task_states() {
-  local run_id
+  local dag_id=$1 run_id
   run_id=$(grep -o "DagRun Finished: dag_id=$dag_id, logical_date=[^,]*, run_id=[^,]*" "$log" |
     tail -n 1 | sed 's/.*run_id=//')
   [[ -n "$run_id" ]] || return 1
@@ -53,11 +60,31 @@ task_states() {
     awk -v dag="$dag_id" '$1 == dag { printf "  %-10s %s\n", $3, $4; n++; if ($4 != "success") bad = 1 }
       END { exit (bad || n == 0) }'
 }
+# One task of the score DAG for the run date. `airflow tasks test` exits 0 even when the task
+# fails (Airflow 3.3), so the state it logs decides.
+run_task() {
+  local task=$1 out=$state/logs/.tasks-test.out
+  "$bin/airflow" tasks test "$score_dag" "$task" "$run_date" >"$out" 2>&1 || true
+  cat "$out" >>"$log"
+  if ! grep -q "new_state=success" "$out" || grep -q "new_state=failed" "$out"; then
+    fail "airflow tasks test $score_dag $task $run_date"
+  fi
+  printf '  %-10s success\n' "$task"
+}
+# One whole DAG run for the run date; fails the demo unless every task succeeded. `dags test`
+# exits non-zero when the run ends failed, which any failed task causes (each task needs the one
+# before); the task states are checked as well.
+run_dag() {
+  local dag_id=$1 status=0
+  "$bin/airflow" dags test "$dag_id" "$run_date" >>"$log" 2>&1 || status=$?
+  task_states "$dag_id" || status=1
+  [[ $status -eq 0 ]] || fail "airflow dags test $dag_id $run_date"
+}
 
-step "1/3 generate $rows $usecase rows for $run_date"
+step "1/5 generate $rows $usecase rows for $run_date"
 "$bin/prescore" datagen --usecase "$usecase" --run-date "$run_date" --rows "$rows"
 
-step "2/3 run $dag_id for $run_date through Airflow (airflow dags test; log: $log)"
+# Airflow for every step below: SQLite metadata database and logs under the state folder.
 export AIRFLOW_HOME=$state/airflow
 export AIRFLOW__CORE__DAGS_FOLDER=$root/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
@@ -71,14 +98,19 @@ export PRESCORE_TASK_RETRIES=${PRESCORE_TASK_RETRIES:-0}
 mkdir -p "$AIRFLOW_HOME"
 : >"$log"
 "$bin/airflow" db migrate >>"$log" 2>&1 || fail "airflow db migrate"
-# `dags test` exits non-zero when the run ends failed, which any failed task causes here (each
-# task needs the one before); the task states are checked as well.
-status=0
-"$bin/airflow" dags test "$dag_id" "$run_date" >>"$log" 2>&1 || status=$?
-task_states || status=1
-[[ $status -eq 0 ]] || fail "airflow dags test $dag_id $run_date"
 
-step "3/3 look up published scores (DuckDB)"
+step "2/5 clean data for training: $score_dag ingest, validate, clean (airflow tasks test; log: $log)"
+for task in ingest validate clean; do
+  run_task "$task"
+done
+
+step "3/5 train: $train_dag for $run_date (airflow dags test)"
+run_dag "$train_dag"
+
+step "4/5 score and publish: $score_dag for $run_date (airflow dags test)"
+run_dag "$score_dag"
+
+step "5/5 look up published scores (DuckDB)"
 "$bin/prescore" lookup --usecase "$usecase" --sample 5
 
 elapsed=$((SECONDS - started))
