@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: write a day of churn data, run it through the two churn DAGs in Airflow (one
-# spark-submit per task), then look a few customers up in the published DuckDB snapshot:
+# spark-submit per task), then look a few customers up in the published snapshot:
 #   1. the score DAG's data tasks (ingest, validate, clean) with `airflow tasks test`: training
 #      needs the clean data of its date, and scoring needs a model;
 #   2. prescore_churn_train (`airflow dags test`): the first model becomes @champion;
@@ -110,7 +110,7 @@ run_dag "$train_dag"
 step "4/5 score and publish: $score_dag for $run_date (airflow dags test)"
 run_dag "$score_dag"
 
-step "5/5 look up published scores (DuckDB)"
+step "5/5 look up published scores (prescore lookup, the Python client)"
 "$bin/prescore" lookup --usecase "$usecase" --sample 5
 
 elapsed=$((SECONDS - started))

@@ -1,4 +1,4 @@
-"""The `prescore` command: one subcommand per stage, `run` for the whole flow, `lookup`, `datagen`."""
+"""The `prescore` command: one subcommand per stage, `run` for the whole flow, `lookup`, `serve`, `datagen`."""
 
 from __future__ import annotations
 
@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     lookup.add_argument("keys", nargs="*", help="key values (composite keys: comma separated)")
     lookup.add_argument("--sample", type=int, default=0, help="also look up the first N keys")
     lookup.add_argument("--json", action="store_true", help="one JSON object per line")
+    serve = commands.add_parser("serve", help="answer lookups over HTTP (conf: serve)")
+    serve.add_argument("--host", help="address to listen on (default: serve.host, loopback)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: serve.port)")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
     return parser
 
 
@@ -55,7 +59,7 @@ def _lookup(args: argparse.Namespace) -> None:
     scores = Scores(args.usecase)
     keys: list[object] = [tuple(k.split(",")) if "," in k else k for k in args.keys]
     keys += scores.sample_keys(args.sample) if args.sample else []
-    print(f"# {args.usecase}: answered by DuckDB from {scores.snapshot}")
+    print(f"# {args.usecase}: answered from the published snapshot {scores.snapshot}")
     for result in scores.get_many(keys):
         if args.json:
             print(json.dumps(result.__dict__, default=str))
@@ -75,6 +79,11 @@ def dispatch(args: argparse.Namespace) -> None:
         _lookup(args)
         return
     settings = load_settings()
+    if args.command == "serve":
+        from prescore.serve import serve
+
+        serve(settings, host=args.host, port=args.port, access_log=args.access_log)
+        return
     if args.command == "datagen":
         from prescore.datagen import write_landing
 

@@ -65,6 +65,14 @@ class AirflowSettings(_Strict):
         return url
 
 
+class ServeSettings(_Strict):
+    """`prescore serve`: where the HTTP app listens and how many keys one batch may ask for."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_batch: int = Field(1000, ge=1)
+
+
 class Settings(_Strict):
     """Where everything lands. Relative paths are taken from the project root."""
 
@@ -76,6 +84,7 @@ class Settings(_Strict):
     mlflow: MlflowSettings = MlflowSettings()
     airflow: AirflowSettings = AirflowSettings()
     serving_snapshots_kept: int = Field(3, ge=1)
+    serve: ServeSettings = ServeSettings()
 
     @field_validator("state_dir", "conf_dir", "expectations_dir", "sql_dir")
     @classmethod
@@ -162,7 +171,8 @@ class ModelSettings(_Strict):
 
 
 class ScoreSettings(_Strict):
-    ttl_days: int = Field(7, ge=1)
+    ttl_days: int = Field(7, ge=1)  # valid_until = run date + ttl_days: expired after that
+    stale_after_hours: float = Field(36, gt=0)  # still valid, but a scheduled run was missed
 
 
 # A cron preset (@daily, @weekly, ...) or a five-field cron expression, evaluated in UTC.

@@ -1,30 +1,34 @@
-"""Key lookups over the published serving snapshot: `Scores("churn").get("C00000042")`.
+"""Key lookups over the published scores: `Scores("churn").get("C00000042")`.
 
-The client opens the snapshot read-only with DuckDB's external access off, binds keys as
-parameters, and follows the current.duckdb link: after a publish or a rollback the next lookup
-answers from the new snapshot, without a restart.
+The client answers from the key file of the snapshot current.duckdb points at (see keyindex.py):
+memory-mapped, no query engine on the path. Each call reads the link (one readlink); when a publish
+or a rollback moved it, the call opens the new snapshot's key file, so answers follow the link
+without a restart, and each call answers wholly from one snapshot.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import duckdb
+import numpy as np
 
-from prescore import serving
+from prescore import keyindex, serving, tables
 from prescore.config import Settings, UseCase, load_settings, load_usecase
+from prescore.keyindex import KeyIndex, KeyPart
 
-Freshness = Literal["fresh", "expired", "missing"]
+Freshness = Literal["fresh", "stale", "expired", "missing"]
 KeyValue = str | int | Sequence[str | int]
 
 
 class SnapshotNotFoundError(FileNotFoundError):
-    """Nothing has been published for this use case yet."""
+    """Nothing has been published for this use case yet (or not with a key file)."""
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,46 @@ class Score:
     model_version: str | None = None
     scored_at: datetime | None = None
     valid_until: datetime | None = None
+    run_date: date | None = None
+
+
+def _fast_score(
+    key: tuple[Any, ...],
+    score: float | None,
+    status: Freshness,
+    model_name: str | None,
+    model_version: str | None,
+    scored_at: datetime | None,
+    valid_until: datetime | None,
+    run_date: date | None,
+) -> Score:
+    """Score(...) built 3x faster: a frozen dataclass's __init__ sets each of the eight fields
+    through object.__setattr__, about 1.5 µs a Score, which is 1.5 ms of a 1000-key batch's 2.5."""
+    made = object.__new__(Score)
+    made.__dict__.update(
+        key=key,
+        score=score,
+        freshness=status,
+        model_name=model_name,
+        model_version=model_version,
+        scored_at=scored_at,
+        valid_until=valid_until,
+        run_date=run_date,
+    )
+    return made
+
+
+def freshness(
+    scored_at: datetime, valid_until: datetime, *, now: datetime, stale_after: timedelta
+) -> Freshness:
+    """Expired once now reaches valid_until; stale while valid but older than the cadence allows."""
+    if now >= valid_until:
+        return "expired"
+    return "stale" if now - scored_at > stale_after else "fresh"
 
 
 class Scores:
-    """Read-only lookups of one use case's published scores."""
+    """Read-only lookups of one use case's published scores; safe to share between threads."""
 
     def __init__(
         self,
@@ -52,66 +92,151 @@ class Scores:
             usecase if isinstance(usecase, UseCase) else load_usecase(usecase, self.settings)
         )
         self._now = now
+        self._stale_after = timedelta(hours=self.usecase.score.stale_after_hours)
         self._link = serving.current_path(self.settings, self.usecase)
-        self._target: str | None = None
-        self._con: duckdb.DuckDBPyConnection | None = None
-        where = " and ".join(f'"{k}" = ?' for k in self.usecase.keys)
-        self._sql = (
-            f"select score, model_name, model_version, scored_at, valid_until "
-            f"from {serving.PREDICTIONS} where {where}"
-        )
+        self._opened: tuple[str, KeyIndex] | None = None  # (link target, its key file)
+        self._swap = threading.Lock()
+        self._history: tuple[str, list[tuple[datetime, str]]] | None = None  # (link target, log)
+        self._past: dict[Path, KeyIndex] = {}  # key files of earlier snapshots, for as_of
 
     @property
     def snapshot(self) -> Path:
         """The snapshot file lookups answer from right now."""
-        self._connection()
-        return self._link.parent / str(self._target)
+        self._index()
+        assert self._opened is not None  # _index opened it
+        return self._link.parent / self._opened[0]
 
-    def _connection(self) -> duckdb.DuckDBPyConnection:
+    def _target(self) -> str:
         try:
-            target = os.readlink(self._link)
+            return os.readlink(self._link)
         except FileNotFoundError as exc:
             raise SnapshotNotFoundError(
                 f"no published snapshot for use case {self.usecase.name!r} at {self._link}: run publish first"
             ) from exc
-        if target != self._target or self._con is None:
-            fresh = duckdb.connect(
-                str(self._link.parent / target),
-                read_only=True,
-                config={"enable_external_access": False},
+
+    def _index(self) -> KeyIndex:
+        """The key file of the snapshot the link points at; reopened only when the link moved."""
+        target = self._target()
+        opened = self._opened  # one read: another thread may swap it meanwhile
+        if opened is not None and opened[0] == target:
+            return opened[1]
+        with self._swap:
+            if self._opened is None or self._opened[0] != target:
+                fresh = open_key_file(self._link.parent / target)
+                previous, self._opened = self._opened, (target, fresh)
+                if previous is not None:
+                    previous[1].close()
+            return self._opened[1]
+
+    def _canonical(self, keys: Sequence[object], index: KeyIndex) -> list[tuple[KeyPart, ...]]:
+        try:
+            return keyindex.canonical_keys(keys, index.kinds)
+        except ValueError as exc:
+            columns = ", ".join(f"{k} ({t})" for k, t in zip(index.keys, index.kinds, strict=True))
+            raise ValueError(f"use case {self.usecase.name!r} has key {columns}: {exc}") from None
+
+    def get(self, key: KeyValue, *, as_of: date | datetime | None = None) -> Score:
+        """The score of one key; with `as_of`, as the snapshot current then answered it."""
+        index, now = self._answering(as_of)
+        (canonical,) = self._canonical([key], index)
+        row = index.find_one(canonical)
+        if row < 0:
+            return _fast_score(canonical, None, "missing", None, None, None, None, None)
+        return self._scores(index, [canonical], np.array([row]), now)[0]
+
+    def get_many(
+        self, keys: Sequence[KeyValue], *, as_of: date | datetime | None = None
+    ) -> list[Score]:
+        """Scores of many keys at once, in their order, all from the same snapshot."""
+        index, now = self._answering(as_of)
+        canonical = self._canonical(keys, index)
+        return self._scores(index, canonical, index.find(index.needles(canonical)), now)
+
+    def _scores(
+        self, index: KeyIndex, keys: list[tuple[KeyPart, ...]], rows: np.ndarray, now: datetime
+    ) -> list[Score]:
+        """One Score per key: its row's values where found (row >= 0), `missing` elsewhere."""
+        stale_after, run_date = self._stale_after, index.run_date
+        found = iter(index.values(rows[rows >= 0]))
+        scores = []
+        for key, row in zip(keys, rows.tolist(), strict=True):
+            if row < 0:
+                scores.append(_fast_score(key, None, "missing", None, None, None, None, None))
+                continue
+            score, name, version, scored_at, valid_until = next(found)
+            status = freshness(scored_at, valid_until, now=now, stale_after=stale_after)
+            scores.append(
+                _fast_score(key, score, status, name, version, scored_at, valid_until, run_date)
             )
-            if self._con is not None:
-                self._con.close()
-            self._con, self._target = fresh, target
-        return self._con
+        return scores
 
-    def _key_tuple(self, key: KeyValue) -> tuple[Any, ...]:
-        values = (key,) if isinstance(key, str | int) else tuple(key)
-        if len(values) != len(self.usecase.keys):
-            raise ValueError(
-                f"use case {self.usecase.name!r} has key {self.usecase.keys}, got {values!r}"
+    def _answering(self, as_of: date | datetime | None) -> tuple[KeyIndex, datetime]:
+        """The key file to answer from and the time freshness is judged at."""
+        if as_of is None:
+            return self._index(), self._now()
+        # A date means the end of that day: the last publish of the day counts.
+        instant = as_of if isinstance(as_of, datetime) else datetime.combine(as_of, time.max)
+        return self._index_at(instant), instant
+
+    def _index_at(self, instant: datetime) -> KeyIndex:
+        """The key file of the snapshot that was current at `instant`, per publish_log."""
+        aware = instant.astimezone()  # naive means local time, as publish stamped published_at
+        current = [snapshot for at, snapshot in self._publish_history() if at <= aware]
+        if not current:
+            raise SnapshotNotFoundError(
+                f"use case {self.usecase.name!r}: nothing was published by {instant}"
             )
-        return values
+        snapshot = Path(current[-1])
+        if not snapshot.exists():
+            raise SnapshotNotFoundError(
+                f"{snapshot}, current at {instant}, is no longer kept (the last "
+                f"{self.settings.serving_snapshots_kept} are): republish its run date to look it up"
+            )
+        with self._swap:
+            if snapshot not in self._past:
+                self._past[snapshot] = open_key_file(snapshot)
+            return self._past[snapshot]
 
-    def get(self, key: KeyValue) -> Score:
-        values = self._key_tuple(key)
-        row = self._connection().cursor().execute(self._sql, list(values)).fetchone()
-        if row is None:
-            return Score(key=values, score=None, freshness="missing")
-        score, name, version, scored_at, valid_until = row
-        freshness: Freshness = "expired" if valid_until < self._now() else "fresh"
-        return Score(values, score, freshness, name, version, scored_at, valid_until)
-
-    def get_many(self, keys: Sequence[KeyValue]) -> list[Score]:
-        return [self.get(key) for key in keys]
+    def _publish_history(self) -> list[tuple[datetime, str]]:
+        """(published_at, snapshot) of every publish and rollback, oldest first; read again only
+        after the link moved (every publish and rollback moves it, after logging)."""
+        target = self._target()
+        if self._history is None or self._history[0] != target:
+            rows = tables.read_with_duckdb(
+                self.settings,
+                serving.PUBLISH_LOG,
+                ["published_at", "snapshot"],
+                where="usecase = ?",
+                params=[self.usecase.name],
+            )
+            self._history = (target, sorted((cast(datetime, at), str(s)) for at, s in rows))
+        return self._history[1]
 
     def sample_keys(self, n: int) -> list[tuple[Any, ...]]:
-        """The first n keys in key order: handy for demos and smoke checks."""
+        """The first n keys in key order, read from the snapshot with DuckDB: for demos and smoke checks."""
         columns = ", ".join(f'"{k}"' for k in self.usecase.keys)
         sql = f"select {columns} from {serving.PREDICTIONS} order by {columns} limit ?"
-        return [tuple(r) for r in self._connection().cursor().execute(sql, [n]).fetchall()]
+        snapshot = str(self.snapshot)
+        with duckdb.connect(
+            snapshot, read_only=True, config={"enable_external_access": False}
+        ) as con:
+            return [tuple(row) for row in con.execute(sql, [n]).fetchall()]
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        with self._swap:
+            if self._opened is not None:
+                self._opened[1].close()
+                self._opened = None
+            for index in self._past.values():
+                index.close()
+            self._past.clear()
+
+
+def open_key_file(snapshot: Path) -> KeyIndex:
+    path = keyindex.key_file(snapshot)
+    if not path.exists():
+        raise SnapshotNotFoundError(
+            f"{snapshot} has no key file {path.name}: it was published before key files existed "
+            "or has just been pruned; publish the run date again"
+        )
+    return KeyIndex(path)

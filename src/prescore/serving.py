@@ -1,11 +1,13 @@
 """Serving snapshots: a DuckDB file per publish, key indexed, with the sql/ views, swapped atomically.
 
 Layout under <state_dir>/serving/<usecase>/:
-    snapshots/<run_date>-v<predictions version>.duckdb   one file per publish, never modified
-    current.duckdb -> snapshots/...                       symlink, replaced by rename
+    snapshots/<run_date>-v<predictions version>.duckdb       one file per publish, never modified
+    snapshots/<run_date>-v<predictions version>.keys.arrow   its key file, for lookups (keyindex.py)
+    current.duckdb -> snapshots/...                           symlink, replaced by rename
 
-A reader opens current.duckdb and gets one whole snapshot; a publish writes a new file beside the
-old ones, and only then moves the link, so nobody ever opens a half-written file.
+A reader opens current.duckdb (BI, SQL) or its key file (lookups) and gets one whole snapshot; a
+publish writes new files beside the old ones, and only then moves the link, so nobody ever opens a
+half-written file.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from prescore import keyindex
+
 if TYPE_CHECKING:
     from prescore.config import Settings, UseCase
 
 PREDICTIONS = "predictions"
+PUBLISH_LOG = "publish_log"  # Delta table: one row per publish or rollback (stages/publish.py)
 CURRENT = "current.duckdb"
 
 
@@ -51,9 +56,11 @@ def build_snapshot(
     keys: list[str],
     views: dict[str, str],
 ) -> int:
-    """Write a DuckDB file holding the predictions (plus run_date) and the views; returns its row count.
+    """Write a DuckDB file holding the predictions (plus run_date) and the views, and its key file;
+    returns the row count.
 
-    Built under a temporary name and renamed, so `target` exists only when complete.
+    Built under a temporary name and renamed, so `target` exists only when complete. The key file
+    is complete before that rename: a snapshot that exists always has its key file.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
@@ -69,6 +76,9 @@ def build_snapshot(
             con.execute(f'create view "{name}" as {select}')
         rows = con.execute(f"select count(*) from {PREDICTIONS}").fetchone()[0]  # type: ignore[index]
         con.execute("checkpoint")
+        lookup_columns = ", ".join(f'"{c}"' for c in [*keys, *keyindex.VALUE_COLUMNS])
+        predictions = con.execute(f"select {lookup_columns} from {PREDICTIONS}").to_arrow_table()
+    keyindex.write_key_file(keyindex.key_file(target), predictions, keys=keys, run_date=run_date)
     os.replace(partial, target)
     return int(rows)
 
@@ -83,10 +93,12 @@ def point_current_to(settings: Settings, usecase: UseCase, snapshot: Path) -> No
 
 
 def prune_snapshots(settings: Settings, usecase: UseCase, keep: set[Path]) -> list[Path]:
-    """Delete old snapshot files, keeping the newest `serving_snapshots_kept` and those in `keep`."""
+    """Delete old snapshots and their key files, keeping the newest `serving_snapshots_kept` and
+    those in `keep`. The snapshot goes first: a key file without a snapshot is never served."""
     folder = usecase_dir(settings, usecase) / "snapshots"
     files = sorted(folder.glob("*.duckdb"), key=lambda p: p.stat().st_mtime, reverse=True)
     doomed = [p for p in files[settings.serving_snapshots_kept :] if p.resolve() not in keep]
     for path in doomed:
         path.unlink(missing_ok=True)
+        keyindex.key_file(path).unlink(missing_ok=True)
     return doomed

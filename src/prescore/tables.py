@@ -8,6 +8,7 @@ old partition or the new one.
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -44,6 +45,35 @@ def read(
     if version is not None:
         reader = reader.option("versionAsOf", version)
     return reader.load(_require(settings, table))
+
+
+def duckdb_delta_extension() -> Path:
+    """DuckDB's delta extension, from the duckdb-extension-delta wheel pinned to DuckDB's version:
+    loaded from this file, never downloaded."""
+    import duckdb
+    import duckdb_extension_delta
+
+    folder = Path(duckdb_extension_delta.__file__).parent / "extensions"
+    return folder / f"v{duckdb.__version__}" / "delta.duckdb_extension"
+
+
+def read_with_duckdb(
+    settings: Settings,
+    table: str,
+    columns: list[str],
+    *,
+    where: str = "true",
+    params: list[object] | None = None,
+) -> list[tuple[object, ...]]:
+    """Rows of a Delta table read by DuckDB's delta extension: for readers that must not start a
+    JVM (lookups). `where` is SQL over `columns`, its values bound as `params`."""
+    import duckdb
+
+    selected = ", ".join(f'"{c}"' for c in columns)
+    with duckdb.connect() as con:
+        con.load_extension(str(duckdb_delta_extension()))
+        sql = f"select {selected} from delta_scan(?) where {where}"
+        return con.execute(sql, [_require(settings, table), *(params or [])]).fetchall()
 
 
 def read_run(

@@ -42,6 +42,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from prescore import tables
 from prescore.config import Settings, UseCase, load_settings, load_usecase
 from prescore.lookup import Scores
 
@@ -156,16 +157,8 @@ class Deployment:
 
 def _duckdb() -> duckdb.DuckDBPyConnection:
     """DuckDB with the delta extension shipped in the duckdb-extension-delta wheel (no download)."""
-    import duckdb_extension_delta
-
-    extension = (
-        Path(duckdb_extension_delta.__file__).parent
-        / "extensions"
-        / f"v{duckdb.__version__}"
-        / "delta.duckdb_extension"
-    )
     con = duckdb.connect()
-    con.execute(f"load '{extension}'")
+    con.load_extension(str(tables.duckdb_delta_extension()))
     return con
 
 

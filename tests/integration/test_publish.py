@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import duckdb
 import pytest
@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from prescore import serving, tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
-from prescore.lookup import Scores
+from prescore.lookup import Scores, SnapshotNotFoundError, freshness
 from prescore.stages import publish
 from prescore.stages.publish import PublishCheckError, candidate_checks
 
@@ -138,3 +138,34 @@ def test_rollback_serves_the_previous_publish_and_logs_it(
 
     with pytest.raises(LookupError, match=r"no kept snapshot of run date 2026-01-01"):
         publish.rollback(spark, fresh_settings, churn, to=date(2026, 1, 1))
+
+
+def test_as_of_answers_from_the_snapshot_current_at_that_time(
+    spark: SparkSession, fresh_settings: Settings, churn: UseCase
+) -> None:
+    ctx = RunContext(fresh_settings, churn, RUN_DATE, spark)
+    tables.replace_run(population(spark, ["a", "b"]), fresh_settings, churn.clean_table, RUN_DATE)
+    for scores, version in (([("a", 0.1), ("b", 0.2)], "1"), ([("a", 0.7), ("b", 0.8)], "2")):
+        tables.replace_run(
+            predictions(spark, scores, version), fresh_settings, churn.predictions_table, RUN_DATE
+        )
+        publish.run(ctx)
+        if version == "1":
+            between = datetime.now()
+    client = Scores(churn, fresh_settings)
+
+    then = client.get("a", as_of=between)
+    assert (then.score, then.model_version) == (pytest.approx(0.1), "1")
+    assert then.freshness == freshness(
+        then.scored_at, then.valid_until, now=between, stale_after=timedelta(hours=36)
+    )
+    assert [s.score for s in client.get_many(["a", "b"], as_of=datetime.now())] == [0.7, 0.8]
+    assert [s.score for s in client.get_many(["a", "b"], as_of=date.today())] == [0.7, 0.8]
+    with pytest.raises(
+        SnapshotNotFoundError, match=r"'churn': nothing was published by 2020-01-01"
+    ):
+        client.get("a", as_of=date(2020, 1, 1))
+
+    publish.rollback(spark, fresh_settings, churn)
+    assert client.get("a", as_of=datetime.now()).model_version == "1"
+    assert client.get("a", as_of=between).model_version == "1"

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from prescore.context import RunContext
 
 log = logging.getLogger(__name__)
-PUBLISH_LOG = "publish_log"
+PUBLISH_LOG = serving.PUBLISH_LOG
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,382 @@
+"""Key lookups: exact scores from the key file, freshness, bad keys, and hot swaps between snapshots.
+
+Snapshots are built from Parquet written with pyarrow, by serving.build_snapshot as publish does.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from prescore import keyindex, serving
+from prescore.config import Settings, UseCase
+from prescore.lookup import Score, Scores, SnapshotNotFoundError
+
+pytestmark = pytest.mark.integration
+RUN_DATE = date(2026, 11, 5)
+SCORED_AT = datetime(2026, 11, 5, 6)
+VALID_UNTIL = datetime(2026, 11, 12)
+KEYS = [f"C{i:08d}" for i in range(200)]
+
+
+def write_predictions(
+    path: Path, usecase: UseCase, rows: list[tuple[Any, ...]], version: str, **columns: Any
+) -> Path:
+    """Predictions as the score stage writes them; rows: (key values..., score) per key."""
+    n = len(rows)
+    table = pa.table(
+        {
+            **{k: [r[i] for r in rows] for i, k in enumerate(usecase.keys)},
+            "score": pa.array([r[-1] for r in rows], pa.float64()),
+            "model_name": [f"prescore-{usecase.name}"] * n,
+            "model_version": [version] * n,
+            "model_run_id": ["run"] * n,
+            "features_version": pa.array([0] * n, pa.int64()),
+            "scored_at": pa.array([SCORED_AT] * n, pa.timestamp("us")),
+            "valid_until": pa.array([VALID_UNTIL] * n, pa.timestamp("us")),
+            **columns,
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def build(
+    settings: Settings, usecase: UseCase, rows: list[tuple[Any, ...]], version: int, **columns: Any
+) -> Path:
+    """Snapshot v<version> (model_version str(version)) of these rows; the pointer does not move."""
+    parquet = settings.state_dir / f"{usecase.name}-v{version}.parquet"
+    write_predictions(parquet, usecase, rows, str(version), **columns)
+    snapshot = serving.snapshot_path(settings, usecase, RUN_DATE, version)
+    serving.build_snapshot(
+        snapshot,
+        parquet_files=[str(parquet)],
+        run_date=RUN_DATE,
+        keys=usecase.keys,
+        views=serving.load_views(settings.sql_dir),
+    )
+    return snapshot
+
+
+def publish(
+    settings: Settings, usecase: UseCase, rows: list[tuple[Any, ...]], version: int = 1
+) -> Path:
+    snapshot = build(settings, usecase, rows, version)
+    serving.point_current_to(settings, usecase, snapshot)
+    return snapshot
+
+
+def scores_at(now: datetime, settings: Settings, usecase: UseCase) -> Scores:
+    return Scores(usecase, settings, now=lambda: now)
+
+
+@pytest.fixture
+def composite(churn: UseCase) -> UseCase:
+    """A use case keyed by a string and an integer column."""
+    return churn.model_copy(update={"name": "churn_by_product", "keys": ["customer_id", "product"]})
+
+
+@pytest.fixture
+def published(fresh_settings: Settings, churn: UseCase) -> Scores:
+    publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
+    return scores_at(SCORED_AT + timedelta(hours=1), fresh_settings, churn)
+
+
+# ---------------------------------------------------------------- answers
+
+
+def test_get_returns_each_keys_published_score_and_lineage(published: Scores) -> None:
+    for i in (0, 7, 199):
+        assert published.get(KEYS[i]) == Score(
+            key=(KEYS[i],),
+            score=pytest.approx(i / 1000),
+            freshness="fresh",
+            model_name="prescore-churn",
+            model_version="1",
+            scored_at=SCORED_AT,
+            valid_until=VALID_UNTIL,
+            run_date=RUN_DATE,
+        )
+
+
+def test_get_many_answers_in_request_order_with_missing_keys(published: Scores) -> None:
+    asked = [KEYS[5], "C99999999", KEYS[5], KEYS[0], "nope"]
+    found = published.get_many(asked)
+    assert [s.key for s in found] == [(k,) for k in asked]
+    assert [s.score for s in found] == [0.005, None, 0.005, 0.0, None]
+    assert [s.freshness for s in found] == ["fresh", "missing", "fresh", "fresh", "missing"]
+    assert published.get_many([]) == []
+
+
+def test_get_and_get_many_agree_on_every_key(published: Scores) -> None:
+    asked = [*KEYS, *(k.replace("C", "X") for k in KEYS)]
+    assert published.get_many(asked) == [published.get(k) for k in asked]
+
+
+def test_composite_keys_of_string_and_integer(fresh_settings: Settings, composite: UseCase) -> None:
+    rows = [("C1", 1, 0.1), ("C1", 2, 0.2), ("C2", 1, 0.3), ("C1\x00", 1, 0.4)]
+    publish(fresh_settings, composite, rows)
+    scores = scores_at(SCORED_AT, fresh_settings, composite)
+    assert scores.get(("C1", 2)).score == pytest.approx(0.2)
+    assert scores.get(["C2", "1"]).key == ("C2", 1)  # the integer part given as text
+    assert scores.get(("C1\x00", 1)).score == pytest.approx(0.4)
+    assert [s.score for s in scores.get_many([("C1", 1), ("C2", 2), ("C1", 3)])] == [
+        0.1,
+        None,
+        None,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [("42", 42), (42, "42"), (42, "+42"), (42, "042"), (-7, "-7")],
+    ids=["int-for-string-column", "text-for-int-column", "plus-sign", "leading-zero", "negative"],
+)
+def test_a_key_is_found_whichever_type_spells_it(
+    fresh_settings: Settings, churn: UseCase, stored: str | int, asked: str | int
+) -> None:
+    other = 1 if isinstance(stored, int) else "other"
+    publish(fresh_settings, churn, [(stored, 0.5), (other, 0.1)])
+    found = Scores(churn, fresh_settings).get(asked)
+    assert (found.key, found.score) == ((stored,), 0.5)
+
+
+def test_keys_differing_only_by_control_characters_stay_apart(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    keys = ["a", "a\x00", "a\x00\x00", "a\x01", "a\x01\x01", "\x00", "", "é", "a" * 300]
+    publish(fresh_settings, churn, [(k, i / 10) for i, k in enumerate(keys)])
+    scores = Scores(churn, fresh_settings)
+    assert [s.score for s in scores.get_many(keys)] == [i / 10 for i in range(len(keys))]
+    assert [scores.get(k).score for k in keys] == [i / 10 for i in range(len(keys))]
+
+
+# ---------------------------------------------------------------- freshness
+
+
+@pytest.mark.parametrize(
+    ("now", "status"),
+    [
+        (SCORED_AT + timedelta(hours=1), "fresh"),
+        (SCORED_AT + timedelta(hours=36), "fresh"),  # exactly stale_after_hours: not yet stale
+        (SCORED_AT + timedelta(hours=36, seconds=1), "stale"),
+        (VALID_UNTIL - timedelta(microseconds=1), "stale"),
+        (VALID_UNTIL, "expired"),
+        (VALID_UNTIL + timedelta(days=30), "expired"),
+    ],
+    ids=["fresh", "at-stale-limit", "stale", "stale-until-the-end", "expired-at", "expired-after"],
+)
+def test_freshness_at_an_injected_now(
+    fresh_settings: Settings, churn: UseCase, now: datetime, status: str
+) -> None:
+    assert churn.score.stale_after_hours == 36
+    publish(fresh_settings, churn, [("C1", 0.5)])
+    scores = scores_at(now, fresh_settings, churn)
+    assert scores.get("C1").freshness == status
+    assert [s.freshness for s in scores.get_many(["C1", "C2"])] == [status, "missing"]
+
+
+def test_missing_key_has_no_score_and_no_lineage(published: Scores) -> None:
+    assert published.get("C99999999") == Score(key=("C99999999",), score=None, freshness="missing")
+
+
+# ---------------------------------------------------------------- bad keys
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(
+    "key",
+    [("C1", "C2"), (), 1.5, None, True, b"C1", {"customer_id": "C1"}, ["C1", 2]],
+    ids=["two-values", "no-value", "float", "none", "bool", "bytes", "dict", "list-of-two"],
+)
+def test_wrong_arity_or_type_names_the_use_case_and_key(published: Scores, key: object) -> None:
+    with pytest.raises(ValueError, match=r"use case 'churn' has key customer_id \(string\)"):
+        published.get(key)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"use case 'churn' has key customer_id \(string\)"):
+        published.get_many([KEYS[0], key])  # type: ignore[list-item]
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(
+    "key",
+    [("C1",), ("C1", 1, 2), ("C1", "one"), ("C1", 1.0), ("C1", "1" * 30), ("C1", None)],
+    ids=["short", "long", "text-not-a-number", "float", "too-many-digits", "none"],
+)
+def test_wrong_composite_key_names_every_key_column(
+    fresh_settings: Settings, composite: UseCase, key: tuple[Any, ...]
+) -> None:
+    publish(fresh_settings, composite, [("C1", 1, 0.1)])
+    with pytest.raises(
+        ValueError,
+        match=r"use case 'churn_by_product' has key customer_id \(string\), product \(int\)",
+    ):
+        Scores(composite, fresh_settings).get(key)
+
+
+@contextmanager
+def files_opened() -> Iterator[list[str]]:
+    """Paths Python opens while the block runs (audit events; the hook stays, recording nothing after)."""
+    opened: list[str] = []
+    recording = True
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if recording and event in {"open", "os.listdir", "os.scandir"}:
+            opened.append(str(args[0]))
+
+    sys.addaudithook(hook)
+    try:
+        yield opened
+    finally:
+        recording = False
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(
+    "key",
+    [
+        "C00000001' or '1'='1",
+        "'; drop table predictions; --",
+        "../../../../etc/passwd",
+        "/etc/passwd",
+        "current.duckdb",
+        "C00000001\x00",
+        "C00000001\x00\x00\x00\x00\x00",
+        "C0000000",
+        "C000000011",
+        "%s%n",
+        "C" * 10_000_000,
+        "\udcff",
+    ],
+    ids=[
+        "sql-or",
+        "sql-drop",
+        "path-up",
+        "path-absolute",
+        "state-file",
+        "nul-suffix",
+        "nul-padding",
+        "prefix",
+        "extension",
+        "format",
+        "huge",
+        "lone-surrogate",
+    ],
+)
+def test_hostile_keys_are_missing_without_touching_files(published: Scores, key: str) -> None:
+    published.get(KEYS[0])  # the key file is open before the block
+    with files_opened() as opened:
+        one, many = published.get(key), published.get_many([key, KEYS[1]])
+    assert (one.score, one.freshness) == (None, "missing")
+    assert [s.freshness for s in many] == ["missing", "fresh"]
+    assert opened == []
+
+
+# ---------------------------------------------------------------- snapshots and swaps
+
+
+def test_no_snapshot_raises_snapshot_not_found(fresh_settings: Settings, churn: UseCase) -> None:
+    with pytest.raises(SnapshotNotFoundError, match=r"use case 'churn'.*run publish first"):
+        Scores(churn, fresh_settings).get("C1")
+
+
+def test_snapshot_property_and_sample_keys_still_answer(published: Scores) -> None:
+    assert published.snapshot == serving.snapshot_path(
+        published.settings, published.usecase, RUN_DATE, 1
+    )
+    assert published.snapshot.exists()
+    assert published.sample_keys(3) == [(KEYS[0],), (KEYS[1],), (KEYS[2],)]
+
+
+@pytest.mark.reliability
+def test_a_failed_key_file_leaves_no_snapshot(fresh_settings: Settings, churn: UseCase) -> None:
+    """The key file is written before the snapshot's rename: no snapshot exists without one."""
+    with pytest.raises(ValueError, match=r"column 'valid_until' has 1 nulls"):
+        build(
+            fresh_settings,
+            churn,
+            [("C1", 0.1), ("C2", 0.2)],
+            1,
+            valid_until=pa.array([VALID_UNTIL, None], pa.timestamp("us")),
+        )
+    snapshot = serving.snapshot_path(fresh_settings, churn, RUN_DATE, 1)
+    assert not snapshot.exists()
+    assert not keyindex.key_file(snapshot).exists()
+
+
+def test_prune_removes_snapshots_with_their_key_files(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    settings = fresh_settings.model_copy(update={"serving_snapshots_kept": 1})
+    old = build(settings, churn, [("C1", 0.1)], 1)
+    new = publish(settings, churn, [("C1", 0.2)], 2)
+    serving.prune_snapshots(settings, churn, keep={new.resolve()})
+    assert not old.exists() and not keyindex.key_file(old).exists()
+    assert new.exists() and keyindex.key_file(new).exists()
+
+
+def mapped_key_files(folder: Path) -> set[str]:
+    """Key files under `folder` this process has memory-mapped right now."""
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if line.rstrip().endswith(keyindex.SUFFIX)}
+    return {p for p in paths if p.startswith(str(folder))}
+
+
+@pytest.mark.reliability
+def test_hot_swap_answers_from_one_whole_snapshot_and_unmaps_the_old(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    """A reader looping get and get_many while the pointer moves A -> B -> A ... sees only A or B."""
+    first = build(fresh_settings, churn, [(k, 0.1) for k in KEYS], 1)
+    second = build(fresh_settings, churn, [(k, 0.9) for k in KEYS[:150]], 2)  # 50 keys gone in B
+    versions = {"1": (first, 0.1, len(KEYS)), "2": (second, 0.9, 150)}
+    serving.point_current_to(fresh_settings, churn, first)
+    scores = Scores(churn, fresh_settings)
+    seen: set[str] = set()
+    failures: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                batch = scores.get_many(KEYS)
+                found = [s for s in batch if s.freshness != "missing"]
+                version = found[0].model_version
+                assert version is not None
+                _, score, count = versions[version]
+                assert {(s.model_version, s.score) for s in found} == {(version, score)}
+                assert len(found) == count
+                one = scores.get(KEYS[0])
+                assert (one.model_version, one.score) in {("1", 0.1), ("2", 0.9)}
+                seen.add(version)
+            except Exception as exc:  # any error at all fails the test, with what it was
+                failures.append(repr(exc))
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for flip in range(200):
+            serving.point_current_to(fresh_settings, churn, second if flip % 2 == 0 else first)
+            threading.Event().wait(0.002)
+    finally:
+        done.set()
+        reader.join()
+    assert failures == []
+    assert seen == {"1", "2"}
+
+    serving.point_current_to(fresh_settings, churn, second)
+    assert scores.get(KEYS[0]).model_version == "2"
+    gc.collect()
+    assert mapped_key_files(fresh_settings.state_dir) == {str(keyindex.key_file(second))}
+    scores.close()

@@ -1,0 +1,458 @@
+"""HTTP lookups: uvicorn on loopback answering from real DuckDB snapshots, exactly as the client does."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from http.client import HTTPConnection
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from prescore import keyindex, serving
+from prescore.config import Settings, UseCase
+from prescore.lookup import Scores
+from prescore.serve import create_app
+
+pytestmark = pytest.mark.integration
+RUN_DATE = date(2026, 11, 5)
+SCORED_AT = datetime.now().replace(microsecond=0) - timedelta(hours=1)  # fresh while tests run
+KEYS = [f"C{i:08d}" for i in range(300)]
+TRACEBACK_MARKERS = ("Traceback", 'File "', "duckdb.", "pyarrow.")
+
+
+def publish_snapshot(
+    settings: Settings, usecase: UseCase, rows: list[tuple[Any, ...]], version: int
+) -> Path:
+    """Write predictions as Parquet, build snapshot v<version> from them and point current at it.
+
+    rows: one (key values..., score) tuple per key; model_version is str(version).
+    """
+    n = len(rows)
+    columns: dict[str, Any] = {k: [r[i] for r in rows] for i, k in enumerate(usecase.keys)}
+    table = pa.table(
+        {
+            **columns,
+            "score": pa.array([r[-1] for r in rows], pa.float64()),
+            "model_name": [f"prescore-{usecase.name}"] * n,
+            "model_version": [str(version)] * n,
+            "model_run_id": ["run"] * n,
+            "features_version": pa.array([0] * n, pa.int64()),
+            "scored_at": pa.array([SCORED_AT] * n, pa.timestamp("us")),
+            "valid_until": pa.array([SCORED_AT + timedelta(days=7)] * n, pa.timestamp("us")),
+        }
+    )
+    parquet = settings.state_dir / f"{usecase.name}-v{version}.parquet"
+    parquet.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, parquet)
+    snapshot = serving.snapshot_path(settings, usecase, RUN_DATE, version)
+    serving.build_snapshot(
+        snapshot,
+        parquet_files=[str(parquet)],
+        run_date=RUN_DATE,
+        keys=usecase.keys,
+        views=serving.load_views(settings.sql_dir),
+    )
+    serving.point_current_to(settings, usecase, snapshot)
+    return snapshot
+
+
+def assert_no_internals(text: str) -> None:
+    assert not any(marker in text for marker in TRACEBACK_MARKERS), text[:300]
+
+
+def score_v1(i: int) -> float:
+    return i / 1000
+
+
+def score_v2(i: int) -> float:
+    return 0.5 + i / 1000
+
+
+@contextmanager
+def running(app: FastAPI) -> Iterator[httpx.Client]:
+    """uvicorn on a free loopback port in a thread; stopped through should_exit on the way out."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def raw_get(http: httpx.Client, path: str) -> tuple[int, str]:
+    """GET `path` exactly as given: httpx would resolve '..' and refuse URLs over 64 KiB."""
+    connection = HTTPConnection(http.base_url.host, http.base_url.port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def serve_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return settings.model_copy(update={"state_dir": tmp_path_factory.mktemp("serve")})
+
+
+@pytest.fixture(scope="module")
+def by_tenure(churn: UseCase) -> UseCase:
+    """A use case with a composite key (string, integer), to look up comma-separated path keys."""
+    return churn.model_copy(
+        update={"name": "churn_by_tenure", "keys": ["customer_id", "tenure_months"]}
+    )
+
+
+@pytest.fixture(scope="module")
+def snapshots(serve_settings: Settings, churn: UseCase, by_tenure: UseCase) -> tuple[Path, Path]:
+    """churn v1 and v2 (v1 current), and churn_by_tenure v1."""
+    second = publish_snapshot(
+        serve_settings, churn, [(k, score_v2(i)) for i, k in enumerate(KEYS)], 2
+    )
+    first = publish_snapshot(
+        serve_settings, churn, [(k, score_v1(i)) for i, k in enumerate(KEYS)], 1
+    )
+    publish_snapshot(
+        serve_settings, by_tenure, [(k, i % 7, score_v1(i)) for i, k in enumerate(KEYS)], 1
+    )
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def http(
+    serve_settings: Settings, churn: UseCase, by_tenure: UseCase, snapshots: tuple[Path, Path]
+) -> Iterator[httpx.Client]:
+    with running(create_app(serve_settings, [churn, by_tenure])) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client(serve_settings: Settings, churn: UseCase, snapshots: tuple[Path, Path]) -> Scores:
+    return Scores(churn, serve_settings)
+
+
+def expected(usecase: UseCase, client: Scores, key: Any) -> dict[str, Any]:
+    score = client.get(key)
+    return {
+        "usecase": usecase.name,
+        "key": dict(zip(usecase.keys, score.key, strict=True)),
+        "score": score.score,
+        "freshness": score.freshness,
+        "model_name": score.model_name,
+        "model_version": score.model_version,
+        "scored_at": score.scored_at.isoformat() if score.scored_at else None,
+        "valid_until": score.valid_until.isoformat() if score.valid_until else None,
+    }
+
+
+def test_single_key_answer_equals_the_client(
+    http: httpx.Client, client: Scores, churn: UseCase
+) -> None:
+    response = http.get("/v1/churn/scores/C00000042")
+    assert response.status_code == 200
+    assert response.json() == expected(churn, client, "C00000042")
+    assert response.json()["score"] == pytest.approx(score_v1(42))
+
+
+def test_batch_answers_equal_the_client_in_request_order(
+    http: httpx.Client, client: Scores, churn: UseCase
+) -> None:
+    keys = ["C00000007", "nobody", "C00000003", ["C00000001"]]
+    response = http.post("/v1/churn/scores:batch", json={"keys": keys})
+    assert response.status_code == 200
+    assert response.json() == {"scores": [expected(churn, client, k) for k in keys]}
+    missing = [s["freshness"] == "missing" for s in response.json()["scores"]]
+    assert missing == [False, True, False, False]
+
+
+def test_composite_key_in_the_path_is_comma_separated_in_key_column_order(
+    http: httpx.Client, serve_settings: Settings, by_tenure: UseCase
+) -> None:
+    response = http.get("/v1/churn_by_tenure/scores/C00000010,3")
+    assert response.status_code == 200
+    body = response.json()
+    assert body == expected(by_tenure, Scores(by_tenure, serve_settings), ("C00000010", 3))
+    assert body["key"] == {"customer_id": "C00000010", "tenure_months": 3}
+    batch = http.post("/v1/churn_by_tenure/scores:batch", json={"keys": [["C00000010", 3]]})
+    assert batch.json()["scores"] == [body]
+
+
+def test_unknown_use_case_is_404(http: httpx.Client) -> None:
+    for response in (
+        http.get("/v1/nope/scores/C00000001"),
+        http.post("/v1/nope/scores:batch", json={"keys": ["C00000001"]}),
+    ):
+        assert response.status_code == 404
+        assert "unknown use case 'nope'" in response.json()["detail"]
+        assert_no_internals(response.text)
+
+
+def test_unknown_key_is_404_with_freshness_missing(http: httpx.Client) -> None:
+    response = http.get("/v1/churn/scores/C99999999")
+    assert response.status_code == 404
+    assert response.json() == {
+        "usecase": "churn",
+        "key": {"customer_id": "C99999999"},
+        "score": None,
+        "freshness": "missing",
+        "model_name": None,
+        "model_version": None,
+        "scored_at": None,
+        "valid_until": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/churn/scores/C00000001,C00000002", None),
+        ("GET", "/v1/churn_by_tenure/scores/C00000010", None),
+        ("GET", "/v1/churn_by_tenure/scores/C00000010,three", None),
+        ("POST", "/v1/churn/scores:batch", {"keys": [["C00000001", "C00000002"]]}),
+        ("POST", "/v1/churn/scores:batch", {"keys": [None]}),
+        ("POST", "/v1/churn/scores:batch", {"keys": [1.5]}),
+        ("POST", "/v1/churn/scores:batch", {"keys": [{"customer_id": "C00000001"}]}),
+        ("POST", "/v1/churn/scores:batch", {"keys": "C00000001"}),
+        ("POST", "/v1/churn/scores:batch", {}),
+        ("POST", "/v1/churn_by_tenure/scores:batch", {"keys": [["C00000010", True]]}),
+    ],
+    ids=[
+        "arity-path",
+        "composite-short",
+        "composite-not-int",
+        "arity-batch",
+        "null",
+        "float",
+        "object",
+        "not-a-list",
+        "no-keys",
+        "bool-for-int",
+    ],
+)
+def test_invalid_key_is_422_with_a_short_reason(
+    http: httpx.Client, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    response = http.request(method, path, json=body)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and 0 < len(detail) < 500
+    assert_no_internals(detail)
+
+
+def test_batch_over_the_limit_is_413(http: httpx.Client, serve_settings: Settings) -> None:
+    limit = serve_settings.serve.max_batch
+    assert http.post("/v1/churn/scores:batch", json={"keys": KEYS[:1] * limit}).status_code == 200
+    response = http.post("/v1/churn/scores:batch", json={"keys": KEYS[:1] * (limit + 1)})
+    assert response.status_code == 413
+    assert str(limit) in response.json()["detail"]
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(
+    "key",
+    [
+        "C00000001'",
+        "C00000001' or '1'='1",
+        '"; drop table predictions; --',
+        "C00000001); select * from read_csv('/etc/passwd'",
+        "../../etc/passwd",
+        "%00",
+        "C" * 100_000,
+    ],
+    ids=["quote", "or-true", "drop", "read-file", "traversal", "nul", "100k-chars"],
+)
+def test_injected_keys_are_refused_or_missing_never_500(
+    http: httpx.Client, client: Scores, key: str
+) -> None:
+    answers = [
+        raw_get(http, "/v1/churn/scores/" + quote(key, safe="/")),  # slashes left as they are
+        raw_get(http, "/v1/churn/scores/" + quote(key, safe="")),
+    ]
+    batch = http.post("/v1/churn/scores:batch", json={"keys": [key]})
+    for status, text in answers:
+        # 400: uvicorn's HTTP parser refuses the 100k-character request line before the app.
+        assert status in (400, 404, 422), text[:200]
+        assert_no_internals(text)
+    assert batch.status_code == 200
+    assert [s["freshness"] for s in batch.json()["scores"]] == ["missing"]
+    assert client.get("C00000001").score == pytest.approx(score_v1(1))  # the table is intact
+
+
+@pytest.mark.reliability
+def test_corrupt_snapshot_is_500_with_a_short_json_error_and_not_ready(
+    serve_settings: Settings, churn: UseCase, snapshots: tuple[Path, Path], http: httpx.Client
+) -> None:
+    corrupt = snapshots[0].with_name("2026-11-05-v99.duckdb")
+    for path in (corrupt, keyindex.key_file(corrupt)):
+        path.write_bytes(b"not a snapshot " * 1000)
+    serving.point_current_to(serve_settings, churn, corrupt)
+    try:
+        response = http.get("/v1/churn/scores/C00000001")
+        assert response.status_code == 500
+        assert response.json() == {"detail": "internal error"}
+        ready = http.get("/readyz")
+        assert ready.status_code == 503
+        assert "churn" in ready.json()["unready"]
+    finally:
+        serving.point_current_to(serve_settings, churn, snapshots[0])
+    assert http.get("/v1/churn/scores/C00000001").status_code == 200
+
+
+def test_healthz_answers_ok(http: httpx.Client) -> None:
+    response = http.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+def test_readyz_and_lookups_are_503_until_a_snapshot_is_published(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    with running(create_app(fresh_settings, [churn])) as http:
+        before = http.get("/readyz")
+        assert before.status_code == 503
+        assert list(before.json()["unready"]) == ["churn"]
+        assert "no published snapshot" in before.json()["unready"]["churn"]
+        assert http.get("/healthz").status_code == 200
+        lookup = http.get("/v1/churn/scores/C00000001")
+        assert lookup.status_code == 503
+        assert lookup.json() == {"detail": "nothing published for use case 'churn' yet"}
+
+        publish_snapshot(fresh_settings, churn, [("C00000001", 0.25)], 1)
+        after = http.get("/readyz")
+        assert after.status_code == 200
+        assert after.json() == {"status": "ready", "snapshots": {"churn": "2026-11-05-v1.duckdb"}}
+        assert http.get("/v1/churn/scores/C00000001").json()["score"] == 0.25
+
+
+def test_metrics_count_requests_by_route_and_status_and_show_snapshot_age(
+    http: httpx.Client,
+) -> None:
+    http.get("/v1/churn/scores/C00000001")
+    http.get("/v1/churn/scores/C99999999")
+    text = http.get("/metrics").text
+    route = 'route="/v1/{usecase}/scores/{key}"'
+    assert f'prescore_http_requests_total{{method="GET",{route},status="200"}}' in text
+    assert f'prescore_http_requests_total{{method="GET",{route},status="404"}}' in text
+    assert f'prescore_http_request_duration_seconds_bucket{{le="0.001",{route}}}' in text
+    assert 'prescore_snapshot_info{run_date="2026-11-05",usecase="churn",version="1"} 1.0' in text
+    age = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('prescore_snapshot_age_seconds{usecase="churn"}')
+    )
+    assert 0 <= float(age.split()[-1]) < 3600
+    assert "C00000001" not in text  # keys never become label values
+
+
+def test_openapi_docs_are_served(http: httpx.Client) -> None:
+    assert http.get("/docs").status_code == 200
+    paths = http.get("/openapi.json").json()["paths"]
+    assert {"/v1/{usecase}/scores/{key}", "/v1/{usecase}/scores:batch"} <= set(paths)
+
+
+@pytest.mark.reliability
+def test_hot_swap_between_snapshots_never_fails_a_request(
+    http: httpx.Client, serve_settings: Settings, churn: UseCase, snapshots: tuple[Path, Path]
+) -> None:
+    """Readers loop while current.duckdb moves between v1 and v2: every answer is whole."""
+    allowed = {
+        (str(v), KEYS[i]): s
+        for i in range(len(KEYS))
+        for v, s in ((1, score_v1(i)), (2, score_v2(i)))
+    }
+    stop = threading.Event()
+    seen: list[tuple[str, str, float]] = []
+    failures: list[str] = []
+
+    def read(worker: int) -> None:
+        with httpx.Client(base_url=http.base_url, timeout=10) as own:
+            for i in itertools.count(worker, 7):
+                if stop.is_set():
+                    return
+                key = KEYS[i % len(KEYS)]
+                try:
+                    response = own.get(f"/v1/churn/scores/{key}")
+                except httpx.HTTPError as exc:
+                    failures.append(f"{key}: {exc!r}")
+                    continue
+                if response.status_code != 200:
+                    failures.append(f"{key}: {response.status_code} {response.text[:200]}")
+                    continue
+                body = response.json()
+                seen.append((body["model_version"], key, body["score"]))
+
+    readers = [threading.Thread(target=read, args=(w,)) for w in range(4)]
+    for reader in readers:
+        reader.start()
+    try:
+        for swap in range(8):
+            time.sleep(0.05)
+            serving.point_current_to(serve_settings, churn, snapshots[(swap + 1) % 2])
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join(10)
+        serving.point_current_to(serve_settings, churn, snapshots[0])
+    assert failures == []
+    assert {version for version, _, _ in seen} == {"1", "2"}
+    assert all(allowed[(version, key)] == score for version, key, score in seen)
+
+
+def test_prescore_serve_starts_answers_healthz_and_stops_on_sigterm(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PRESCORE_ENV": "test", "PRESCORE_STATE_DIR": str(tmp_path)}
+    command = [str(Path(sys.executable).with_name("prescore")), "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "prescore serve did not start"
+                time.sleep(0.1)
+        assert response.json() == {"status": "ok"}
+        process.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught, as a process should.
+        assert process.wait(timeout=15) == -signal.SIGTERM
+        log = process.stdout.read() if process.stdout else ""
+        assert f"running on http://127.0.0.1:{port}" in log  # loopback unless --host says otherwise
+        assert "Application shutdown complete" in log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
