@@ -66,8 +66,14 @@ def build_snapshot(
     partial = target.with_suffix(".partial")
     partial.unlink(missing_ok=True)
     with duckdb.connect(str(partial)) as con:
+        # Delta may also write the partition column into the data files; the run date passed in
+        # is the one value it can have, so it replaces the file's copy rather than doubling it.
+        scan = con.execute("select * from read_parquet(?) limit 0", [parquet_files])
+        in_files = {column[0] for column in scan.description}
+        columns = "* exclude (run_date)" if "run_date" in in_files else "*"
         con.execute(
-            f"create table {PREDICTIONS} as select *, ?::date as run_date from read_parquet(?)",
+            f"create table {PREDICTIONS} as "
+            f"select {columns}, ?::date as run_date from read_parquet(?)",
             [run_date.isoformat(), parquet_files],
         )
         key_list = ", ".join(f'"{k}"' for k in keys)

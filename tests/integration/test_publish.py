@@ -102,6 +102,10 @@ def test_snapshot_has_views_and_refuses_file_access(
     with duckdb.connect(str(path), read_only=True, config={"enable_external_access": False}) as con:
         assert con.execute("select count(*) from scores").fetchone() == (2,)
         assert con.execute("select sum(keys) from score_distribution").fetchone() == (2,)
+        # run_date once, even when Delta also wrote the partition column into the data files
+        columns = [row[0] for row in con.execute("describe predictions").fetchall()]
+        assert [c for c in columns if c.startswith("run_date")] == ["run_date"]
+        assert con.execute("select distinct run_date from predictions").fetchall() == [(RUN_DATE,)]
         with pytest.raises(duckdb.Error):
             con.execute("select * from read_csv('/etc/passwd')").fetchall()
 
