@@ -6,7 +6,7 @@ generated with numpy and published as prescore publishes them (`serving.build_sn
 
 - baseline: a Python dict from key to score, in this process (the limit: no I/O, no checks);
 - prescore: `Scores.get` for one key, `Scores.get_many` for a batch (the key file, memory-mapped);
-- DuckDB: the snapshot's indexed `predictions` table, one query per request (the old path);
+- DuckDB: SQL on the snapshot's `predictions` table (sorted by key, no index: the BI and ad hoc way in), one query per request;
 - Feast: bench/feast/measure.py in its own environment (SQLite online store), when installed.
 
 Latency is wall time per request, p50 and p99 over every request, with the calling thread's CPU
