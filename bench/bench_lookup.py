@@ -1,4 +1,4 @@
-"""Key lookup latency: prescore's `Scores` client against a Python dict, DuckDB and Feast.
+"""Key lookup latency: prescore's `Scores` client and HTTP service against a dict, DuckDB, Feast.
 
 Same keys, same scores, same requests. Predictions for every key (small: 1M, full: 10M) are
 generated with numpy and published as prescore publishes them (`serving.build_snapshot`, then
@@ -8,6 +8,8 @@ generated with numpy and published as prescore publishes them (`serving.build_sn
 - prescore: `Scores.get` for one key, `Scores.get_many` for a batch (the key file, memory-mapped);
 - DuckDB: SQL on the snapshot's `predictions` table (sorted by key, no index: the BI and ad hoc way in), one query per request;
 - Feast: bench/feast/measure.py in its own environment (SQLite online store), when installed.
+- prescore HTTP: `prescore serve` in a subprocess on loopback, 4 client processes at once, each
+  with one keep-alive `http.client` connection, over a sample of the same requests.
 
 Latency is wall time per request, p50 and p99 over every request, with the calling thread's CPU
 time at the same percentile in the note; about a tenth of the keys are absent. Build time is the
@@ -17,7 +19,12 @@ time to make the published keys servable.
 from __future__ import annotations
 
 import gc
+import http.client
 import json
+import multiprocessing
+import os
+import queue
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import duckdb
 import numpy as np
@@ -54,6 +62,12 @@ FEAST = "feast sqlite"
 FEAST_PYTHON = BENCH_DIR / ".venv-feast" / "bin" / "python"
 FEAST_MEASURE = BENCH_DIR / "feast" / "measure.py"
 FEAST_SIZES = ("small",)
+HTTP_CLIENTS = 4
+HTTP = f"prescore HTTP ({HTTP_CLIENTS} clients)"
+HTTP_SINGLES = 5_000  # a sample of the requests: every client process times its share
+HTTP_BATCHES = 100
+HTTP_CHECKED = 200  # single keys checked against `Scores` before timing, with the first batch
+PRESCORE_COMMAND = Path(sys.executable).with_name("prescore")  # the venv's `prescore` script
 
 Request = list[str]
 
@@ -257,6 +271,214 @@ def run_feast(predictions: Path, size: str) -> dict[str, Any]:
     return dict(json.loads(out.read_text()))
 
 
+# ---------------------------------------------------------------- HTTP service
+
+
+def free_port() -> int:
+    """A port free on the loopback now (the server binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """`prescore serve` in a subprocess on a free loopback port, against the bench's state folder."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "PRESCORE_ENV": "test",  # bench_settings loads env="test"
+            "PRESCORE_STATE_DIR": str(Path(settings.state_dir).resolve()),
+        }
+        command = [str(PRESCORE_COMMAND), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=out, cwd=BENCH_DIR.parent
+            )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"prescore serve exited ({self.process.returncode}); see {self.log}"
+                )
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            try:
+                conn.request("GET", "/readyz")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                pass  # not listening yet
+            finally:
+                conn.close()
+            time.sleep(0.2)
+        raise RuntimeError(f"prescore serve not ready after {timeout:.0f} s; see {self.log}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def http_single(conn: http.client.HTTPConnection, key: str) -> bytes:
+    """One GET; 200 for a published key, 404 for an absent one, anything else fails the run."""
+    conn.request("GET", f"/v1/churn/scores/{quote(key, safe='')}")
+    response = conn.getresponse()
+    body = response.read()
+    if response.status not in (200, 404):
+        raise RuntimeError(f"GET {key!r}: HTTP {response.status} {body[:200]!r}")
+    return body
+
+
+def http_batch(conn: http.client.HTTPConnection, keys: Request) -> bytes:
+    """One batch POST, the answer read whole (not parsed: that is the caller's business)."""
+    payload = json.dumps({"keys": keys}).encode()
+    conn.request("POST", "/v1/churn/scores:batch", payload, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    body = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"POST batch: HTTP {response.status} {body[:200]!r}")
+    return body
+
+
+def http_scores(port: int, singles: list[Request], batch: Request) -> list[float | None]:
+    """The service's scores for some single keys, then for one batch (the check before timing)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        out = [json.loads(http_single(conn, r[0]))["score"] for r in singles]
+        out += [s["score"] for s in json.loads(http_batch(conn, batch))["scores"]]
+    finally:
+        conn.close()
+    return out
+
+
+def http_client(
+    port: int,
+    singles: list[Request],
+    batches: list[Request],
+    barrier: Any,
+    results: Any,
+    index: int,
+) -> None:
+    """One client process: one keep-alive connection; its singles, then its batches, each series
+    started together with the other clients. Puts (index, single wall, single CPU, batch wall,
+    batch CPU) in ns on `results`, or (index, error message)."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        http_single(conn, singles[0][0])  # untimed: connect, warm up
+        http_batch(conn, batches[0])
+        calls: list[tuple[Callable[[Request], bytes], list[Request]]] = [
+            (lambda r: http_single(conn, r[0]), singles),
+            (lambda r: http_batch(conn, r), batches),
+        ]
+        timed: list[list[int]] = []
+        for call, requests in calls:
+            wall, cpu = [], []
+            barrier.wait(timeout=120)
+            for request in requests:
+                began, began_cpu = time.perf_counter_ns(), time.thread_time_ns()
+                call(request)
+                cpu.append(time.thread_time_ns() - began_cpu)
+                wall.append(time.perf_counter_ns() - began)
+            timed += [wall, cpu]
+        conn.close()
+        results.put((index, *timed))
+    except Exception as exc:  # reported to the parent, which fails the run
+        barrier.abort()
+        results.put((index, f"{type(exc).__name__}: {exc}"))
+
+
+def timed_over_http(
+    port: int, singles: list[Request], batches: list[Request]
+) -> tuple[Timings, Timings]:
+    """Single and batch timings of HTTP_CLIENTS client processes at once, each with its share."""
+    context = multiprocessing.get_context("spawn")  # a fresh, small process: not a fork of this one
+    barrier = context.Barrier(HTTP_CLIENTS)
+    results = context.Queue()
+    clients = [
+        context.Process(
+            target=http_client,
+            args=(port, singles[i::HTTP_CLIENTS], batches[i::HTTP_CLIENTS], barrier, results, i),
+            daemon=True,
+        )
+        for i in range(HTTP_CLIENTS)
+    ]
+    for client in clients:
+        client.start()
+    answers: list[tuple[Any, ...]] = []
+    try:
+        while len(answers) < len(clients):
+            try:
+                answers.append(results.get(timeout=1))
+            except queue.Empty:
+                if not any(c.is_alive() for c in clients) and results.empty():
+                    raise RuntimeError("HTTP clients exited without an answer") from None
+    finally:
+        for client in clients:
+            client.join(timeout=10)
+            if client.is_alive():
+                client.kill()
+    errors = [a[1] for a in answers if isinstance(a[1], str)]
+    if errors:
+        raise RuntimeError(f"HTTP client failed: {errors[0]}")
+    series = [np.concatenate([np.array(a[k]) for a in answers]) / 1e6 for k in range(1, 5)]
+    return Timings(series[0], series[1]), Timings(series[2], series[3])
+
+
+def http_measurements(
+    settings: Settings,
+    size: str,
+    client: Scores,
+    singles: list[Request],
+    batches: list[Request],
+) -> list[Measurement]:
+    """Start the service, check a sample of its answers against `client`, time it, stop it."""
+    singles, batches = singles[:HTTP_SINGLES], batches[:HTTP_BATCHES]
+    server = Server(settings, DATA_DIR / f"lookup-{size}" / "serve.log")
+    try:
+        server.wait_ready()
+        sample = singles[:HTTP_CHECKED]
+        expected = [client.get(r[0]).score for r in sample]
+        expected += [s.score for s in client.get_many(batches[0])]
+        got = http_scores(server.port, sample, batches[0])
+        if got != expected:
+            bad = next(i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e)
+            raise RuntimeError(f"{HTTP} answered {got[bad]!r} at {bad}, Scores {expected[bad]!r}")
+        cpu_before = server_cpu_seconds(server.process.pid)
+        single, batch = timed_over_http(server.port, singles, batches)
+        cpu_after = server_cpu_seconds(server.process.pid)
+    finally:
+        server.stop()
+    server_cpu = ""
+    if cpu_before is not None and cpu_after is not None:
+        busy = cpu_after - cpu_before
+        server_cpu = f", server CPU {busy:.3g} s for all {len(singles) + len(batches):,} requests"
+    load = os.getloadavg()[0]
+    note = (
+        f"prescore serve (uvicorn, 1 process) on loopback, {HTTP_CLIENTS} client processes at once, "
+        f"one keep-alive http.client connection each, {len(singles):,} GETs then {len(batches)} "
+        f"POSTs (answer read, not parsed){server_cpu}; clients and server share the cores "
+        f"(load {load:.2f} after the run); CPU time is the client's"
+    )
+    return latencies(HTTP, single, batch, note)
+
+
 # ---------------------------------------------------------------- measurements
 
 
@@ -358,6 +580,8 @@ def run(size: str) -> list[Measurement]:
             },
             batches,
         )
+        # After the in-process subjects: the server and its clients would load the cores under them.
+        http = http_measurements(settings, size, client, singles, batches)
     finally:
         client.close()
         old.con.close()
@@ -369,6 +593,7 @@ def run(size: str) -> list[Measurement]:
         *latencies(
             DUCKDB, single[DUCKDB], batch[DUCKDB], "single: where key = ?; batch: in (unnest(?))"
         ),
+        *http,
         *feast_measurements(predictions, size),
         build(DICT, dict_s, rows, "read the Parquet, build the dict"),
         build(
