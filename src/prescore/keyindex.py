@@ -34,7 +34,7 @@ import struct
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
@@ -109,6 +109,17 @@ def encode_key(key: tuple[KeyPart, ...]) -> bytes:
         )
     text = SEPARATOR.join(_escape(v) if isinstance(v, str) else str(v) for v in key)
     return text.encode(errors="surrogatepass")
+
+
+def _encode_plain(keys: Sequence[tuple[KeyPart, ...]]) -> list[bytes] | None:
+    """encode_key of single-string keys when none holds a character to escape (the usual batch),
+    in one pass: about a third of a 1000-key batch's time went to encode_key per key. None when
+    some key needs escaping."""
+    texts = cast(list[str], [key[0] for key in keys])  # canonical parts of a string column
+    joined = "".join(texts)
+    if "\x00" in joined or "\x01" in joined:
+        return None
+    return [text.encode(errors="surrogatepass") for text in texts]
 
 
 def _encode_columns(table: pa.Table, keys: list[str], kinds: list[KeyKind]) -> pa.Array:
@@ -273,7 +284,9 @@ class KeyIndex:
         numpy would cut it to width, and the cut could match a real key.
         """
         width = self.key_dtype.itemsize
-        encoded = (encode_key(k) for k in keys)
+        encoded = _encode_plain(keys) if self.kinds == ["string"] else None
+        if encoded is None:
+            encoded = [encode_key(k) for k in keys]
         return np.array([e if len(e) <= width else NEVER_STORED for e in encoded], self.key_dtype)
 
     def find(self, needles: np.ndarray) -> np.ndarray:

@@ -56,3 +56,11 @@ def test_vectorised_encoding_equals_encode_key_and_keeps_keys_apart() -> None:
     encoded = keyindex._encode_columns(table, ["k", "n"], ["string", "int"]).to_pylist()
     assert encoded == [keyindex.encode_key(k) for k in keys]
     assert len(set(encoded)) == len(keys)
+
+
+def test_batch_fast_path_encodes_like_encode_key_and_leaves_escapes_to_it() -> None:
+    plain = [("C1",), ("",), ("é",), ("\ud800",), ("x" * 300,)]
+    assert keyindex._encode_plain(plain) == [keyindex.encode_key(k) for k in plain]
+    # A key holding a character that encode_key escapes sends the whole batch the slow way.
+    assert keyindex._encode_plain([("a\x00",), ("b",)]) is None
+    assert keyindex._encode_plain([("b",), ("a\x01",)]) is None
