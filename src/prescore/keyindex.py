@@ -32,7 +32,7 @@ import re
 import reprlib
 import struct
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -321,19 +321,14 @@ class KeyIndex:
                 return row
         return -1
 
-    def values(
-        self, rows: np.ndarray
-    ) -> list[tuple[float, str | None, str | None, datetime, datetime]]:
-        """(score, model name, model version, scored_at, valid_until) of each row."""
-        return list(
-            zip(
-                self.score[rows].tolist(),
-                self._per_row("model_name", self.model_name, rows),
-                self._per_row("model_version", self.model_version, rows),
-                self.scored_at[rows].tolist(),
-                self.valid_until[rows].tolist(),
-                strict=True,
-            )
+    def columns(self, rows: np.ndarray) -> tuple[list[Any], ...]:
+        """(score, model name, model version, scored_at, valid_until) of the rows, as lists."""
+        return (
+            self.score[rows].tolist(),
+            self._per_row("model_name", self.model_name, rows),
+            self._per_row("model_version", self.model_version, rows),
+            self.scored_at[rows].tolist(),
+            self.valid_until[rows].tolist(),
         )
 
     def _per_row(self, column: str, constant: str | None, rows: np.ndarray) -> list[str | None]:

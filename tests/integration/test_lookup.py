@@ -58,13 +58,8 @@ def build(
     """Snapshot v<version> (model_version str(version)) of these rows; the pointer does not move."""
     parquet = settings.state_dir / f"{usecase.name}-v{version}.parquet"
     write_predictions(parquet, usecase, rows, str(version), **columns)
-    snapshot = serving.snapshot_path(settings, usecase, RUN_DATE, version)
-    serving.build_snapshot(
-        snapshot,
-        parquet_files=[str(parquet)],
-        run_date=RUN_DATE,
-        keys=usecase.keys,
-        views=serving.load_views(settings.sql_dir),
+    snapshot, _ = serving.build_usecase_snapshot(
+        settings, usecase, RUN_DATE, version, [str(parquet)]
     )
     return snapshot
 
@@ -122,6 +117,23 @@ def test_get_many_answers_in_request_order_with_missing_keys(published: Scores) 
 def test_get_and_get_many_agree_on_every_key(published: Scores) -> None:
     asked = [*KEYS, *(k.replace("C", "X") for k in KEYS)]
     assert published.get_many(asked) == [published.get(k) for k in asked]
+
+
+def test_an_empty_snapshot_answers_every_key_missing(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    parquet = fresh_settings.state_dir / "empty.parquet"
+    write_predictions(parquet, churn, [], "1", customer_id=pa.array([], pa.string()))
+    snapshot, rows = serving.build_usecase_snapshot(
+        fresh_settings, churn, RUN_DATE, 1, [str(parquet)]
+    )
+    serving.point_current_to(fresh_settings, churn, snapshot)
+    scores = scores_at(SCORED_AT, fresh_settings, churn)
+    assert rows == 0
+    assert scores.get("C1") == Score(key=("C1",), score=None, freshness="missing")
+    assert scores.get_many(["C1", "C2"]) == [
+        Score(key=(k,), score=None, freshness="missing") for k in ("C1", "C2")
+    ]
 
 
 def test_composite_keys_of_string_and_integer(fresh_settings: Settings, composite: UseCase) -> None:

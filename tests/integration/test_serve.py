@@ -61,13 +61,8 @@ def publish_snapshot(
     parquet = settings.state_dir / f"{usecase.name}-v{version}.parquet"
     parquet.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, parquet)
-    snapshot = serving.snapshot_path(settings, usecase, RUN_DATE, version)
-    serving.build_snapshot(
-        snapshot,
-        parquet_files=[str(parquet)],
-        run_date=RUN_DATE,
-        keys=usecase.keys,
-        views=serving.load_views(settings.sql_dir),
+    snapshot, _ = serving.build_usecase_snapshot(
+        settings, usecase, RUN_DATE, version, [str(parquet)]
     )
     serving.point_current_to(settings, usecase, snapshot)
     return snapshot
