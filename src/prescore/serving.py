@@ -12,6 +12,7 @@ half-written file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 PREDICTIONS = "predictions"
 PUBLISH_LOG = "publish_log"  # Delta table: one row per publish or rollback (stages/publish.py)
 CURRENT = "current.duckdb"
+
+
+class SnapshotWriteError(OSError):
+    """A snapshot or the pointer could not be written (disk full, permission denied, ...).
+    Nothing was published: readers keep the snapshot they had."""
 
 
 def usecase_dir(settings: Settings, usecase: UseCase) -> Path:
@@ -65,16 +71,34 @@ def build_snapshot(
     The DuckDB file is built under a temporary name and renamed once both are complete, so
     `target` exists only when complete, and a snapshot that exists always has its key file.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
-    partial.unlink(missing_ok=True)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="key-file") as pool:
-        key_file = pool.submit(_write_key_file, target, parquet_files, run_date, keys)
-        rows = _write_duckdb_file(partial, parquet_files, run_date, keys, views)
-        key_rows = key_file.result()
-    if key_rows != rows:  # the same files read twice: a difference means they changed underneath
-        raise RuntimeError(f"{target}: {rows} rows in the snapshot but {key_rows} in its key file")
-    os.replace(partial, target)
+    partial_keys = target.with_name(f"{target.stem}.partial{keyindex.SUFFIX}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.unlink(missing_ok=True)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="key-file") as pool:
+            key_rows = pool.submit(_write_key_file, partial_keys, parquet_files, run_date, keys)
+            rows = _write_duckdb_file(partial, parquet_files, run_date, keys, views)
+            if key_rows.result() != rows:  # the same files read twice: they changed underneath
+                raise SnapshotWriteError(f"{target}: the Parquet files changed while read")
+        os.replace(partial_keys, keyindex.key_file(target))
+        os.replace(partial, target)
+    except BaseException as exc:
+        # Disk full, no rights, bad data: leave no half-written file behind to fill the disk (and
+        # never touch the finished files: a snapshot of this name may be the one being served).
+        for leftover in (
+            partial,
+            partial.with_name(f"{partial.name}.wal"),  # DuckDB's write-ahead log
+            partial_keys,
+            partial_keys.with_name(f".{partial_keys.name}.partial"),
+        ):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
+        if isinstance(exc, OSError | duckdb.Error) and not isinstance(exc, SnapshotWriteError):
+            raise SnapshotWriteError(
+                f"{target}: could not write the serving snapshot: {exc}"
+            ) from exc
+        raise
     return rows
 
 
@@ -119,24 +143,40 @@ def _write_duckdb_file(
     return int(rows)
 
 
-def _write_key_file(target: Path, parquet_files: list[str], run_date: date, keys: list[str]) -> int:
-    """The key file of `target`, read from the Parquet by DuckDB as the snapshot's table is (so
+def _write_key_file(path: Path, parquet_files: list[str], run_date: date, keys: list[str]) -> int:
+    """A key file at `path`, read from the Parquet by DuckDB as the snapshot's table is (so
     both see the same types); returns its row count."""
     lookup_columns = ", ".join(f'"{c}"' for c in [*keys, *keyindex.VALUE_COLUMNS])
     with duckdb.connect(config={"threads": 1}) as con:
         sql = f"select {lookup_columns} from read_parquet(?)"
         predictions = con.execute(sql, [parquet_files]).to_arrow_table()
-    keyindex.write_key_file(keyindex.key_file(target), predictions, keys=keys, run_date=run_date)
+    keyindex.write_key_file(path, predictions, keys=keys, run_date=run_date)
     return predictions.num_rows
 
 
 def point_current_to(settings: Settings, usecase: UseCase, snapshot: Path) -> None:
     """Move current.duckdb to `snapshot` in one rename (a relative symlink, so the folder can move)."""
+    move_pointer(stage_pointer(settings, usecase, snapshot))
+
+
+def stage_pointer(settings: Settings, usecase: UseCase, snapshot: Path) -> Path:
+    """Write the link that will replace current.duckdb, beside it; readers see nothing yet.
+
+    Everything that can fail for lack of space or rights happens here, before anything is logged:
+    the move that follows is a rename within the folder."""
     link = current_path(settings, usecase)
     staged = link.with_name(f".{CURRENT}.{os.getpid()}")
-    staged.unlink(missing_ok=True)
-    staged.symlink_to(snapshot.relative_to(link.parent))
-    os.replace(staged, link)
+    try:
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(snapshot.relative_to(link.parent))
+    except OSError as exc:
+        raise SnapshotWriteError(f"{link}: could not stage the move to {snapshot}: {exc}") from exc
+    return staged
+
+
+def move_pointer(staged: Path) -> None:
+    """Make a staged link current.duckdb, in one rename."""
+    os.replace(staged, staged.with_name(CURRENT))
 
 
 def prune_snapshots(settings: Settings, usecase: UseCase, keep: set[Path]) -> list[Path]:

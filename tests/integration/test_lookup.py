@@ -324,6 +324,7 @@ def test_a_failed_key_file_leaves_no_snapshot(fresh_settings: Settings, churn: U
     snapshot = serving.snapshot_path(fresh_settings, churn, RUN_DATE, 1)
     assert not snapshot.exists()
     assert not keyindex.key_file(snapshot).exists()
+    assert list(snapshot.parent.iterdir()) == []  # no partial file left behind either
 
 
 def test_prune_removes_snapshots_with_their_key_files(

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from http.client import HTTPConnection
 from pathlib import Path
@@ -22,13 +21,12 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from prescore import keyindex, serving
 from prescore.config import Settings, UseCase
 from prescore.lookup import Scores
 from prescore.serve import create_app
+from support import running
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)
@@ -78,28 +76,6 @@ def score_v1(i: int) -> float:
 
 def score_v2(i: int) -> float:
     return 0.5 + i / 1000
-
-
-@contextmanager
-def running(app: FastAPI) -> Iterator[httpx.Client]:
-    """uvicorn on a free loopback port in a thread; stopped through should_exit on the way out."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def raw_get(http: httpx.Client, path: str) -> tuple[int, str]:

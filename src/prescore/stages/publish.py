@@ -160,9 +160,15 @@ def run(ctx: RunContext) -> dict[str, object]:
 
 
 def make_current(entry: DataFrame, settings: Settings, usecase: UseCase, snapshot: Path) -> None:
-    """Log first, then move the link: the log never misses what readers can see."""
-    tables.append(entry, settings, PUBLISH_LOG)
-    serving.point_current_to(settings, usecase, snapshot)
+    """Stage the link, log, then move the link: the log never misses what readers can see, and
+    a link that cannot be written (disk full, no rights) fails before anything is logged."""
+    staged = serving.stage_pointer(settings, usecase, snapshot)
+    try:
+        tables.append(entry, settings, PUBLISH_LOG)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    serving.move_pointer(staged)
 
 
 def rollback(

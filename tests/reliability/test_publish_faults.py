@@ -1,0 +1,297 @@
+"""Reliability of publish and rollback, through the real stage: readers never see an error or a mix
+(case 3), and a full disk or a folder without write rights fails clearly with the previous
+version still served (case 12)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from prescore import serving, tables
+from prescore.config import Settings, UseCase
+from prescore.context import RunContext
+from prescore.lookup import Scores
+from prescore.serve import create_app
+from prescore.stages import publish
+from support import running
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+RUN_DATE = date(2026, 11, 5)
+KEYS = [f"C{i:06d}" for i in range(400)]
+PRED_SCHEMA = (
+    "customer_id string, score double, model_name string, model_version string, "
+    "model_run_id string, features_version bigint, scored_at timestamp, valid_until timestamp, "
+    "run_date date"
+)
+
+
+def score_of(version: int, i: int) -> float:
+    """Version 1 scores i/1000, version 2 scores 0.5 + i/1000: every answer tells its version."""
+    return (version - 1) * 0.5 + i / 1000
+
+
+def score_predictions(spark: SparkSession, ctx: RunContext, version: int) -> None:
+    """What the score stage leaves behind for publish: predictions of model version `version` for
+    every key of the clean run_date."""
+    stamp, until = datetime.now().replace(microsecond=0), datetime(2099, 1, 1)
+    rows = [
+        (k, score_of(version, i), "prescore-churn", str(version), "run", 0, stamp, until, RUN_DATE)
+        for i, k in enumerate(KEYS)
+    ]
+    df = spark.createDataFrame(rows, PRED_SCHEMA)
+    tables.replace_run(df, ctx.settings, ctx.usecase.predictions_table, RUN_DATE)
+
+
+@pytest.fixture
+def ctx(spark: SparkSession, fresh_settings: Settings, churn: UseCase) -> RunContext:
+    """A use case with v1 published from real Delta tables."""
+    population = spark.createDataFrame([(k,) for k in KEYS], "customer_id string").withColumn(
+        "run_date", F.lit(RUN_DATE)
+    )
+    tables.replace_run(population, fresh_settings, churn.clean_table, RUN_DATE)
+    context = RunContext(fresh_settings, churn, RUN_DATE, spark)
+    score_predictions(spark, context, 1)
+    publish.run(context)
+    return context
+
+
+def served_version(ctx: RunContext) -> str:
+    """The model version every key is served with now, checked through the client and SQL."""
+    client = Scores(ctx.usecase, ctx.settings)
+    try:
+        versions = {s.model_version for s in client.get_many(KEYS)}
+    finally:
+        client.close()
+    with duckdb.connect(
+        str(serving.current_path(ctx.settings, ctx.usecase)), read_only=True
+    ) as con:
+        rows = con.execute("select distinct model_version from scores").fetchall()
+    assert len(versions) == 1 and {r[0] for r in rows} == versions
+    return versions.pop()
+
+
+def published_versions(spark: SparkSession, ctx: RunContext) -> list[str]:
+    log = tables.read(spark, ctx.settings, serving.PUBLISH_LOG).orderBy("published_at")
+    return [r.model_version for r in log.collect()]
+
+
+# ---------------------------------------------------------------- case 3: readers during swaps
+
+
+class Readers:
+    """Reader threads looping until stopped; each answer is checked to be wholly one version."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.failures: list[str] = []
+        self.seen: dict[str, set[str]] = {}
+        self.threads: list[threading.Thread] = []
+
+    def add(self, name: str, read: Callable[[], str]) -> None:
+        """`read` answers once and returns the version it answered from, or raises."""
+        self.seen[name] = set()
+
+        def loop() -> None:
+            while not self.stop.is_set():
+                try:
+                    self.seen[name].add(read())
+                except Exception as exc:  # any error at all is a failure, with what it was
+                    self.failures.append(f"{name}: {exc!r}"[:500])
+                    return
+
+        self.threads.append(threading.Thread(target=loop, name=name, daemon=True))
+
+    @contextlib.contextmanager
+    def looping(self) -> Iterator[None]:
+        for thread in self.threads:
+            thread.start()
+        try:
+            yield
+        finally:
+            self.stop.set()
+            for thread in self.threads:
+                thread.join(30)
+
+
+def whole_version(answers: list[tuple[str, str, float | None]]) -> str:
+    """The one version all (version, key, score) answers come from; AssertionError on a mix."""
+    versions = {version for version, _, _ in answers}
+    assert len(versions) == 1, f"answers mix versions {sorted(versions)}"
+    version = versions.pop()
+    for _, key, score in answers:
+        assert score == pytest.approx(score_of(int(version), KEYS.index(key))), (version, key)
+    return version
+
+
+def client_reader(client: Scores) -> Callable[[], str]:
+    def read() -> str:
+        batch = client.get_many(KEYS)
+        return whole_version([(str(s.model_version), s.key[0], s.score) for s in batch])
+
+    return read
+
+
+def http_reader(http: httpx.Client) -> Callable[[], str]:
+    def read() -> str:
+        response = http.post("/v1/churn/scores:batch", json={"keys": KEYS[::7]})
+        assert response.status_code == 200, response.text[:300]
+        answers = response.json()["scores"]
+        return whole_version(
+            [(a["model_version"], a["key"]["customer_id"], a["score"]) for a in answers]
+        )
+
+    return read
+
+
+def sql_reader(current: Path) -> Callable[[], str]:
+    def read() -> str:
+        # A BI tool opens current.duckdb afresh per session: the link resolves to one snapshot.
+        with duckdb.connect(str(current), read_only=True) as con:
+            rows = con.execute("select model_version, customer_id, score from scores").fetchall()
+        assert len(rows) == len(KEYS)
+        return whole_version(rows)
+
+    return read
+
+
+def test_readers_see_one_whole_version_through_publish_and_rollback(
+    spark: SparkSession, ctx: RunContext
+) -> None:
+    """Case 3: the client, the HTTP service and SQL on current.duckdb loop while the real publish
+    stage publishes v2 and rollback goes back to v1: every answer is wholly v1 or wholly v2, and
+    not one is an error."""
+    client = Scores(ctx.usecase, ctx.settings)
+    readers = Readers()
+    with running(create_app(ctx.settings, [ctx.usecase])) as http:
+        readers.add("client", client_reader(client))
+        readers.add("http", http_reader(http))
+        readers.add("sql", sql_reader(serving.current_path(ctx.settings, ctx.usecase)))
+        with readers.looping():
+            time.sleep(0.5)
+            score_predictions(spark, ctx, 2)
+            publish.run(ctx)
+            time.sleep(0.5)
+            publish.rollback(spark, ctx.settings, ctx.usecase)
+            time.sleep(0.5)
+    client.close()
+    assert readers.failures == []
+    assert all(seen == {"1", "2"} for seen in readers.seen.values()), readers.seen
+    assert served_version(ctx) == "1"
+
+
+# ---------------------------------------------------------------- case 12: disk full, no rights
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted on `folder` (needs root: mount)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=False)
+
+
+def fill(folder: Path, leave: int) -> Path:
+    """Write a file taking all of `folder`'s filesystem but `leave` bytes."""
+    stats = os.statvfs(folder)
+    filler = folder / "filler"
+    with filler.open("wb") as out:
+        out.write(b"\0" * max(stats.f_bavail * stats.f_frsize - leave, 0))
+    return filler
+
+
+@contextlib.contextmanager
+def unwritable(folder: Path) -> Iterator[None]:
+    """No one may create a file in `folder`: chmod for a user, the immutable flag for root
+    (root ignores permission bits)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if shutil.which("chattr") is None:
+        pytest.skip("root ignores permissions and chattr is not installed")
+    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i is not supported here: {made.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Files a failed publish could leave: partial snapshots and key files, staged links."""
+    return sorted(p.name for p in folder.iterdir() if "partial" in p.name or p.name[0] == ".")
+
+
+def test_disk_full_during_publish_fails_clearly_and_keeps_the_previous_version(
+    spark: SparkSession, fresh_settings: Settings, churn: UseCase
+) -> None:
+    """Case 12a: the serving folder fills up while publish writes v2: the error names the snapshot
+    and the cause, nothing is logged or left half-written, v1 is still served; once space is
+    freed, the same publish succeeds."""
+    with small_disk(fresh_settings.serving_dir, "8m") as disk:
+        population = spark.createDataFrame([(k,) for k in KEYS], "customer_id string")
+        population = population.withColumn("run_date", F.lit(RUN_DATE))
+        tables.replace_run(population, fresh_settings, churn.clean_table, RUN_DATE)
+        ctx = RunContext(fresh_settings, churn, RUN_DATE, spark)
+        score_predictions(spark, ctx, 1)
+        publish.run(ctx)
+        snapshots = serving.usecase_dir(fresh_settings, churn) / "snapshots"
+        filler = fill(disk, leave=16 * 1024)
+        score_predictions(spark, ctx, 2)
+
+        with pytest.raises(serving.SnapshotWriteError, match=r"No space left on device") as err:
+            publish.run(ctx)
+
+        assert str(snapshots) in str(err.value)
+        assert served_version(ctx) == "1"
+        assert published_versions(spark, ctx) == ["1"]
+        assert leftovers(snapshots) == []
+        filler.unlink()
+        publish.run(ctx)
+        assert served_version(ctx) == "2"
+
+
+@pytest.mark.parametrize("folder", ["snapshots", "pointer"])
+def test_no_write_rights_during_publish_fails_clearly_and_keeps_the_previous_version(
+    spark: SparkSession, ctx: RunContext, folder: str
+) -> None:
+    """Case 12b: the snapshot folder, or the folder of the current.duckdb link, refuses writes
+    while publish runs: a clear error naming the path, nothing logged, v1 still served."""
+    score_predictions(spark, ctx, 2)
+    home = serving.usecase_dir(ctx.settings, ctx.usecase)
+    target = home / "snapshots" if folder == "snapshots" else home
+    with unwritable(target), pytest.raises(serving.SnapshotWriteError) as err:
+        publish.run(ctx)
+    assert str(home) in str(err.value)
+    assert re.search(r"Permission denied|Operation not permitted", str(err.value))
+    assert served_version(ctx) == "1"
+    assert published_versions(spark, ctx) == ["1"]
+    assert leftovers(home / "snapshots") == [] and leftovers(home) == []
