@@ -11,7 +11,11 @@ import pytest
 from pyspark.sql import SparkSession
 
 from prescore.config import Settings, UseCase, load_settings, load_usecase
+from prescore.context import RunContext
+from prescore.datagen import write_landing
+from prescore.flow import run_flow
 from prescore.spark import get_spark
+from support import FLOW_LOG, FLOW_RUN_DATE, logged_to
 
 # py4j logs at INFO while the interpreter shuts down, after pytest closed the captured streams.
 logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -43,3 +47,21 @@ def churn(settings: Settings) -> UseCase:
 def fresh_settings(settings: Settings, tmp_path: Path) -> Settings:
     """Settings whose state folder is empty, for tests that must not see other tests' tables."""
     return settings.model_copy(update={"state_dir": tmp_path / "state"})
+
+
+@pytest.fixture(scope="session")
+def flow(
+    spark: SparkSession,
+    settings: Settings,
+    churn: UseCase,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[RunContext, dict[str, dict[str, object]]]:
+    """The whole flow, once per session, on 1000 generated customers in its own state folder,
+    with every log record also in <state>/flow.log: (context, each stage's summary).
+
+    Tests that change that state work on a copy of its folder."""
+    state = settings.model_copy(update={"state_dir": tmp_path_factory.mktemp("flow")})
+    write_landing(state, churn, FLOW_RUN_DATE, rows=1000)
+    ctx = RunContext(state, churn, FLOW_RUN_DATE, spark)
+    with logged_to(state.state_dir / FLOW_LOG):
+        return ctx, run_flow(ctx)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
+
+# The session's whole-flow run (the `flow` fixture in conftest.py): its run date and its log file,
+# under the flow's state folder.
+FLOW_RUN_DATE = date(2026, 11, 1)
+FLOW_LOG = "flow.log"
 
 
 @contextmanager
@@ -33,3 +41,20 @@ def running(app: FastAPI) -> Iterator[httpx.Client]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@contextmanager
+def logged_to(path: Path) -> Iterator[None]:
+    """Every Python log record, at every level, also written to `path` while inside."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()

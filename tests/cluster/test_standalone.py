@@ -171,6 +171,7 @@ def test_cluster_scores_equal_local_scores(
         assert shipped, f"{worker.name}: no {BUNDLE_NAME} in {worker.work_dir / app}"
 
 
+@pytest.mark.reliability
 def test_cluster_job_survives_losing_a_worker_mid_scoring(
     spark: SparkSession,
     state: Settings,

@@ -356,6 +356,7 @@ def test_score_dag_succeeds_and_publishes(deployment: Deployment, scored_d1: dic
     assert {"run_date": D1} in clean_events
 
 
+@pytest.mark.reliability
 def test_rerun_after_a_partial_run_replaces_raw_and_clean(
     partial_d1: dict, scored_d1: dict, deployment: Deployment
 ) -> None:
@@ -366,6 +367,7 @@ def test_rerun_after_a_partial_run_replaces_raw_and_clean(
     assert rows == distinct == scored_d1[u.clean_table][D1][0]
 
 
+@pytest.mark.reliability
 def test_backfill_writes_each_date_once(deployment: Deployment, backfilled: dict) -> None:
     u = deployment.usecase
     assert backfilled["code"] == 0
@@ -380,6 +382,7 @@ def test_backfill_writes_each_date_once(deployment: Deployment, backfilled: dict
     assert D2 in backfilled["current"]
 
 
+@pytest.mark.reliability
 def test_retried_score_task_leaves_no_duplicate_predictions(
     deployment: Deployment, backfilled: dict, retried_score: dict
 ) -> None:

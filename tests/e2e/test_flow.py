@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+import os
 from pathlib import Path
 
 import duckdb
@@ -14,28 +14,16 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from prescore import registry, tables
-from prescore.config import Settings, UseCase
+from prescore.config import Settings
 from prescore.context import RunContext
-from prescore.datagen import landing_dir, write_landing
+from prescore.datagen import landing_dir
 from prescore.features import as_model_input
 from prescore.flow import run_flow
 from prescore.lookup import Scores
+from support import FLOW_LOG, FLOW_RUN_DATE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-RUN_DATE = date(2026, 11, 1)
-
-
-@pytest.fixture(scope="module")
-def flow(
-    spark: SparkSession,
-    settings: Settings,
-    churn: UseCase,
-    tmp_path_factory: pytest.TempPathFactory,
-):
-    state = settings.model_copy(update={"state_dir": tmp_path_factory.mktemp("e2e")})
-    write_landing(state, churn, RUN_DATE, rows=1000)
-    ctx = RunContext(state, churn, RUN_DATE, spark)
-    return ctx, run_flow(ctx)
+RUN_DATE = FLOW_RUN_DATE
 
 
 def _keys(spark: SparkSession, ctx: RunContext, table: str) -> tuple[int, int]:
@@ -122,32 +110,35 @@ def _snapshot_text(path: Path) -> str:
         return str(con.execute("select * from predictions").fetchall())
 
 
-def test_no_raw_pii_value_downstream_of_raw(spark: SparkSession, flow) -> None:
-    """Raw and quarantine keep source rows as they came; nothing written after them holds PII.
+@pytest.mark.reliability
+def test_no_raw_pii_value_or_secret_downstream_of_raw(spark: SparkSession, flow) -> None:
+    """Case 11: after a full run, no landing value of a PII column and not the HMAC secret is in
+    any Delta table but the raw zone, the serving snapshots and key files, the MLflow store
+    (database, params, tags, artifacts), the reports, or the flow's log.
 
-    Reads back every row of the clean, validation, predictions and publish_log tables and of the
-    serving snapshots, and scans the MLflow store (database, params, tags, artifacts) byte by byte,
-    for the landing values of the PII columns.
+    The raw zone (raw_* and quarantine_*) keeps source rows as they came, by design: the same
+    search finds the PII values there, which shows that the search works.
     """
     ctx, _ = flow
     settings, usecase = ctx.settings, ctx.usecase
     landing = pd.read_parquet(landing_dir(settings, usecase, RUN_DATE))
-    secrets = {str(v) for c in usecase.pii for v in landing[c].dropna().head(200)}
-    downstream = [
-        usecase.clean_table,
-        f"validation_{usecase.entity}",
-        usecase.predictions_table,
-        "publish_log",
-    ]
+    pii_values = {str(v) for c in usecase.pii for v in landing[c].dropna().head(200)}
+    secret = os.environ["PRESCORE_HMAC_KEY"]
+    raw_zone = (usecase.raw_table, usecase.quarantine_table)
+    downstream = [p.name for p in settings.delta_dir.iterdir() if p.name not in raw_zone]
     texts = {t: _table_text(spark, settings, t) for t in downstream}
-    texts |= {
-        p.name: _snapshot_text(p) for p in (settings.serving_dir / usecase.name).rglob("*.duckdb")
-    }
-    mlflow_files = [p for p in (settings.state_dir / "mlflow").rglob("*") if p.is_file()]
-    texts |= {str(p): p.read_bytes().decode("latin-1") for p in mlflow_files}
-    assert len(texts) > 10
-    leaks = [(name, s) for name, text in texts.items() for s in secrets if s in text]
+    texts |= {p.name: _snapshot_text(p) for p in settings.serving_dir.rglob("*.duckdb")}
+    files = [
+        p
+        for folder in ("mlflow", "serving", "reports", FLOW_LOG)
+        for p in [settings.state_dir / folder, *(settings.state_dir / folder).rglob("*")]
+        if p.is_file()
+    ]
+    texts |= {str(p): p.read_bytes().decode("latin-1") for p in files}
+    assert {usecase.clean_table, usecase.predictions_table, "publish_log"} <= set(texts)
+    assert "publish:" in texts[str(settings.state_dir / FLOW_LOG)]  # the log was written
+    leaks = [(name, s) for name, text in texts.items() for s in pii_values if s in text]
     assert leaks == []
-    # The control: the same search finds them in raw, so the search itself works.
-    raw = _table_text(spark, settings, usecase.raw_table)
-    assert all(s in raw for s in secrets)
+    raw = {t: _table_text(spark, settings, t) for t in raw_zone}
+    assert all(secret not in text for text in [*texts.values(), *raw.values()])
+    assert all(s in raw[usecase.raw_table] for s in pii_values)

@@ -212,6 +212,7 @@ def test_missing_key_has_no_score_and_no_lineage(published: Scores) -> None:
     [("C1", "C2"), (), 1.5, None, True, b"C1", {"customer_id": "C1"}, ["C1", 2]],
     ids=["two-values", "no-value", "float", "none", "bool", "bytes", "dict", "list-of-two"],
 )
+@pytest.mark.reliability
 def test_wrong_arity_or_type_names_the_use_case_and_key(published: Scores, key: object) -> None:
     with pytest.raises(ValueError, match=r"use case 'churn' has key customer_id \(string\)"):
         published.get(key)  # type: ignore[arg-type]
@@ -285,6 +286,7 @@ def files_opened() -> Iterator[list[str]]:
         "lone-surrogate",
     ],
 )
+@pytest.mark.reliability
 def test_hostile_keys_are_missing_without_touching_files(published: Scores, key: str) -> None:
     published.get(KEYS[0])  # the key file is open before the block
     with files_opened() as opened:

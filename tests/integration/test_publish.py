@@ -86,6 +86,7 @@ def test_failed_check_publishes_nothing_and_keeps_the_current_snapshot(
     assert [(r.action, r.predictions_version) for r in log] == [("publish", 0)]
 
 
+@pytest.mark.reliability
 def test_snapshot_has_views_and_refuses_file_access(
     spark: SparkSession, fresh_settings: Settings, churn: UseCase
 ) -> None:

@@ -228,6 +228,7 @@ def test_unknown_key_is_404_with_freshness_missing(http: httpx.Client) -> None:
         "bool-for-int",
     ],
 )
+@pytest.mark.reliability
 def test_invalid_key_is_422_with_a_short_reason(
     http: httpx.Client, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
@@ -238,6 +239,7 @@ def test_invalid_key_is_422_with_a_short_reason(
     assert_no_internals(detail)
 
 
+@pytest.mark.reliability
 def test_batch_over_the_limit_is_413(http: httpx.Client, serve_settings: Settings) -> None:
     limit = serve_settings.serve.max_batch
     assert http.post("/v1/churn/scores:batch", json={"keys": KEYS[:1] * limit}).status_code == 200
@@ -260,6 +262,7 @@ def test_batch_over_the_limit_is_413(http: httpx.Client, serve_settings: Setting
     ],
     ids=["quote", "or-true", "drop", "read-file", "traversal", "nul", "100k-chars"],
 )
+@pytest.mark.reliability
 def test_injected_keys_are_refused_or_missing_never_500(
     http: httpx.Client, client: Scores, key: str
 ) -> None:
