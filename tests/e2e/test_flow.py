@@ -84,6 +84,7 @@ def test_every_prediction_row_carries_lineage(spark: SparkSession, flow) -> None
     assert lineage[0].features_version == summary["clean"]["clean_version"]
 
 
+@pytest.mark.reliability
 def test_rerunning_a_date_replaces_and_never_duplicates(spark: SparkSession, flow) -> None:
     ctx, _ = flow
     tables_to_check = [
