@@ -34,6 +34,20 @@ CHAMPION_SCORE, CHALLENGER_SCORE = "champion_score", "challenger_score"
 _BOOSTERS: dict[str, Any] = {}  # one deserialised booster per model version, per Python worker
 
 
+class MissingColumnsError(ValueError):
+    """The clean table lacks a key or feature column the use case declares."""
+
+
+def require_model_columns(df: DataFrame, *, usecase: UseCase, table: str) -> None:
+    """Fail before scoring, naming every declared key or feature column the frame lacks."""
+    missing = [c for c in (*usecase.keys, *usecase.features) if c not in df.columns]
+    if missing:
+        raise MissingColumnsError(
+            f"{table}: columns {missing} are keys or features of use case {usecase.name!r} "
+            "but not in the table; nothing was scored"
+        )
+
+
 def load_booster(raw: bytes) -> Any:
     import xgboost
 
@@ -173,9 +187,10 @@ def run(ctx: RunContext) -> dict[str, object]:
     usecase, settings = ctx.usecase, ctx.settings
     ref = registry.resolve_alias(settings, usecase, registry.CHAMPION)  # once, for every row
     challenger = challenger_of(settings, usecase, ref)
-    model = ctx.spark.sparkContext.broadcast(model_bytes(ref))
     clean_version = tables.latest_version(ctx.spark, settings, usecase.clean_table)
     clean = tables.read_run(ctx.spark, settings, usecase.clean_table, ctx.run_date, clean_version)
+    require_model_columns(clean, usecase=usecase, table=f"{usecase.clean_table} v{clean_version}")
+    model = ctx.spark.sparkContext.broadcast(model_bytes(ref))
     scored_at = datetime.now()
     predictions = score_frame(clean, model=model, model_key=ref.uri, usecase=usecase).transform(
         with_lineage,
