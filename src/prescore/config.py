@@ -174,6 +174,9 @@ class ScoreSettings(_Strict):
     ttl_days: int = Field(7, ge=1)  # valid_until = run date + ttl_days: expired after that
     stale_after_hours: float = Field(36, gt=0)  # still valid, but a scheduled run was missed
     shadow: bool = True  # also score @challenger, when set, into shadow_<usecase>
+    # Rows per Arrow batch handed to the booster: larger batches amortise the per-batch cost
+    # (bench: 10,000 -> 50,000 rows took score_frame from 0.20x to 0.28x native inplace_predict).
+    arrow_batch_rows: int = Field(50_000, ge=1_000)
 
 
 class PublishSettings(_Strict):

@@ -65,6 +65,9 @@ def shadow_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory
 def scored_twice(spark: SparkSession, shadow_settings: Settings, churn: UseCase):
     """Scored once with only @champion, then again after a @challenger was registered."""
     fresh_settings = shadow_settings
+    spark.conf.set(
+        score.ARROW_BATCH, "10000"
+    )  # the stage sets its own batch size, then puts this back
     tables.replace_run(clean_frame(spark, churn), fresh_settings, churn.clean_table, RUN_DATE)
     champion = register_model(fresh_settings, churn, depth=2, alias=registry.CHAMPION)
     first = score.run(RunContext(fresh_settings, churn, RUN_DATE, spark))
@@ -115,3 +118,9 @@ def test_challenger_equal_to_champion_is_not_shadowed(
     summary = score.run(RunContext(fresh_settings, churn, RUN_DATE, spark))
     assert "challenger_version" not in summary
     assert not tables.exists(fresh_settings, shadow_table(churn))
+
+
+def test_score_stage_puts_the_sessions_arrow_batch_size_back(
+    spark: SparkSession, scored_twice
+) -> None:
+    assert spark.conf.get(score.ARROW_BATCH) == "10000"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +24,14 @@ from prescore.features import as_model_input
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.broadcast import Broadcast
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
     from prescore.config import Settings, UseCase
     from prescore.context import RunContext
 
 log = logging.getLogger(__name__)
 SCORE = "score"
+ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
 CHAMPION_SCORE, CHALLENGER_SCORE = "champion_score", "challenger_score"
 _BOOSTERS: dict[str, Any] = {}  # one deserialised booster per model version, per Python worker
 
@@ -200,17 +202,34 @@ def run(ctx: RunContext) -> dict[str, object]:
         scored_at=scored_at,
         ttl_days=usecase.score.ttl_days,
     )
-    version = tables.replace_run(predictions, settings, usecase.predictions_table, ctx.run_date)
-    log.info("score: %s v%s -> %s v%d", ref.name, ref.version, usecase.predictions_table, version)
-    summary: dict[str, object] = {
-        "model": ref.name,
-        "model_version": ref.version,
-        "predictions_version": version,
-    }
-    if challenger is not None:
-        summary |= score_shadow(ctx, clean, (ref, model), challenger, scored_at)
+    with arrow_batch_rows(ctx.spark, usecase.score.arrow_batch_rows):
+        version = tables.replace_run(predictions, settings, usecase.predictions_table, ctx.run_date)
+        log.info(
+            "score: %s v%s -> %s v%d", ref.name, ref.version, usecase.predictions_table, version
+        )
+        summary: dict[str, object] = {
+            "model": ref.name,
+            "model_version": ref.version,
+            "predictions_version": version,
+        }
+        if challenger is not None:
+            summary |= score_shadow(ctx, clean, (ref, model), challenger, scored_at)
     model.unpersist()
     return summary
+
+
+@contextmanager
+def arrow_batch_rows(spark: SparkSession, rows: int) -> Iterator[None]:
+    """Arrow batches of `rows` rows for the writes inside; the session's setting comes back after."""
+    before = spark.conf.get(ARROW_BATCH, None)
+    spark.conf.set(ARROW_BATCH, str(rows))
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(ARROW_BATCH)
+        else:
+            spark.conf.set(ARROW_BATCH, before)
 
 
 def score_shadow(
