@@ -4,10 +4,12 @@ Grain out: one row per key and run_date, with the score, the model name, version
 Delta version of the clean table read, scored_at and valid_until. The booster travels to the
 workers once as a broadcast and predicts on contiguous float32 Arrow batches (`inplace_predict`).
 
-Shadow scoring: when @challenger is set (and is not the champion), the same run also scores every
-key with both models from the same feature batches into shadow_<usecase> (one row per key and
-run_date: champion_score, challenger_score and both versions), so the two can be compared on live
-data (sql/delta/model_comparison.sql) before a promotion. Readers never see challenger scores.
+Shadow scoring: when @challenger is set (and is not the champion), the same stage run makes a
+second pass over the same clean version, scoring every key with both models from the same feature
+batches into shadow_<usecase> (one row per key and run_date: champion_score, challenger_score and
+both versions), so the two can be compared on live data (sql/delta/model_comparison.sql) before a
+promotion. Readers never see challenger scores; a failed shadow write fails the stage, after the
+champion's predictions were written.
 """
 
 from __future__ import annotations
