@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="serve an earlier publish again (logged)")
     rollback.add_argument("--usecase", required=True)
     rollback.add_argument("--to", type=_run_date, help="run date to go back to (default: previous)")
+    bi_views = commands.add_parser("bi-views", help="DuckDB file of sql/delta/ views for BI tools")
+    bi_views.add_argument("--usecase", required=True)
+    bi_views.add_argument("--out", required=True, help="DuckDB file to write (replaced)")
     datagen = commands.add_parser("datagen", help="write seeded demo landing files")
     _stage_args(datagen)
     datagen.add_argument("--rows", type=int, default=100_000)
@@ -90,6 +93,14 @@ def dispatch(args: argparse.Namespace) -> None:
         usecase = load_usecase(args.usecase, settings)
         folder = write_landing(settings, usecase, args.run_date, args.rows, args.seed)
         print(f"datagen: {args.rows} {usecase.entity} rows (plus injected defects) -> {folder}")
+        return
+    if args.command == "bi-views":
+        from pathlib import Path
+
+        from prescore import bi
+
+        made = bi.build_bi_views(settings, load_usecase(args.usecase, settings), Path(args.out))
+        print(json.dumps({**made, "file": args.out, "first_run": bi.load_statement()}))
         return
     if args.command == "rollback":
         from prescore.spark import get_spark

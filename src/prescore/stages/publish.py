@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -20,11 +22,12 @@ from prescore.stages.score import SCORE
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, Row, SparkSession
 
-    from prescore.config import Settings, UseCase
+    from prescore.config import PublishSettings, Settings, UseCase
     from prescore.context import RunContext
 
 log = logging.getLogger(__name__)
 PUBLISH_LOG = serving.PUBLISH_LOG
+PSI_EPSILON = 1e-4  # the share an empty bin counts as, so one empty bin does not make PSI infinite
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,97 @@ def candidate_checks(df: DataFrame, *, usecase: UseCase, expected_rows: int) -> 
     ]
 
 
+def population_stability_index(
+    reference: Sequence[int], candidate: Sequence[int], *, epsilon: float = PSI_EPSILON
+) -> float:
+    """PSI of two histograms over the same bins: the sum of (c - r) * ln(c / r) over bin shares."""
+    ref_total, cand_total = sum(reference), sum(candidate)
+    psi = 0.0
+    for ref_rows, cand_rows in zip(reference, candidate, strict=True):
+        ref_share = max(ref_rows / ref_total, epsilon)
+        cand_share = max(cand_rows / cand_total, epsilon)
+        psi += (cand_share - ref_share) * math.log(cand_share / ref_share)
+    return psi
+
+
+def score_bin_edges(reference: DataFrame, *, task: str, bins: int) -> list[float]:
+    """Inner bin edges: equal bins over [0, 1] for probabilities, else the reference's quantiles."""
+    cuts = [i / bins for i in range(1, bins)]
+    if task == "binary":
+        return cuts
+    return sorted(set(reference.approxQuantile(SCORE, cuts, 0.001)))  # ties merge their bins
+
+
+def score_histograms(
+    reference: DataFrame, candidate: DataFrame, *, edges: list[float]
+) -> tuple[list[int], list[int]]:
+    """Rows per score bin of each frame, in one Spark aggregate; bin i is [edges[i-1], edges[i])."""
+    from pyspark.sql import functions as F
+
+    bin_of = sum((F.when(F.col(SCORE) >= e, 1).otherwise(0) for e in edges), F.lit(0))
+    both = reference.select(F.lit(False).alias("is_candidate"), bin_of.alias("bin")).unionByName(
+        candidate.select(F.lit(True).alias("is_candidate"), bin_of.alias("bin"))
+    )
+    counts = {
+        (r.is_candidate, r.bin): r["count"]
+        for r in both.groupBy("is_candidate", "bin").count().collect()
+    }
+    bins = range(len(edges) + 1)
+    return [counts.get((False, b), 0) for b in bins], [counts.get((True, b), 0) for b in bins]
+
+
+def drift_check(
+    candidate: DataFrame,
+    reference: DataFrame | None,
+    *,
+    reference_name: str,
+    task: str,
+    limits: PublishSettings,
+) -> CheckResult:
+    """The candidate's score distribution against the published one: PSI at most limits.max_psi."""
+    if reference is None:
+        return CheckResult(
+            "score_drift", True, "no published version to compare with: first publish"
+        )
+    edges = score_bin_edges(reference, task=task, bins=limits.psi_bins)
+    ref_counts, cand_counts = score_histograms(reference, candidate, edges=edges)
+    rows = min(sum(ref_counts), sum(cand_counts))
+    if rows < limits.psi_min_rows:
+        return CheckResult(
+            "score_drift",
+            True,
+            f"not measured: {rows} rows < psi_min_rows {limits.psi_min_rows} vs {reference_name}",
+        )
+    psi = population_stability_index(ref_counts, cand_counts)
+    return CheckResult(
+        "score_drift",
+        psi <= limits.max_psi,
+        f"PSI {psi:.4f} vs {reference_name} (max_psi {limits.max_psi})",
+    )
+
+
+def published_reference(ctx: RunContext) -> tuple[DataFrame, str] | None:
+    """The predictions readers are served now (the latest publish or rollback), or None."""
+    from pyspark.sql import functions as F
+
+    usecase, settings = ctx.usecase, ctx.settings
+    if not tables.exists(settings, PUBLISH_LOG):
+        return None
+    current = (
+        tables.read(ctx.spark, settings, PUBLISH_LOG)
+        .where(F.col("usecase") == usecase.name)
+        .orderBy(F.col("published_at").desc())
+        .first()
+    )
+    if current is None:
+        return None
+    version = current.predictions_version
+    frame = tables.read_run(
+        ctx.spark, settings, usecase.predictions_table, current.run_date, version
+    )
+    return frame, f"published {usecase.predictions_table} v{version} of {current.run_date}"
+
+
 def data_files(df: DataFrame) -> list[str]:
     """The local Parquet files behind exactly this Delta version and run_date."""
     paths = df.select("_metadata.file_path").distinct().collect()
@@ -119,6 +213,16 @@ def checked_candidate(ctx: RunContext) -> Candidate:
     )
     population = clean.count()
     checks = candidate_checks(candidate, usecase=usecase, expected_rows=population)
+    reference = published_reference(ctx)
+    checks.append(
+        drift_check(
+            candidate,
+            reference[0] if reference else None,
+            reference_name=reference[1] if reference else "",
+            task=usecase.task,
+            limits=usecase.publish,
+        )
+    )
     failed = [c for c in checks if not c.passed]
     if failed:
         reasons = "; ".join(f"{c.name}: {c.detail}" for c in failed)

@@ -3,12 +3,20 @@
 Grain out: one row per key and run_date, with the score, the model name, version and run id, the
 Delta version of the clean table read, scored_at and valid_until. The booster travels to the
 workers once as a broadcast and predicts on contiguous float32 Arrow batches (`inplace_predict`).
+
+Shadow scoring: when @challenger is set (and is not the champion), the same stage run makes a
+second pass over the same clean version, scoring every key with both models from the same feature
+batches into shadow_<usecase> (one row per key and run_date: champion_score, challenger_score and
+both versions), so the two can be compared on live data (sql/delta/model_comparison.sql) before a
+promotion. Readers never see challenger scores; a failed shadow write fails the stage, after the
+champion's predictions were written.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -18,14 +26,30 @@ from prescore.features import as_model_input
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.broadcast import Broadcast
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
-    from prescore.config import UseCase
+    from prescore.config import Settings, UseCase
     from prescore.context import RunContext
 
 log = logging.getLogger(__name__)
 SCORE = "score"
+ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
+CHAMPION_SCORE, CHALLENGER_SCORE = "champion_score", "challenger_score"
 _BOOSTERS: dict[str, Any] = {}  # one deserialised booster per model version, per Python worker
+
+
+class MissingColumnsError(ValueError):
+    """The clean table lacks a key or feature column the use case declares."""
+
+
+def require_model_columns(df: DataFrame, *, usecase: UseCase, table: str) -> None:
+    """Fail before scoring, naming every declared key or feature column the frame lacks."""
+    missing = [c for c in (*usecase.keys, *usecase.features) if c not in df.columns]
+    if missing:
+        raise MissingColumnsError(
+            f"{table}: columns {missing} are keys or features of use case {usecase.name!r} "
+            "but not in the table; nothing was scored"
+        )
 
 
 def load_booster(raw: bytes) -> Any:
@@ -40,48 +64,85 @@ def load_booster(raw: bytes) -> Any:
 def predict_batches(
     batches: Iterator[pa.RecordBatch],
     *,
-    model: Broadcast[bytes],
-    model_key: str,
+    models: list[tuple[str, Broadcast[bytes], str]],
     keys: list[str],
     features: list[str],
 ) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: keys + score per Arrow batch; the booster is loaded once per worker.
+    """mapInArrow body: keys + one score column per (column, model, model key), per Arrow batch;
+    each booster is loaded once per worker.
 
     Features arrive as float32 without nulls (`as_model_input`), so each column is copied once
-    into a contiguous matrix and the keys pass through untouched.
+    into a contiguous matrix that every model predicts on, and the keys pass through untouched.
     """
     import numpy as np
     import pyarrow as pa
 
-    booster = _BOOSTERS.get(model_key)
-    if booster is None:
-        booster = _BOOSTERS[model_key] = load_booster(model.value)
+    boosters = []
+    for _, model, model_key in models:
+        if model_key not in _BOOSTERS:
+            _BOOSTERS[model_key] = load_booster(model.value)
+        boosters.append(_BOOSTERS[model_key])
+    names = [*keys, *(column for column, _, _ in models)]
     for batch in batches:
         matrix = np.empty((batch.num_rows, len(features)), dtype=np.float32)
         for index, name in enumerate(features):
             matrix[:, index] = batch.column(name).to_numpy(zero_copy_only=False)
-        scores = pa.array(booster.inplace_predict(matrix), type=pa.float64())
-        yield pa.RecordBatch.from_arrays(
-            [*(batch.column(k) for k in keys), scores], names=[*keys, SCORE]
+        scores = [pa.array(b.inplace_predict(matrix), type=pa.float64()) for b in boosters]
+        yield pa.RecordBatch.from_arrays([*(batch.column(k) for k in keys), *scores], names=names)
+
+
+def scored_by(
+    df: DataFrame, *, models: list[tuple[str, Broadcast[bytes], str]], usecase: UseCase
+) -> DataFrame:
+    """Keys + one score column per model for every row of a clean frame (one row per key)."""
+    key_fields = ", ".join(f"`{k}` {df.schema[k].dataType.simpleString()}" for k in usecase.keys)
+    score_fields = ", ".join(f"`{column}` double" for column, _, _ in models)
+    features = usecase.features
+    return (
+        df.select(*usecase.keys, *features)
+        .transform(as_model_input, features=features)
+        .mapInArrow(
+            lambda it: predict_batches(it, models=models, keys=usecase.keys, features=features),
+            schema=f"{key_fields}, {score_fields}",
         )
+    )
 
 
 def score_frame(
     df: DataFrame, *, model: Broadcast[bytes], model_key: str, usecase: UseCase
 ) -> DataFrame:
     """Keys + score for every row of a clean frame (one row per key in, one row per key out)."""
-    key_fields = ", ".join(f"`{k}` {df.schema[k].dataType.simpleString()}" for k in usecase.keys)
-    features = usecase.features
-    return (
-        df.select(*usecase.keys, *features)
-        .transform(as_model_input, features=features)
-        .mapInArrow(
-            lambda it: predict_batches(
-                it, model=model, model_key=model_key, keys=usecase.keys, features=features
-            ),
-            schema=f"{key_fields}, {SCORE} double",
-        )
+    return scored_by(df, models=[(SCORE, model, model_key)], usecase=usecase)
+
+
+def shadow_frame(
+    df: DataFrame,
+    *,
+    champion: tuple[registry.ModelRef, Broadcast[bytes]],
+    challenger: tuple[registry.ModelRef, Broadcast[bytes]],
+    usecase: UseCase,
+    run_date: date,
+    scored_at: datetime,
+) -> DataFrame:
+    """Both models on the same rows: keys, champion_score, challenger_score, their versions,
+    scored_at and run_date; one row per key."""
+    from pyspark.sql import functions as F
+
+    (champ, champ_model), (chall, chall_model) = champion, challenger
+    models = [(CHAMPION_SCORE, champ_model, champ.uri), (CHALLENGER_SCORE, chall_model, chall.uri)]
+    return scored_by(df, models=models, usecase=usecase).select(
+        "*",
+        F.lit(champ.name).alias("model_name"),
+        F.lit(champ.version).alias("champion_version"),
+        F.lit(chall.version).alias("challenger_version"),
+        F.lit(chall.run_id).alias("challenger_run_id"),
+        F.lit(scored_at).alias("scored_at"),
+        F.lit(run_date).alias(tables.RUN_DATE),
     )
+
+
+def shadow_table(usecase: UseCase) -> str:
+    return f"shadow_{usecase.name}"
 
 
 def with_lineage(
@@ -116,21 +177,87 @@ def model_bytes(ref: registry.ModelRef) -> bytes:
     return bytes(mlflow.xgboost.load_model(ref.uri).save_raw("ubj"))
 
 
+def challenger_of(
+    settings: Settings, usecase: UseCase, champion: registry.ModelRef
+) -> registry.ModelRef | None:
+    """@challenger when shadow scoring is on and it names another version than the champion."""
+    if not usecase.score.shadow or not registry.has_alias(settings, usecase, registry.CHALLENGER):
+        return None
+    challenger = registry.resolve_alias(settings, usecase, registry.CHALLENGER)
+    return None if challenger.version == champion.version else challenger
+
+
 def run(ctx: RunContext) -> dict[str, object]:
     usecase, settings = ctx.usecase, ctx.settings
     ref = registry.resolve_alias(settings, usecase, registry.CHAMPION)  # once, for every row
-    model = ctx.spark.sparkContext.broadcast(model_bytes(ref))
+    challenger = challenger_of(settings, usecase, ref)
     clean_version = tables.latest_version(ctx.spark, settings, usecase.clean_table)
     clean = tables.read_run(ctx.spark, settings, usecase.clean_table, ctx.run_date, clean_version)
+    require_model_columns(clean, usecase=usecase, table=f"{usecase.clean_table} v{clean_version}")
+    model = ctx.spark.sparkContext.broadcast(model_bytes(ref))
+    scored_at = datetime.now()
     predictions = score_frame(clean, model=model, model_key=ref.uri, usecase=usecase).transform(
         with_lineage,
         ref=ref,
         features_version=clean_version,
         run_date=ctx.run_date,
-        scored_at=datetime.now(),
+        scored_at=scored_at,
         ttl_days=usecase.score.ttl_days,
     )
-    version = tables.replace_run(predictions, settings, usecase.predictions_table, ctx.run_date)
+    with arrow_batch_rows(ctx.spark, usecase.score.arrow_batch_rows):
+        version = tables.replace_run(predictions, settings, usecase.predictions_table, ctx.run_date)
+        log.info(
+            "score: %s v%s -> %s v%d", ref.name, ref.version, usecase.predictions_table, version
+        )
+        summary: dict[str, object] = {
+            "model": ref.name,
+            "model_version": ref.version,
+            "predictions_version": version,
+        }
+        if challenger is not None:
+            summary |= score_shadow(ctx, clean, (ref, model), challenger, scored_at)
     model.unpersist()
-    log.info("score: %s v%s -> %s v%d", ref.name, ref.version, usecase.predictions_table, version)
-    return {"model": ref.name, "model_version": ref.version, "predictions_version": version}
+    return summary
+
+
+@contextmanager
+def arrow_batch_rows(spark: SparkSession, rows: int) -> Iterator[None]:
+    """Arrow batches of `rows` rows for the writes inside; the session's setting comes back after."""
+    before = spark.conf.get(ARROW_BATCH, None)
+    spark.conf.set(ARROW_BATCH, str(rows))
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(ARROW_BATCH)
+        else:
+            spark.conf.set(ARROW_BATCH, before)
+
+
+def score_shadow(
+    ctx: RunContext,
+    clean: DataFrame,
+    champion: tuple[registry.ModelRef, Broadcast[bytes]],
+    challenger: registry.ModelRef,
+    scored_at: datetime,
+) -> dict[str, object]:
+    """Write both models' scores of the run date into shadow_<usecase>; nothing reads it to serve."""
+    usecase = ctx.usecase
+    chall_model = ctx.spark.sparkContext.broadcast(model_bytes(challenger))
+    shadow = shadow_frame(
+        clean,
+        champion=champion,
+        challenger=(challenger, chall_model),
+        usecase=usecase,
+        run_date=ctx.run_date,
+        scored_at=scored_at,
+    )
+    version = tables.replace_run(shadow, ctx.settings, shadow_table(usecase), ctx.run_date)
+    chall_model.unpersist()
+    log.info(
+        "score: shadow @challenger v%s -> %s v%d",
+        challenger.version,
+        shadow_table(usecase),
+        version,
+    )
+    return {"challenger_version": challenger.version, "shadow_version": version}

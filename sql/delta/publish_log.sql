@@ -1,0 +1,23 @@
+-- One row per publish or rollback of this use case, with the time it stopped being served.
+-- `publish_events` is the publish_log Delta table of one use case (prescore bi-views defines it).
+with events as (
+    select * from publish_events
+),
+
+final as (
+    select
+        run_date,
+        action,
+        predictions_version,
+        model_name,
+        model_version,
+        snapshot,
+        checks,
+        published_at as served_from,
+        -- the next event moved the pointer: until then this one was what readers saw
+        lead(published_at) over (order by published_at) as served_until,
+        lead(published_at) over (order by published_at) is null as is_current
+    from events
+)
+
+select * from final order by served_from
