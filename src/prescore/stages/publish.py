@@ -234,13 +234,8 @@ def run(ctx: RunContext) -> dict[str, object]:
     usecase, settings = ctx.usecase, ctx.settings
     candidate = checked_candidate(ctx)
     version, lineage = candidate.version, candidate.lineage
-    snapshot = serving.snapshot_path(settings, usecase, ctx.run_date, version)
-    rows = serving.build_snapshot(
-        snapshot,
-        parquet_files=data_files(candidate.frame),
-        run_date=ctx.run_date,
-        keys=usecase.keys,
-        views=serving.load_views(settings.sql_dir),
+    snapshot, rows = serving.build_usecase_snapshot(
+        settings, usecase, ctx.run_date, version, data_files(candidate.frame)
     )
     if rows != candidate.population:
         raise PublishCheckError(
