@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -17,6 +21,7 @@ from prescore.stages import publish
 from prescore.stages.score import shadow_table
 
 pytestmark = pytest.mark.integration
+PRESCORE = str(Path(sys.executable).with_name("prescore"))  # the venv's console script
 DAY1, DAY2 = date(2026, 11, 5), date(2026, 11, 6)
 PRED_SCHEMA = (
     "customer_id string, score double, model_name string, model_version string, model_run_id string, "
@@ -184,3 +189,20 @@ def test_model_comparison_compares_champion_and_challenger_on_the_same_keys(
     assert mean_diff == pytest.approx((0.1 + 0.2 + 0.1) / 3)
     assert correlation == pytest.approx(0.98198, abs=1e-4)
     assert agreement == pytest.approx(2 / 3)  # b: 0.4 vs 0.6 falls on both sides of 0.5
+
+
+def test_bi_views_command_writes_a_file_a_bi_session_can_query(
+    published, churn: UseCase, tmp_path: Path
+) -> None:
+    """`prescore bi-views` as a user runs it: a JSON summary with the statement to run first,
+    and a file whose views answer after that statement."""
+    state, *_ = published
+    target = tmp_path / "bi" / "churn.duckdb"
+    env = {**os.environ, "PRESCORE_ENV": "test", "PRESCORE_STATE_DIR": str(state.state_dir)}
+    command = [PRESCORE, "bi-views", "--usecase", churn.name, "--out", str(target)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["file"] == str(target) and summary["first_run"] == bi.load_statement()
+    assert "publish_log" in summary["created"]
+    assert query(target, "select count(*) from publish_log") == [(3,)]
