@@ -51,9 +51,16 @@ def search(
     tuning, metric = usecase.model.tuning, usecase.model.promotion.metric
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+    parent = mlflow.active_run()
+    if parent is None:
+        raise RuntimeError("tuning.search runs its trials under an active MLflow run")
+    experiment = parent.info.experiment_id  # nested runs go to the active experiment otherwise
+
     def objective(trial: optuna.Trial) -> float:
         params = {**usecase.model.params, **suggest(trial, tuning.search_space)}
-        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+        with mlflow.start_run(
+            run_name=f"trial-{trial.number}", nested=True, experiment_id=experiment
+        ):
             mlflow.set_tag("trial", str(trial.number))
             mlflow.log_params(params)
             booster = fit(params)

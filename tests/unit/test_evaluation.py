@@ -76,12 +76,12 @@ def test_challenger_must_beat_the_champion_by_the_margin() -> None:
 
 
 def test_promotion_metric_of_the_other_task_is_refused() -> None:
-    with pytest.raises(ValueError, match="promotion.metric 'rmse' is not a metric of this task"):
+    with pytest.raises(ValueError, match=r"promotion\.metric 'rmse' is not a metric of this task"):
         decide({"auc": 0.8}, None, gate=PromotionSettings(metric="rmse"))
 
 
 def test_unknown_promotion_metric_fails_at_load() -> None:
-    with pytest.raises(ValueError, match="promotion.metric"):
+    with pytest.raises(ValueError, match=r"promotion\.metric"):
         ModelSettings.model_validate({"promotion": {"metric": "gini"}})
 
 
