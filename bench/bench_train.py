@@ -9,6 +9,9 @@ split 70/15/15 like the clean stage; it is written once under bench/.data/.
 - prescore: `train.build_estimator(...).fit` on a cached DataFrame of the same rows in
   local[cores], num_workers = cores (xgboost.spark runs one thread per worker).
 
+A third subject, native with one thread, shows when the machine is too busy for the baseline's
+OpenMP threads (they spin-wait for each other; xgboost.spark's workers run one thread each).
+
 Reported: fit time (ratio against native; the issue's target is prescore <= 1.5x native) and the
 test AUC of both boosters (target: within 0.005).
 """
@@ -46,6 +49,7 @@ PARAMS: dict[str, float | int | str] = {
 }
 DRIVER_MEMORY = "4g"
 NATIVE = "native xgboost.train"
+NATIVE_1 = "native xgboost.train, 1 thread"  # OpenMP threads spin when the cores are busy
 PRESCORE = "prescore xgboost.spark fit"
 
 
@@ -95,18 +99,18 @@ def data(size: str) -> Path:
     return folder
 
 
-def native_fit(frame: Any) -> Any:
+def native_fit(frame: Any, nthread: int = CORES) -> Any:
     """The baseline: DMatrix from the float32 matrix, then xgboost.train, every core."""
     import xgboost
 
     train_rows, valid_rows = frame[frame._split == "train"], frame[frame._split == "validation"]
     dtrain = xgboost.DMatrix(
-        train_rows[FEATURES].to_numpy(np.float32), label=train_rows[LABEL], nthread=CORES
+        train_rows[FEATURES].to_numpy(np.float32), label=train_rows[LABEL], nthread=nthread
     )
     dvalid = xgboost.DMatrix(
-        valid_rows[FEATURES].to_numpy(np.float32), label=valid_rows[LABEL], nthread=CORES
+        valid_rows[FEATURES].to_numpy(np.float32), label=valid_rows[LABEL], nthread=nthread
     )
-    params = {**PARAMS, "objective": "binary:logistic", "nthread": CORES}
+    params = {**PARAMS, "objective": "binary:logistic", "nthread": nthread}
     return xgboost.train(
         params,
         dtrain,
@@ -158,9 +162,14 @@ def run(size: str) -> list[Measurement]:
         def baseline() -> None:
             boosters[NATIVE] = native_fit(frame)
 
+        def one_thread() -> None:
+            boosters[NATIVE_1] = native_fit(frame, nthread=1)
+
         repeats, warmups = (3, 1) if size == "small" else (1, 0)
         seconds = best_times(
-            {NATIVE: baseline, PRESCORE: spark_fit}, repeats=repeats, warmups=warmups
+            {NATIVE: baseline, NATIVE_1: one_thread, PRESCORE: spark_fit},
+            repeats=repeats,
+            warmups=warmups,
         )
     finally:
         training.unpersist()
@@ -189,6 +198,16 @@ def run(size: str) -> list[Measurement]:
             False,
             baseline=NATIVE,
             note=f"{rounds[PRESCORE]} rounds, num_workers={CORES}; {slower:.2f}x native time (target <= 1.5x)",
+        ),
+        Measurement(
+            BENCHMARK,
+            NATIVE_1,
+            "fit_time",
+            seconds[NATIVE_1],
+            "s",
+            False,
+            baseline=NATIVE,
+            note="nthread=1: shows how much a busy machine costs OpenMP's threads",
         ),
         Measurement(BENCHMARK, NATIVE, "test_auc", auc[NATIVE], "AUC", True),
         Measurement(

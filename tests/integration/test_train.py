@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from prescore import cli, registry, tables
-from prescore.config import Settings, TuningSettings, UseCase
+from prescore.config import PromotionSettings, Settings, TuningSettings, UseCase
 from prescore.context import RunContext
 from prescore.datagen import write_landing
 from prescore.flow import run_flow
@@ -63,6 +63,19 @@ def trained(spark: SparkSession, settings: Settings, churn: UseCase, tmp_path_fa
         with_model(churn, promotion=gate.model_copy(update={"minimum": 0.999}), tuning=search),
     ]
     runs = [train.run(RunContext(state, u, RUN_DATE, spark)) for u in variants]
+    # A regression on the same clean rows, registered under its own model name.
+    regression = churn.model_copy(
+        update={
+            "task": "regression",
+            "label": "total_charges",
+            "numeric_features": [f for f in churn.numeric_features if f != "total_charges"],
+            "model": churn.model.model_copy(update={"promotion": PromotionSettings(metric="rmse")}),
+        }
+    )
+    other = state.model_copy(
+        update={"mlflow": state.mlflow.model_copy(update={"registry_prefix": "regression"})}
+    )
+    runs.append(train.run(RunContext(other, regression, RUN_DATE, spark)))
     return Trained(state, churn, RunContext(state, churn, RUN_DATE, spark), runs)
 
 
@@ -178,6 +191,24 @@ def test_rollback_and_promote_by_hand(
     assert champion(trained) == first
 
 
+def test_regression_is_evaluated_with_rmse_mae_mape_and_residuals(trained: Trained) -> None:
+    fifth = trained.runs[4]
+    assert fifth["model"] == "regression-churn"
+    assert fifth["promoted"] is True  # its first version, no minimum
+    run = registry.client(trained.settings).get_run(
+        registry.client(trained.settings)
+        .get_model_version("regression-churn", str(fifth["version"]))
+        .run_id
+    )
+    assert {"test_rmse", "test_mae", "test_mape"} <= set(run.data.metrics)
+    assert "test_auc" not in run.data.metrics
+    assert run.data.metrics["test_mae"] <= run.data.metrics["test_rmse"]
+    assert run.data.tags["promotion_metric"] == "rmse"
+    client = MlflowClient(trained.settings.tracking_uri)
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/feature_importance.png", "plots/residuals.png"}
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -237,3 +268,13 @@ def test_failed_training_leaves_the_champion_and_the_registry_untouched(
     assert champion(trained) == before
     after = registry.client(trained.settings).search_model_versions(f"name = '{name}'")
     assert len(after) == versions
+
+
+def test_promotion_metric_of_another_task_stops_before_fitting(
+    spark: SparkSession, trained: Trained
+) -> None:
+    wrong = with_model(trained.usecase, promotion=PromotionSettings(metric="rmse"))
+    with pytest.raises(
+        ValueError, match=r"model\.promotion\.metric 'rmse' is not a metric of task 'binary'"
+    ):
+        train.run(RunContext(trained.settings, wrong, RUN_DATE, spark))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +157,12 @@ def git_commit() -> str:
 
 def run(ctx: RunContext) -> dict[str, object]:
     usecase, settings = ctx.usecase, ctx.settings
+    metric = usecase.model.promotion.metric
+    if metric not in evaluation.task_metrics(usecase):
+        raise ValueError(
+            f"use case {usecase.name!r}: model.promotion.metric {metric!r} is not a metric of "
+            f"task {usecase.task!r} ({', '.join(evaluation.task_metrics(usecase))})"
+        )
     clean_version = tables.latest_version(ctx.spark, settings, usecase.clean_table)
     clean = tables.read_run(
         ctx.spark, settings, usecase.clean_table, ctx.run_date, clean_version
@@ -184,6 +191,40 @@ def champion_metrics(
         return ref, None, f"champion v{ref.version} cannot be scored on this test split: {exc}"
 
 
+def gate(
+    ctx: RunContext, metrics: dict[str, float], test: pd.DataFrame
+) -> tuple[registry.ModelRef | None, dict[str, float] | None, promotion.Decision]:
+    """The champion, its metrics on the same test split, and the promotion gate's decision."""
+    champion, incumbent, note = champion_metrics(ctx, test)
+    if note:
+        return champion, None, promotion.Decision(False, note)
+    decision = promotion.decide(
+        metrics,
+        incumbent,
+        gate=ctx.usecase.model.promotion,
+        champion_version=champion.version if champion else None,
+    )
+    return champion, incumbent, decision
+
+
+def chosen_params(
+    fit: Callable[[dict[str, Any]], Any], clean: DataFrame, *, usecase: UseCase
+) -> dict[str, Any]:
+    """`model.params`, or the best trial's when the search is on (trials logged as nested runs)."""
+    import mlflow
+
+    if not usecase.model.tuning.n_trials:
+        return dict(usecase.model.params)
+    from prescore import tuning
+
+    validation = split_frame(clean, usecase=usecase, split="validation").toPandas()
+    params, study = tuning.search(fit, validation, usecase=usecase)
+    mlflow.set_tags(
+        {"tuning_trials": str(len(study.trials)), "tuning_best_trial": str(study.best_trial.number)}
+    )
+    return params
+
+
 def train_and_register(
     ctx: RunContext, clean: DataFrame, clean_version: int, split_rows: dict[str, int]
 ) -> dict[str, object]:
@@ -205,35 +246,14 @@ def train_and_register(
         tags=run_tags(ctx, clean_version),
     ) as run:
         log_input(ctx, clean, clean_version)
-        params = dict(usecase.model.params)
-        if usecase.model.tuning.n_trials:
-            from prescore import tuning
-
-            validation = split_frame(clean, usecase=usecase, split="validation").toPandas()
-            params, study = tuning.search(fit, validation, usecase=usecase)
-            mlflow.set_tags(
-                {
-                    "tuning_trials": str(len(study.trials)),
-                    "tuning_best_trial": str(study.best_trial.number),
-                }
-            )
+        params = chosen_params(fit, clean, usecase=usecase)
         mlflow.log_params(
             {**params, "num_workers": workers, "features": ",".join(usecase.features)}
         )
         mlflow.log_params({f"rows_{k}": v for k, v in split_rows.items()})
         booster = fit(params)
         metrics = evaluation.metrics(booster, test, usecase=usecase)
-        champion, incumbent, note = champion_metrics(ctx, test)
-        decision = (
-            promotion.Decision(False, note)
-            if note
-            else promotion.decide(
-                metrics,
-                incumbent,
-                gate=usecase.model.promotion,
-                champion_version=champion.version if champion else None,
-            )
-        )
+        champion, incumbent, decision = gate(ctx, metrics, test)
         log_evaluation(booster, test, ctx, metrics, incumbent, champion, decision)
         ref = log_model(ctx, booster, test, run.info.run_id)
     registry.set_alias(settings, ref, registry.CHALLENGER)
