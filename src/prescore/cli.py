@@ -1,4 +1,5 @@
-"""The `prescore` command: one subcommand per stage, `run` for the whole flow, `lookup`, `serve`, `datagen`."""
+"""The `prescore` command: one subcommand per stage, `run` for the whole flow, `lookup`, `serve`,
+`datagen`, and `promote` / `rollback-model` to move a use case's @champion by hand."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import date
+from typing import TYPE_CHECKING
 
 from prescore.flow import STAGES
+
+if TYPE_CHECKING:
+    from prescore.config import Settings
 
 log = logging.getLogger("prescore")
 
@@ -40,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     bi_views = commands.add_parser("bi-views", help="DuckDB file of sql/delta/ views for BI tools")
     bi_views.add_argument("--usecase", required=True)
     bi_views.add_argument("--out", required=True, help="DuckDB file to write (replaced)")
+    promote = commands.add_parser("promote", help="make a registered model version @champion")
+    promote.add_argument("--usecase", required=True)
+    promote.add_argument("--version", required=True, help="registered model version number")
+    promote.add_argument("--reason", default="promoted by hand", help="noted on the version")
+    rollback_model = commands.add_parser(
+        "rollback-model", help="make the previous @champion the champion again"
+    )
+    rollback_model.add_argument("--usecase", required=True)
     datagen = commands.add_parser("datagen", help="write seeded demo landing files")
     _stage_args(datagen)
     datagen.add_argument("--rows", type=int, default=100_000)
@@ -75,6 +88,28 @@ def _lookup(args: argparse.Namespace) -> None:
         )
 
 
+def _move_champion(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
+    """`promote` or `rollback-model`: move @champion, keeping the champion history."""
+    from datetime import UTC, datetime
+
+    from prescore import registry
+    from prescore.config import load_usecase
+
+    usecase = load_usecase(args.usecase, settings)
+    when = datetime.now(UTC).isoformat()
+    before = (
+        registry.resolve_alias(settings, usecase).version
+        if registry.has_alias(settings, usecase, registry.CHAMPION)
+        else None
+    )
+    if args.command == "promote":
+        ref = registry.model_version(settings, usecase, args.version)
+        registry.promote(settings, ref, reason=args.reason, when=when)
+    else:
+        ref = registry.rollback_champion(settings, usecase, when=when)
+    return {"model": ref.name, "champion": ref.version, "previous": str(before)}
+
+
 def dispatch(args: argparse.Namespace) -> None:
     from prescore.config import load_settings, load_usecase
 
@@ -101,6 +136,9 @@ def dispatch(args: argparse.Namespace) -> None:
 
         made = bi.build_bi_views(settings, load_usecase(args.usecase, settings), Path(args.out))
         print(json.dumps({**made, "file": args.out, "first_run": bi.load_statement()}))
+        return
+    if args.command in ("promote", "rollback-model"):
+        print(json.dumps(_move_champion(args, settings)))
         return
     if args.command == "rollback":
         from prescore.spark import get_spark

@@ -164,10 +164,64 @@ class SplitSettings(_Strict):
         return self
 
 
+# Test-split metrics by task; the promotion gate and the search may use any of them.
+BINARY_METRICS = ("auc", "pr_auc", "log_loss", "accuracy", "f1")
+REGRESSION_METRICS = ("rmse", "mae", "mape")
+LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae", "mape"})
+
+
+class PromotionSettings(_Strict):
+    """When a new version may replace @champion: better by `margin` on the same test split.
+
+    `minimum` is the absolute bar any champion must meet: a floor for metrics where higher is
+    better (auc), a ceiling where lower is better (rmse). None: no bar.
+    """
+
+    metric: Literal["auc", "pr_auc", "log_loss", "accuracy", "f1", "rmse", "mae", "mape"] = "auc"
+    margin: float = Field(0.0, ge=0)
+    minimum: float | None = None
+
+
+class SearchRange(_Strict):
+    """One hyperparameter's range for the search: ints or floats in [low, high]."""
+
+    type: Literal["int", "float"] = "float"
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) is above high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class TuningSettings(_Strict):
+    """Hyperparameter search (Optuna TPE, seeded): n_trials 0 turns it off."""
+
+    n_trials: int = Field(0, ge=0)
+    timeout_seconds: float | None = Field(None, gt=0)  # the search stops at whichever comes first
+    seed: int = 7
+    search_space: dict[str, SearchRange] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _space_when_on(self) -> TuningSettings:
+        if self.n_trials and not self.search_space:
+            raise ValueError("n_trials > 0 needs a search_space")
+        return self
+
+
 class ModelSettings(_Strict):
     params: dict[str, float | int | str] = Field(default_factory=dict)
-    num_workers: int = Field(1, ge=1)
+    num_workers: int | None = Field(None, ge=1)  # None: the cores Spark has (defaultParallelism)
     min_test_rows: int = Field(20, ge=1)
+    early_stopping_rounds: int = Field(10, ge=1)  # on the validation split
+    threshold: float = Field(0.5, gt=0, lt=1)  # binary: score >= threshold is the positive class
+    promotion: PromotionSettings = PromotionSettings()
+    tuning: TuningSettings = TuningSettings()
 
 
 class ScoreSettings(_Strict):

@@ -81,3 +81,62 @@ def has_alias(settings: Settings, usecase: UseCase, alias: str) -> bool:
 
 def set_alias(settings: Settings, ref: ModelRef, alias: str) -> None:
     client(settings).set_registered_model_alias(ref.name, alias, ref.version)
+
+
+# ---------------------------------------------------------------- champion history
+
+# The registered model's tag listing every version that was @champion, oldest first, so that
+# `rollback_model` knows which one came before the current champion.
+HISTORY_TAG = "champion_history"
+
+
+def champion_history(settings: Settings, usecase: UseCase) -> list[str]:
+    found = client(settings).get_registered_model(model_name(settings, usecase))
+    text = found.tags.get(HISTORY_TAG, "")
+    return [v for v in text.split(",") if v]
+
+
+def model_version(settings: Settings, usecase: UseCase, version: str) -> ModelRef:
+    """A registered version by number; ModelNotFoundError names the model and version if absent."""
+    from mlflow.exceptions import MlflowException
+
+    name = model_name(settings, usecase)
+    try:
+        found = client(settings).get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"registered model {name!r} has no version {version}") from exc
+    return ModelRef(name=name, version=str(found.version), run_id=str(found.run_id))
+
+
+def promote(settings: Settings, ref: ModelRef, *, reason: str, when: str) -> None:
+    """Move @champion to `ref`, append it to the champion history, note why and when on it."""
+    mlflow_client = client(settings)
+    history = mlflow_client.get_registered_model(ref.name).tags.get(HISTORY_TAG, "")
+    mlflow_client.set_registered_model_alias(ref.name, CHAMPION, ref.version)
+    mlflow_client.set_registered_model_tag(
+        ref.name, HISTORY_TAG, ",".join([*filter(None, history.split(",")), ref.version])
+    )
+    mlflow_client.set_model_version_tag(ref.name, ref.version, "champion_since", when)
+    mlflow_client.set_model_version_tag(ref.name, ref.version, "champion_reason", reason)
+
+
+def rollback_champion(settings: Settings, usecase: UseCase, *, when: str) -> ModelRef:
+    """@champion back to the version that held it before the current one; the history drops it."""
+    current = resolve_alias(settings, usecase, CHAMPION)
+    history = champion_history(settings, usecase)
+    while history and history[-1] == current.version:
+        history.pop()
+    if not history:
+        raise ModelNotFoundError(
+            f"registered model {current.name!r}: v{current.version} is the only champion there "
+            "has been; nothing to roll back to"
+        )
+    previous = model_version(settings, usecase, history[-1])
+    mlflow_client = client(settings)
+    mlflow_client.set_registered_model_alias(previous.name, CHAMPION, previous.version)
+    mlflow_client.set_registered_model_tag(previous.name, HISTORY_TAG, ",".join(history))
+    mlflow_client.set_model_version_tag(current.name, current.version, "rolled_back_at", when)
+    mlflow_client.set_model_version_tag(
+        previous.name, previous.version, "champion_reason", f"rollback from v{current.version}"
+    )
+    return previous

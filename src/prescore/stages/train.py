@@ -1,22 +1,28 @@
-"""Train: clean train/validation split -> xgboost.spark fit -> test metrics -> MLflow run + version.
+"""Train: clean train/validation split -> (search) -> xgboost.spark fit -> test metrics -> gate.
 
-The first registered version becomes @champion; later versions become @challenger (the promotion
-gate that may move @champion is the training issue's work).
+One MLflow run per training: params, the clean table version as its input, test metrics and the
+champion's on the same test split, plots, the booster in native format, registered. Every new
+version becomes @challenger; the promotion gate (`model.promotion`) moves @champion to it only if
+it meets the minimum and beats the champion by the margin. The gate's decision and reason are the
+run's tags. Bad data stops the stage before anything is logged or registered, so a failed training
+never touches @champion.
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from prescore import registry, tables
+from prescore import evaluation, promotion, registry, tables
 from prescore.config import PROJECT_ROOT
 from prescore.features import as_model_input
 from prescore.stages.clean import SPLIT
 
 if TYPE_CHECKING:
-    from pyspark.ml import Model
+    import pandas as pd
     from pyspark.sql import DataFrame
 
     from prescore.config import UseCase
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 IS_VALIDATION = "_is_validation"
+SPLITS = ("train", "validation", "test")
 
 
 class TrainingDataError(ValueError):
@@ -41,39 +48,74 @@ def training_frame(clean: DataFrame, *, usecase: UseCase) -> DataFrame:
     )
 
 
-def test_frame(clean: DataFrame, *, usecase: UseCase) -> DataFrame:
+def split_frame(clean: DataFrame, *, usecase: UseCase, split: str) -> DataFrame:
+    """One split's labelled rows: the features as model input and the label."""
     from pyspark.sql import functions as F
 
-    return clean.where((F.col(SPLIT) == "test") & F.col(usecase.label).isNotNull()).transform(
-        as_model_input, features=usecase.features
+    return (
+        clean.where((F.col(SPLIT) == split) & F.col(usecase.label).isNotNull())
+        .transform(as_model_input, features=usecase.features)
+        .select(*usecase.features, usecase.label)
     )
 
 
+def test_frame(clean: DataFrame, *, usecase: UseCase) -> DataFrame:
+    return split_frame(clean, usecase=usecase, split="test")
+
+
 def check_training_data(clean: DataFrame, *, usecase: UseCase) -> dict[str, int]:
-    """Refuse data that cannot train: too few test rows, a constant label or an all-null feature."""
+    """Refuse data that cannot train: too few rows in a split, a missing or constant label, a
+    feature null on every row, a binary label outside 0/1 or a class absent from a split."""
     from pyspark.sql import functions as F
 
-    aggregates = [
-        F.count(F.when(F.col(SPLIT) == s, 1)).alias(s) for s in ("train", "validation", "test")
-    ]
-    aggregates += [F.countDistinct(usecase.label).alias("label_values")]
+    label, is_labelled = F.col(usecase.label), F.col(usecase.label).isNotNull()
+    aggregates = [F.count(F.when((F.col(SPLIT) == s) & is_labelled, 1)).alias(s) for s in SPLITS]
+    aggregates += [F.countDistinct(label).alias("label_values")]
     aggregates += [F.count(c).alias(f"nonnull_{c}") for c in usecase.features]
+    if usecase.task == "binary":
+        aggregates += [F.count(F.when(~label.isin(0, 1), 1)).alias("not_binary")]
+        aggregates += [
+            F.count(F.when((F.col(SPLIT) == s) & (label == k), 1)).alias(f"{s}_{k}")
+            for s in SPLITS
+            for k in (0, 1)
+        ]
     stats = clean.agg(*aggregates).first().asDict()  # type: ignore[union-attr]
-    where = f"{usecase.clean_table} run_date"
-    if stats["test"] < usecase.model.min_test_rows or stats["train"] < usecase.model.min_test_rows:
+    where, need = f"{usecase.clean_table} run_date", usecase.model.min_test_rows
+    if stats["label_values"] == 0:
+        raise TrainingDataError(f"{where}: label {usecase.label!r} is missing (null on every row)")
+    short = {s: stats[s] for s in SPLITS if stats[s] < need}
+    if short:
         raise TrainingDataError(
-            f"{where}: too few rows to train (train={stats['train']}, test={stats['test']}, "
-            f"need {usecase.model.min_test_rows} in each)"
+            f"{where}: too few labelled rows to train in split(s) {short} "
+            f"(model.min_test_rows: need {need} in each)"
         )
     if stats["label_values"] < 2:
-        raise TrainingDataError(f"{where}: label {usecase.label!r} is constant or missing")
+        raise TrainingDataError(f"{where}: label {usecase.label!r} is constant")
     empty = [c for c in usecase.features if stats[f"nonnull_{c}"] == 0]
     if empty:
         raise TrainingDataError(f"{where}: feature(s) {empty} are null on every row")
-    return {s: stats[s] for s in ("train", "validation", "test")}
+    if usecase.task == "binary":
+        if stats["not_binary"]:
+            raise TrainingDataError(
+                f"{where}: label {usecase.label!r} has {stats['not_binary']} value(s) "
+                "other than 0 and 1 (task: binary)"
+            )
+        absent = [f"{k} in {s}" for s in SPLITS for k in (0, 1) if stats[f"{s}_{k}"] == 0]
+        if absent:
+            raise TrainingDataError(
+                f"{where}: label {usecase.label!r} has no examples of class {', '.join(absent)}"
+            )
+    return {s: stats[s] for s in SPLITS}
 
 
-def build_estimator(usecase: UseCase) -> Any:
+def num_workers(ctx: RunContext) -> int:
+    """`model.num_workers`, else one per core Spark has."""
+    return ctx.usecase.model.num_workers or ctx.spark.sparkContext.defaultParallelism
+
+
+def build_estimator(usecase: UseCase, *, params: dict[str, Any], workers: int) -> Any:
+    """xgboost.spark estimator: features as a list of numeric columns, early stopping on the
+    validation split, seed 0 unless the params set one."""
     from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
     estimator = SparkXGBClassifier if usecase.task == "binary" else SparkXGBRegressor
@@ -81,38 +123,22 @@ def build_estimator(usecase: UseCase) -> Any:
         features_col=usecase.features,
         label_col=usecase.label,
         validation_indicator_col=IS_VALIDATION,
-        num_workers=usecase.model.num_workers,
+        num_workers=workers,
         missing=float("nan"),
-        early_stopping_rounds=10,
+        early_stopping_rounds=usecase.model.early_stopping_rounds,
         verbose_eval=False,
-        **usecase.model.params,
+        **{"seed": 0, **params},
     )
 
 
-def evaluate(model: Model, test: DataFrame, *, usecase: UseCase) -> dict[str, float]:
-    """Test-split metrics: AUC, PR-AUC and accuracy for binary; RMSE and MAE for regression."""
-    from pyspark.ml.evaluation import BinaryClassificationEvaluator, RegressionEvaluator
-    from pyspark.sql import functions as F
-
-    scored = model.transform(test).cache()
-    try:
-        if usecase.task == "regression":
-            regression = RegressionEvaluator(labelCol=usecase.label, predictionCol="prediction")
-            return {
-                m: regression.evaluate(scored, {regression.metricName: m}) for m in ("rmse", "mae")
-            }
-        evaluator = BinaryClassificationEvaluator(
-            labelCol=usecase.label, rawPredictionCol="probability"
-        )
-        metrics = {
-            "auc": evaluator.evaluate(scored, {evaluator.metricName: "areaUnderROC"}),
-            "pr_auc": evaluator.evaluate(scored, {evaluator.metricName: "areaUnderPR"}),
-        }
-        correct = (F.col("prediction") == F.col(usecase.label)).cast("double")
-        metrics["accuracy"] = float(scored.agg(F.avg(correct)).first()[0])  # type: ignore[index]
-        return metrics
-    finally:
-        scored.unpersist()
+def fit_booster(
+    training: DataFrame, *, usecase: UseCase, params: dict[str, Any], workers: int
+) -> Any:
+    """The fitted booster, cut at the best validation round when early stopping ended the fit."""
+    model = build_estimator(usecase, params=params, workers=workers).fit(training)
+    booster = model.get_booster()
+    best = booster.attr("best_iteration")
+    return booster[: int(best) + 1] if best is not None else booster
 
 
 def git_commit() -> str:
@@ -131,75 +157,195 @@ def git_commit() -> str:
 
 def run(ctx: RunContext) -> dict[str, object]:
     usecase, settings = ctx.usecase, ctx.settings
+    metric = usecase.model.promotion.metric
+    if metric not in evaluation.task_metrics(usecase):
+        raise ValueError(
+            f"use case {usecase.name!r}: model.promotion.metric {metric!r} is not a metric of "
+            f"task {usecase.task!r} ({', '.join(evaluation.task_metrics(usecase))})"
+        )
     clean_version = tables.latest_version(ctx.spark, settings, usecase.clean_table)
     clean = tables.read_run(
         ctx.spark, settings, usecase.clean_table, ctx.run_date, clean_version
     ).cache()
     try:
         split_rows = check_training_data(clean, usecase=usecase)
-        model = build_estimator(usecase).fit(training_frame(clean, usecase=usecase))
-        metrics = evaluate(model, test_frame(clean, usecase=usecase), usecase=usecase)
-        sample = test_frame(clean, usecase=usecase).select(*usecase.features).limit(5).toPandas()
+        return train_and_register(ctx, clean, clean_version, split_rows)
     finally:
         clean.unpersist()
-    ref = log_and_register(ctx, model.get_booster(), sample, metrics, clean_version, split_rows)
-    alias = (
-        registry.CHAMPION
-        if not registry.has_alias(settings, usecase, registry.CHAMPION)
-        else registry.CHALLENGER
+
+
+def champion_metrics(
+    ctx: RunContext, test: pd.DataFrame
+) -> tuple[registry.ModelRef | None, dict[str, float] | None, str]:
+    """The current champion and its metrics on this test split; a note when it cannot be scored."""
+    import mlflow.xgboost
+
+    settings, usecase = ctx.settings, ctx.usecase
+    if not registry.has_alias(settings, usecase, registry.CHAMPION):
+        return None, None, ""
+    ref = registry.resolve_alias(settings, usecase, registry.CHAMPION)
+    try:
+        booster = mlflow.xgboost.load_model(ref.uri)
+        return ref, evaluation.metrics(booster, test, usecase=usecase), ""
+    except Exception as exc:  # e.g. a champion trained on other features
+        return ref, None, f"champion v{ref.version} cannot be scored on this test split: {exc}"
+
+
+def gate(
+    ctx: RunContext, metrics: dict[str, float], test: pd.DataFrame
+) -> tuple[registry.ModelRef | None, dict[str, float] | None, promotion.Decision]:
+    """The champion, its metrics on the same test split, and the promotion gate's decision."""
+    champion, incumbent, note = champion_metrics(ctx, test)
+    if note:
+        return champion, None, promotion.Decision(False, note)
+    decision = promotion.decide(
+        metrics,
+        incumbent,
+        gate=ctx.usecase.model.promotion,
+        champion_version=champion.version if champion else None,
     )
-    registry.set_alias(settings, ref, alias)
-    log.info("train: %s v%s @%s %s", ref.name, ref.version, alias, metrics)
+    return champion, incumbent, decision
+
+
+def chosen_params(
+    fit: Callable[[dict[str, Any]], Any], clean: DataFrame, *, usecase: UseCase
+) -> dict[str, Any]:
+    """`model.params`, or the best trial's when the search is on (trials logged as nested runs)."""
+    import mlflow
+
+    if not usecase.model.tuning.n_trials:
+        return dict(usecase.model.params)
+    from prescore import tuning
+
+    validation = split_frame(clean, usecase=usecase, split="validation").toPandas()
+    params, study = tuning.search(fit, validation, usecase=usecase)
+    mlflow.set_tags(
+        {"tuning_trials": str(len(study.trials)), "tuning_best_trial": str(study.best_trial.number)}
+    )
+    return params
+
+
+def train_and_register(
+    ctx: RunContext, clean: DataFrame, clean_version: int, split_rows: dict[str, int]
+) -> dict[str, object]:
+    """Search (if on), fit, evaluate against the champion, log one MLflow run, register, gate."""
+    import mlflow
+
+    usecase, settings = ctx.usecase, ctx.settings
+    registry.client(settings)
+    workers = num_workers(ctx)
+    training = training_frame(clean, usecase=usecase)
+    test = test_frame(clean, usecase=usecase).toPandas()
+
+    def fit(params: dict[str, Any]) -> Any:
+        return fit_booster(training, usecase=usecase, params=params, workers=workers)
+
+    with mlflow.start_run(
+        experiment_id=registry.experiment_id(settings, usecase),
+        run_name=f"{usecase.name}-{ctx.run_date.isoformat()}",
+        tags=run_tags(ctx, clean_version),
+    ) as run:
+        log_input(ctx, clean, clean_version)
+        params = chosen_params(fit, clean, usecase=usecase)
+        mlflow.log_params(
+            {**params, "num_workers": workers, "features": ",".join(usecase.features)}
+        )
+        mlflow.log_params({f"rows_{k}": v for k, v in split_rows.items()})
+        booster = fit(params)
+        metrics = evaluation.metrics(booster, test, usecase=usecase)
+        champion, incumbent, decision = gate(ctx, metrics, test)
+        log_evaluation(booster, test, ctx, metrics, incumbent, champion, decision)
+        ref = log_model(ctx, booster, test, run.info.run_id)
+    registry.set_alias(settings, ref, registry.CHALLENGER)
+    if decision.promote:
+        registry.promote(settings, ref, reason=decision.reason, when=datetime.now(UTC).isoformat())
+    alias = registry.CHAMPION if decision.promote else registry.CHALLENGER
+    log.info("train: %s v%s @%s (%s) %s", ref.name, ref.version, alias, decision.reason, metrics)
     return {
         "model": ref.name,
         "version": ref.version,
         "alias": alias,
+        "promoted": decision.promote,
+        "reason": decision.reason,
         **metrics,
         "clean_version": clean_version,
     }
 
 
-def log_and_register(
-    ctx: RunContext,
-    booster: Any,
-    sample: Any,
-    metrics: dict[str, float],
-    clean_version: int,
-    split_rows: dict[str, int],
-) -> registry.ModelRef:
-    """One MLflow run: params, metrics, lineage tags, the booster in native format; registered."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    usecase, settings = ctx.usecase, ctx.settings
-    registry.client(settings)
-    name = registry.model_name(settings, usecase)
-    tags = {
+def run_tags(ctx: RunContext, clean_version: int) -> dict[str, str]:
+    usecase = ctx.usecase
+    return {
         "usecase": usecase.name,
+        "task": usecase.task,
         "run_date": ctx.run_date.isoformat(),
         "git_commit": git_commit(),
         "clean_table": usecase.clean_table,
         "clean_table_version": str(clean_version),
     }
-    with mlflow.start_run(
-        experiment_id=registry.experiment_id(settings, usecase), tags=tags
-    ) as run:
-        mlflow.log_params({**usecase.model.params, "num_workers": usecase.model.num_workers})
-        mlflow.log_params(
-            {
-                "features": ",".join(usecase.features),
-                **{f"rows_{k}": v for k, v in split_rows.items()},
-            }
-        )
-        mlflow.log_metrics(metrics)
-        predictions = booster.inplace_predict(sample.to_numpy(dtype="float32"))
-        info = mlflow.xgboost.log_model(
-            booster,
-            name="model",
-            signature=infer_signature(sample, predictions),
-            input_example=sample,
-            registered_model_name=name,
-        )
-    return registry.ModelRef(
-        name=name, version=str(info.registered_model_version), run_id=run.info.run_id
+
+
+def log_input(ctx: RunContext, clean: DataFrame, clean_version: int) -> None:
+    """The clean Delta table at the version read, as the run's training input."""
+    import mlflow
+    from mlflow.data.spark_dataset import from_spark
+
+    table = ctx.usecase.clean_table
+    dataset = from_spark(
+        clean,
+        path=str(ctx.settings.table_path(table)),
+        version=str(clean_version),
+        name=f"{table}@v{clean_version}",
+        targets=ctx.usecase.label,
+        digest=f"{table}-v{clean_version}-{ctx.run_date.isoformat()}",
     )
+    mlflow.log_input(dataset, context="training", tags={"run_date": ctx.run_date.isoformat()})
+
+
+def log_evaluation(
+    booster: Any,
+    test: pd.DataFrame,
+    ctx: RunContext,
+    metrics: dict[str, float],
+    incumbent: dict[str, float] | None,
+    champion: registry.ModelRef | None,
+    decision: promotion.Decision,
+) -> None:
+    """Test metrics, the champion's on the same split, plots, and the gate's decision."""
+    import mlflow
+
+    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+    if incumbent is not None:
+        mlflow.log_metrics({f"champion_test_{k}": v for k, v in incumbent.items()})
+    gate = ctx.usecase.model.promotion
+    mlflow.set_tags(
+        {
+            "promotion_metric": gate.metric,
+            "promotion_margin": str(gate.margin),
+            "promotion_minimum": str(gate.minimum),
+            "promotion_decision": "promote" if decision.promote else "keep_champion",
+            "promotion_reason": decision.reason,
+            "compared_with_champion": champion.version if champion else "none",
+        }
+    )
+    for name, figure in evaluation.plots(booster, test, usecase=ctx.usecase).items():
+        mlflow.log_figure(figure, f"plots/{name}")
+
+
+def log_model(ctx: RunContext, booster: Any, test: pd.DataFrame, run_id: str) -> registry.ModelRef:
+    """The booster in XGBoost's native format with signature and input example; registered."""
+    import mlflow.xgboost
+    from mlflow.models import infer_signature
+
+    sample = test[ctx.usecase.features].head(5)
+    name = registry.model_name(ctx.settings, ctx.usecase)
+    info = mlflow.xgboost.log_model(
+        booster,
+        name="model",
+        signature=infer_signature(
+            sample, evaluation.predict(booster, sample, features=ctx.usecase.features)
+        ),
+        input_example=sample,
+        registered_model_name=name,
+        model_format="ubj",
+    )
+    return registry.ModelRef(name=name, version=str(info.registered_model_version), run_id=run_id)
