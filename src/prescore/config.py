@@ -128,7 +128,10 @@ Severity = Literal["error", "warn"]
 
 
 class SourceSettings(_Strict):
-    format: Literal["csv", "parquet", "json"]
+    """Landing files (csv with a header, json lines, parquet) under <path>/run_date=YYYY-MM-DD/,
+    or an existing Delta table at <path>; either must match `schema` exactly."""
+
+    format: Literal["csv", "parquet", "json", "delta"]
     path: str  # relative to the state folder's landing/ unless absolute
     schema_: dict[str, ColumnType] = Field(alias="schema")
     options: dict[str, str] = Field(default_factory=dict)
