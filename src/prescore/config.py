@@ -214,16 +214,27 @@ class CleaningSettings(_Strict):
 
 
 class SplitSettings(_Strict):
+    """by key: shares of a seeded hash of the key. by time (forecasting): the event_time of a row
+    against the run date: the last `test_days` are test, the `validation_days` before them
+    validation, everything earlier train."""
+
+    by: Literal["key", "time"] = "key"
     train: float = Field(0.7, gt=0, lt=1)
     validation: float = Field(0.15, ge=0, lt=1)
     test: float = Field(0.15, gt=0, lt=1)
     seed: int = 42
+    validation_days: int = Field(0, ge=0)
+    test_days: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitSettings:
         total = self.train + self.validation + self.test
         if abs(total - 1.0) > 1e-9:
             raise ValueError(f"train + validation + test must be 1.0, got {total:g}")
+        if self.by == "time" and self.test_days < 1:
+            raise ValueError("split by time needs test_days >= 1")
+        if self.by == "key" and (self.test_days or self.validation_days):
+            raise ValueError("test_days and validation_days only apply to split by time")
         return self
 
 

@@ -291,3 +291,41 @@ def test_clean_rows_applies_fitted_values_and_drops_columns(
     assert out.columns[:-2] == clean_columns(usecase)
     values = {r.customer_id: (r.data_usage_gb, r.total_charges) for r in out.collect()}
     assert values == {"C1": (7.5, 100.0), "C2": (3.0, 10.0)}
+
+
+def test_split_by_time_takes_the_last_days_as_test(spark: SparkSession) -> None:
+    split = SplitSettings(by="time", validation_days=2, test_days=3)
+    df = spark.createDataFrame(
+        [
+            ("a", datetime(2026, 11, 10, 23, 0)),  # run date: test
+            ("b", datetime(2026, 11, 8, 0, 0)),  # last of 3 test days
+            ("c", datetime(2026, 11, 7, 12, 0)),  # validation
+            ("d", datetime(2026, 11, 6, 1, 0)),  # validation
+            ("e", datetime(2026, 11, 5, 23, 59)),  # train
+            ("f", None),  # no time: no split
+        ],
+        "id string, updated_at timestamp",
+    )
+    run_date = datetime(2026, 11, 10).date()
+
+    out = assign_split(df, keys=["id"], split=split, event_time="updated_at", run_date=run_date)
+    again = assign_split(
+        df.repartition(3), keys=["id"], split=split, event_time="updated_at", run_date=run_date
+    )
+
+    splits = {"a": "test", "b": "test", "c": "validation", "d": "validation", "e": "train"}
+    expected = spark.createDataFrame(
+        [(r.id, r.updated_at, splits.get(r.id)) for r in df.collect()],
+        "id string, updated_at timestamp, split string",
+    )
+    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(out, again, ignore_row_order=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"by": "time"}, "test_days >= 1"), ({"test_days": 3}, "only apply to split by time")],
+)
+def test_split_settings_refuse_inconsistent_options(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        SplitSettings(**kwargs)

@@ -163,10 +163,31 @@ def encode_categoricals(df: DataFrame, *, levels: dict[str, list[str]]) -> DataF
     return df
 
 
-def assign_split(df: DataFrame, *, keys: list[str], split: SplitSettings) -> DataFrame:
-    """train / validation / test from a seeded hash of the key: stable across reruns and partitioning."""
+def assign_split(
+    df: DataFrame,
+    *,
+    keys: list[str],
+    split: SplitSettings,
+    event_time: str | None = None,
+    run_date: date | None = None,
+) -> DataFrame:
+    """train / validation / test from a seeded hash of the key, or (by time) from the row's
+    event_time against the run date: stable across reruns and partitioning either way."""
     from pyspark.sql import functions as F
 
+    if split.by == "time":
+        if event_time is None or run_date is None:
+            raise ValueError("split by time needs the event_time column and the run date")
+        day = F.to_date(F.col(event_time))
+        test_from = F.date_sub(F.lit(run_date), split.test_days - 1)
+        validation_from = F.date_sub(test_from, split.validation_days)
+        by_time = (
+            F.when(day.isNull(), None)
+            .when(day >= test_from, "test")
+            .when(day >= validation_from, "validation")
+            .otherwise("train")
+        )
+        return df.withColumn(SPLIT, by_time)
     bucket = F.pmod(F.xxhash64(F.lit(split.seed), *[F.col(k) for k in keys]), 10_000) / 10_000.0
     label = (
         F.when(bucket < split.train, "train")
@@ -300,7 +321,12 @@ def clean_columns(usecase: UseCase) -> list[str]:
 
 
 def clean_rows(
-    df: DataFrame, *, usecase: UseCase, secret: bytes, fitted: FittedCleaning | None = None
+    df: DataFrame,
+    *,
+    usecase: UseCase,
+    secret: bytes,
+    fitted: FittedCleaning | None = None,
+    run_date: date | None = None,
 ) -> DataFrame:
     """The clean frame from raw rows that passed the row rules: declared columns minus dropped
     ones, anonymised, filled (with `fitted`, else the constants), clipped, encoded, split."""
@@ -315,7 +341,13 @@ def clean_rows(
         .transform(clip_outliers, clip=cleaning.clip)
         .transform(clip_outliers, clip=clipped)
         .transform(encode_categoricals, levels=usecase.categorical_features)
-        .transform(assign_split, keys=usecase.keys, split=usecase.split)
+        .transform(
+            assign_split,
+            keys=usecase.keys,
+            split=usecase.split,
+            event_time=usecase.event_time,
+            run_date=run_date,
+        )
     )
 
 
@@ -367,7 +399,13 @@ def run(ctx: RunContext) -> dict[str, object]:
     flagged = (
         raw.transform(flag_invalid_rows, keys=usecase.keys, valid_range=cleaning.valid_range)
         .transform(flag_duplicates, keys=usecase.keys, event_time=usecase.event_time)
-        .transform(assign_split, keys=usecase.keys, split=usecase.split)
+        .transform(
+            assign_split,
+            keys=usecase.keys,
+            split=usecase.split,
+            event_time=usecase.event_time,
+            run_date=ctx.run_date,
+        )
         .cache()
     )
     try:
@@ -401,7 +439,11 @@ def run(ctx: RunContext) -> dict[str, object]:
                 f"see {usecase.quarantine_table}"
             )
         clean = clean_rows(
-            final.where(f"{REASON} is null"), usecase=usecase, secret=secret, fitted=fitted
+            final.where(f"{REASON} is null"),
+            usecase=usecase,
+            secret=secret,
+            fitted=fitted,
+            run_date=ctx.run_date,
         )
         clean_version = tables.replace_run(clean, settings, usecase.clean_table, ctx.run_date)
     finally:
