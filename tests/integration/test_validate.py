@@ -244,6 +244,9 @@ def test_profile_history_and_report_are_written_and_logged(spark, settings, tmp_
     assert history["plan"] == {first.run_date: 0.0, second.run_date: pytest.approx(0.25)}
     assert validate.profile_history(first).null_rates["plan"] == {first.run_date: 0.0}
     assert html.count("data:image/png;base64,") == 4
+    data_docs = Path(str(summary["data_docs"]))
+    assert data_docs.parent == report.parent and data_docs.name == "gx_churn_2024-03-02.html"
+    assert "small_customers" in data_docs.read_text()  # GX's page for this suite's result
 
     registry.client(settings)
     experiment = mlflow.get_experiment_by_name(

@@ -28,7 +28,10 @@ from prescore.profile import (
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
-    from great_expectations.core import ExpectationValidationResult
+    from great_expectations.core import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+    )
     from great_expectations.expectations import Expectation
     from pyspark.sql import DataFrame, SparkSession
 
@@ -131,7 +134,12 @@ def _build_expectation(spec: Any, path: Path, index: int) -> Expectation:
 
 
 def validate_frame(df: DataFrame, suite: ExpectationSuite) -> list[ExpectationOutcome]:
-    """Run `suite` over the whole of `df` in an in-memory GX context; one outcome per expectation.
+    """Run `suite` over the whole of `df` in an in-memory GX context; one outcome per expectation."""
+    return [_outcome(r) for r in suite_result(df, suite).results]
+
+
+def suite_result(df: DataFrame, suite: ExpectationSuite) -> ExpectationSuiteValidationResult:
+    """GX's result of `suite` over the whole of `df` (SUMMARY format).
 
     Any grain and columns in. The frame is cached for the suite's many metric queries (unless the
     caller cached it already) and released afterwards.
@@ -150,11 +158,23 @@ def validate_frame(df: DataFrame, suite: ExpectationSuite) -> list[ExpectationOu
         df.cache()
     try:
         batch = batch_definition.get_batch(batch_parameters={"dataframe": df})
-        result = batch.validate(suite, result_format=RESULT_FORMAT)
+        return batch.validate(suite, result_format=RESULT_FORMAT)
     finally:
         if owns_cache:
             df.unpersist()
-    return [_outcome(r) for r in result.results]
+
+
+def write_data_docs(result: ExpectationSuiteValidationResult, path: Path) -> Path:
+    """GX's own Data Docs page for one validation result (its CSS and scripts load from CDNs)."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    html = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".html.partial")
+    partial.write_text(html, encoding="utf-8")
+    partial.replace(path)
+    return path
 
 
 def _outcome(result: ExpectationValidationResult) -> ExpectationOutcome:
@@ -229,9 +249,12 @@ def run(ctx: RunContext) -> dict[str, object]:
     try:
         plan = ProfilePlan.for_usecase(ctx.usecase, raw.columns)
         profiles = compute_profile(raw, plan=plan)
-        outcomes = validate_frame(raw, suite)
+        result = suite_result(raw, suite)
     finally:
         raw.unpersist()
+    outcomes = [_outcome(r) for r in result.results]
+    reports = ctx.settings.reports_dir / ctx.usecase.name
+    data_docs = write_data_docs(result, reports / f"gx_{ctx.usecase.name}_{ctx.run_date}.html")
     written = write_profile_and_results(ctx, profiles, outcomes, suite.name)
     report = publish_report(ctx, profiles, outcomes, raw_version=raw_version, written=written)
     failed_error = [o for o in outcomes if not o.success and o.severity == "error"]
@@ -259,6 +282,7 @@ def run(ctx: RunContext) -> dict[str, object]:
         "results_version": written[results_table(ctx.usecase)],
         "profile_version": written[profile_table(ctx.usecase)],
         "report": str(report),
+        "data_docs": str(data_docs),
         "read": {source: raw_version},
         "wrote": written,
     }
