@@ -128,14 +128,31 @@ Severity = Literal["error", "warn"]
 
 
 class SourceSettings(_Strict):
-    format: Literal["csv", "parquet", "json"]
+    """Landing files (csv with a header, json lines, parquet) under <path>/run_date=YYYY-MM-DD/,
+    or an existing Delta table at <path>; either must match `schema` exactly."""
+
+    format: Literal["csv", "parquet", "json", "delta"]
     path: str  # relative to the state folder's landing/ unless absolute
     schema_: dict[str, ColumnType] = Field(alias="schema")
     options: dict[str, str] = Field(default_factory=dict)
 
 
 class PiiRule(_Strict):
-    method: Literal["hash", "drop"]
+    """hash (HMAC-SHA256), drop, or generalise: `band` (integer bands, e.g. age 30-39) or `keep`
+    (the first characters only, e.g. a postcode's outward code)."""
+
+    method: Literal["hash", "drop", "generalise"]
+    band: int | None = Field(None, ge=1)
+    keep: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _generalise_how(self) -> PiiRule:
+        given = [name for name in ("band", "keep") if getattr(self, name) is not None]
+        if self.method == "generalise" and len(given) != 1:
+            raise ValueError("generalise needs exactly one of band (numbers) or keep (text)")
+        if self.method != "generalise" and given:
+            raise ValueError(f"{given[0]} only applies to method generalise")
+        return self
 
 
 class RangeRule(_Strict):
@@ -143,24 +160,81 @@ class RangeRule(_Strict):
     max: float | None = None
 
 
+class ImputeRule(_Strict):
+    """How a column's missing values are filled; mean, median and mode are fitted on train rows."""
+
+    strategy: Literal["mean", "median", "mode", "constant", "drop"]
+    value: float | int | str | None = None  # the constant
+
+    @model_validator(mode="after")
+    def _constant_has_value(self) -> ImputeRule:
+        if (self.strategy == "constant") != (self.value is not None):
+            raise ValueError("value is required by strategy constant, and only by it")
+        return self
+
+
+class OutlierRule(_Strict):
+    """Bounds fitted on train rows: iqr (q1 - k*IQR, q3 + k*IQR) or zscore (mean +- k*stddev);
+    a value outside is clipped to the bound or its row quarantined."""
+
+    method: Literal["iqr", "zscore"]
+    k: float = Field(1.5, gt=0)
+    action: Literal["clip", "quarantine"] = "clip"
+
+
 class CleaningSettings(_Strict):
-    fill: dict[str, float | int | str] = Field(default_factory=dict)
-    clip: dict[str, RangeRule] = Field(default_factory=dict)
+    fill: dict[str, float | int | str] = Field(
+        default_factory=dict
+    )  # constants (= impute constant)
+    impute: dict[str, ImputeRule] = Field(default_factory=dict)
+    clip: dict[str, RangeRule] = Field(default_factory=dict)  # fixed bounds
+    outliers: dict[str, OutlierRule] = Field(default_factory=dict)
     valid_range: dict[str, RangeRule] = Field(default_factory=dict)
+    drop_columns: list[str] = Field(default_factory=list)  # declared columns left out of clean
     max_quarantined_fraction: float = Field(0.05, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_fill_per_column(self) -> CleaningSettings:
+        twice = sorted(set(self.fill) & set(self.impute))
+        if twice:
+            raise ValueError(f"columns {twice} are in both fill and impute: keep one")
+        return self
+
+    @property
+    def columns(self) -> set[str]:
+        """Every column a cleaning rule names."""
+        named: list[set[str]] = [
+            set(self.fill),
+            set(self.impute),
+            set(self.clip),
+            set(self.outliers),
+            set(self.valid_range),
+        ]
+        return set().union(*named, self.drop_columns)
 
 
 class SplitSettings(_Strict):
+    """by key: shares of a seeded hash of the key. by time (forecasting): the event_time of a row
+    against the run date: the last `test_days` are test, the `validation_days` before them
+    validation, everything earlier train."""
+
+    by: Literal["key", "time"] = "key"
     train: float = Field(0.7, gt=0, lt=1)
     validation: float = Field(0.15, ge=0, lt=1)
     test: float = Field(0.15, gt=0, lt=1)
     seed: int = 42
+    validation_days: int = Field(0, ge=0)
+    test_days: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitSettings:
         total = self.train + self.validation + self.test
         if abs(total - 1.0) > 1e-9:
             raise ValueError(f"train + validation + test must be 1.0, got {total:g}")
+        if self.by == "time" and self.test_days < 1:
+            raise ValueError("split by time needs test_days >= 1")
+        if self.by == "key" and (self.test_days or self.validation_days):
+            raise ValueError("test_days and validation_days only apply to split by time")
         return self
 
 
@@ -277,9 +351,17 @@ class UseCase(_Strict):
     def _columns_declared(self) -> UseCase:
         declared = set(self.source.schema_)
         used = {*self.keys, self.event_time, self.label, *self.features, *self.pii}
-        missing = sorted(used - declared)
+        missing = sorted((used | self.cleaning.columns) - declared)
         if missing:
             raise ValueError(f"columns {missing} are used but not declared in source.schema")
+        needed = sorted(set(self.cleaning.drop_columns) & used)
+        if needed:
+            raise ValueError(f"cleaning.drop_columns {needed} are keys, features, label or PII")
+        for column, rule in self.pii.items():
+            if rule.band and self.source.schema_[column] not in ("int", "long"):
+                raise ValueError(f"pii.{column}: band needs an int or long column")
+            if rule.keep and self.source.schema_[column] != "string":
+                raise ValueError(f"pii.{column}: keep needs a string column")
         leaking = sorted(set(self.pii) & set(self.features))
         if leaking:
             raise ValueError(f"PII columns {leaking} cannot be model features")

@@ -205,3 +205,73 @@ def test_shipped_suite_has_no_failed_error_on_demo_data(spark, settings):
     assert len(outcomes) == len(suite.expectations)
     assert {o.severity for o in outcomes} == {"error", "warn"}
     assert [o.describe() for o in outcomes if o.severity == "error" and not o.success] == []
+
+
+def test_profile_history_and_report_are_written_and_logged(spark, settings, tmp_path):
+    import mlflow
+
+    from prescore import profile, registry
+
+    first = make_context(spark, settings, tmp_path, "val_profile", run_date=date(2024, 3, 1))
+    second = make_context(spark, settings, tmp_path, "val_profile", run_date=date(2024, 3, 2))
+    ingest(first, GOOD_ROWS)
+    ingest(second, [*GOOD_ROWS, ("C4", None, None, 1)])
+    validate.run(first)
+
+    summary = validate.run(second)
+    validate.run(second)  # a rerun replaces the date's profile rows
+
+    table = tables.read(spark, settings, profile.profile_table(second.usecase))
+    rows = {(r["run_date"], r["column"]): r for r in table.collect()}
+    declared = ["customer_id", "tenure_months", "plan", "churned"]
+    assert sorted(rows) == sorted(
+        (d, c) for d in (first.run_date, second.run_date) for c in declared
+    )
+    assert rows[(second.run_date, "plan")]["null_rate"] == pytest.approx(0.25)
+    assert rows[(first.run_date, "plan")]["null_rate"] == 0.0
+    assert json.loads(rows[(second.run_date, "plan")]["top_values"]) == [
+        ["basic", 2],
+        ["premium", 1],
+    ]
+    assert summary["read"] == {second.usecase.raw_table: 1}
+    assert set(summary["wrote"]) == {"profile_val_profile", "validation_val_profile"}
+
+    report = Path(str(summary["report"]))
+    assert report.parent == settings.reports_dir / "churn"
+    html = report.read_text()
+    assert "Null rate over time" in html
+    history = validate.profile_history(second).null_rates  # what that plot draws
+    assert history["plan"] == {first.run_date: 0.0, second.run_date: pytest.approx(0.25)}
+    assert validate.profile_history(first).null_rates["plan"] == {first.run_date: 0.0}
+    assert html.count("data:image/png;base64,") == 4
+    data_docs = Path(str(summary["data_docs"]))
+    assert data_docs.parent == report.parent and data_docs.name == "gx_churn_2024-03-02.html"
+    assert "small_customers" in data_docs.read_text()  # GX's page for this suite's result
+
+    registry.client(settings)
+    experiment = mlflow.get_experiment_by_name(
+        f"{registry.model_name(settings, second.usecase)}-data"
+    )
+    runs = mlflow.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`prescore.run_date` = '2024-03-02' and tags.`prescore.read.raw_val_profile` = '1'",
+        output_format="list",
+    )
+    assert runs and runs[0].data.metrics["null_rate.plan"] == pytest.approx(0.25)
+    artifacts = mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "reports")
+    assert [a.path for a in artifacts] == [f"reports/{report.name}"]
+
+
+def test_failed_suite_still_profiles_and_reports(spark, settings, tmp_path):
+    from prescore import profile
+
+    ctx = make_context(spark, settings, tmp_path, "val_fail_report")
+    ingest(ctx, [*GOOD_ROWS, (None, 5, "basic", 0)])
+
+    with pytest.raises(validate.ValidationFailedError):
+        validate.run(ctx)
+
+    profiled = tables.read_run(spark, settings, profile.profile_table(ctx.usecase), ctx.run_date)
+    assert {r["column"]: r["nulls"] for r in profiled.collect()}["customer_id"] == 1
+    report = settings.reports_dir / "churn" / f"data_churn_{ctx.run_date}.html"
+    assert "expect_column_values_to_not_be_null" in report.read_text()

@@ -11,15 +11,31 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from prescore.config import PiiRule, RangeRule, SplitSettings
+from prescore.config import (
+    CleaningSettings,
+    ImputeRule,
+    OutlierRule,
+    PiiRule,
+    RangeRule,
+    SplitSettings,
+    UseCase,
+)
 from prescore.stages.clean import (
     DUPLICATE_REASON,
     REASON,
+    SPLIT,
+    FittedCleaning,
     anonymise,
     assign_split,
+    clean_columns,
+    clean_rows,
     clip_outliers,
     encode_categoricals,
+    fill_missing,
+    fit_on_train,
+    fitted_from,
     flag_duplicates,
+    flag_fitted_rules,
     flag_invalid_rows,
 )
 
@@ -116,3 +132,200 @@ def test_split_is_stable_across_partitioning(spark: SparkSession) -> None:
     shares = {r.split: r["count"] / 2000 for r in one.groupBy("split").count().collect()}
     assert shares["train"] == pytest.approx(0.7, abs=0.04)
     assert shares["test"] == pytest.approx(0.15, abs=0.03)
+
+
+# ---------------------------------------------------------------- per-column rules
+
+
+def test_generalise_bands_numbers_and_truncates_text(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [("a", 34, "SW1A 1AA"), ("b", 40, "M1 1AE"), ("c", None, None)],
+        "id string, age int, postcode string",
+    )
+    out = anonymise(
+        df,
+        pii={
+            "age": PiiRule(method="generalise", band=10),
+            "postcode": PiiRule(method="generalise", keep=3),
+        },
+        secret=SECRET,
+    )
+    expected = spark.createDataFrame(
+        [("a", "30-39", "SW1"), ("b", "40-49", "M1 "), ("c", None, None)],
+        "id string, age string, postcode string",
+    )
+    assert_df_equality(out, expected, ignore_row_order=True)
+
+
+def test_fill_missing_keeps_each_column_type(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [(1, None, None, None), (2, 3, 1.5, "x")], "id int, calls int, usage double, plan string"
+    )
+    out = fill_missing(df, fill={"calls": 2.6, "usage": 7.25, "plan": "basic"})
+    expected = spark.createDataFrame(
+        [(1, 3, 7.25, "basic"), (2, 3, 1.5, "x")], "id int, calls int, usage double, plan string"
+    )
+    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+TRAIN_ROWS = [  # id, split, usage, plan, charge, reason
+    ("a", "train", 1.0, "basic", 10.0, None),
+    ("b", "train", 2.0, "basic", 11.0, None),
+    ("c", "train", 6.0, "premium", 12.0, None),
+    ("d", "train", None, None, 13.0, None),
+    ("e", "test", 1000.0, "premium", 9000.0, None),  # not train: must not move the statistics
+    ("f", "train", 500.0, "premium", 9000.0, DUPLICATE_REASON),  # flagged: ignored too
+]
+TRAIN_SCHEMA = (
+    f"id string, {SPLIT} string, usage double, plan string, charge double, {REASON} string"
+)
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        (ImputeRule(strategy="mean"), 3.0),
+        (ImputeRule(strategy="median"), 2.0),
+        (ImputeRule(strategy="constant", value=-1), -1),
+    ],
+    ids=["mean", "median", "constant"],
+)
+def test_fill_values_are_fitted_on_valid_train_rows_only(
+    spark: SparkSession, rule: ImputeRule, expected: float
+) -> None:
+    flagged = spark.createDataFrame(TRAIN_ROWS, TRAIN_SCHEMA)
+    cleaning = CleaningSettings(impute={"usage": rule, "plan": ImputeRule(strategy="mode")})
+
+    fitted = fit_on_train(flagged, cleaning=cleaning)
+
+    assert fitted.fill == {"usage": expected, "plan": "basic"}
+
+
+@pytest.mark.parametrize(
+    ("outlier", "low", "high"),
+    [
+        # percentile_approx returns observed values: q1 = 10, q3 = 12 of 10..13
+        (OutlierRule(method="iqr", k=1.5), 10.0 - 1.5 * 2.0, 12.0 + 1.5 * 2.0),
+        (OutlierRule(method="zscore", k=2.0), 11.5 - 2 * 1.2909944, 11.5 + 2 * 1.2909944),
+    ],
+    ids=["iqr", "zscore"],
+)
+def test_outlier_bounds_are_fitted_on_train(
+    spark: SparkSession, outlier: OutlierRule, low: float, high: float
+) -> None:
+    flagged = spark.createDataFrame(TRAIN_ROWS, TRAIN_SCHEMA)
+
+    fitted = fit_on_train(flagged, cleaning=CleaningSettings(outliers={"charge": outlier}))
+
+    assert fitted.bounds["charge"].min == pytest.approx(low)
+    assert fitted.bounds["charge"].max == pytest.approx(high)
+    assert fitted.fitted_rows == 4
+
+
+def test_a_column_of_nulls_fits_no_value() -> None:
+    cleaning = CleaningSettings(
+        impute={"usage": ImputeRule(strategy="mean")},
+        outliers={"charge": OutlierRule(method="zscore")},
+    )
+    fitted = fitted_from(
+        {"rows": 0, "mean__usage": None, "zmean__charge": None, "zstd__charge": None}, cleaning
+    )
+    assert fitted == FittedCleaning(fill={}, bounds={}, fitted_rows=0)
+
+
+def test_flag_fitted_rules_quarantines_drop_and_outliers(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [
+            ("a", 5.0, 1.0, None),
+            ("b", None, 1.0, None),
+            ("c", 5.0, 99.0, None),
+            ("d", None, 99.0, "null key id"),
+        ],
+        f"id string, usage double, charge double, {REASON} string",
+    )
+    flagged = flag_fitted_rules(
+        df,
+        impute={"usage": ImputeRule(strategy="drop")},
+        outliers={"charge": OutlierRule(method="iqr", action="quarantine")},
+        bounds={"charge": RangeRule(min=0.0, max=10.0)},
+    )
+    expected = spark.createDataFrame(
+        [
+            ("a", 5.0, 1.0, None),
+            ("b", None, 1.0, "missing usage (impute: drop)"),
+            ("c", 5.0, 99.0, "charge=99.0 outside fitted iqr bounds [0.0, 10.0]"),
+            ("d", None, 99.0, "null key id"),  # the first reason stays
+        ],
+        f"id string, usage double, charge double, {REASON} string",
+    )
+    assert_df_equality(flagged, expected, ignore_row_order=True)
+
+
+def test_clean_rows_applies_fitted_values_and_drops_columns(
+    spark: SparkSession, churn: UseCase
+) -> None:
+    usecase = churn.model_copy(
+        update={
+            "cleaning": CleaningSettings(
+                impute={"data_usage_gb": ImputeRule(strategy="median")},
+                outliers={"total_charges": OutlierRule(method="iqr", action="clip")},
+                drop_columns=["signup_date"],
+            )
+        }
+    )
+    raw = spark.createDataFrame(
+        [("C1", None, 5000.0), ("C2", 3.0, 10.0)],
+        "customer_id string, data_usage_gb double, total_charges double",
+    )
+    for column, kind in churn.source.schema_.items():
+        if column not in raw.columns:
+            raw = raw.withColumn(column, F.lit(None).cast(kind.replace("long", "bigint")))
+    raw = raw.withColumn("run_date", F.lit(None).cast("date"))
+    fitted = FittedCleaning(
+        fill={"data_usage_gb": 7.5}, bounds={"total_charges": RangeRule(min=0.0, max=100.0)}
+    )
+
+    out = clean_rows(raw, usecase=usecase, secret=SECRET, fitted=fitted)
+
+    assert "signup_date" not in out.columns and "name" not in out.columns
+    assert out.columns[:-2] == clean_columns(usecase)
+    values = {r.customer_id: (r.data_usage_gb, r.total_charges) for r in out.collect()}
+    assert values == {"C1": (7.5, 100.0), "C2": (3.0, 10.0)}
+
+
+def test_split_by_time_takes_the_last_days_as_test(spark: SparkSession) -> None:
+    split = SplitSettings(by="time", validation_days=2, test_days=3)
+    df = spark.createDataFrame(
+        [
+            ("a", datetime(2026, 11, 10, 23, 0)),  # run date: test
+            ("b", datetime(2026, 11, 8, 0, 0)),  # last of 3 test days
+            ("c", datetime(2026, 11, 7, 12, 0)),  # validation
+            ("d", datetime(2026, 11, 6, 1, 0)),  # validation
+            ("e", datetime(2026, 11, 5, 23, 59)),  # train
+            ("f", None),  # no time: no split
+        ],
+        "id string, updated_at timestamp",
+    )
+    run_date = datetime(2026, 11, 10).date()
+
+    out = assign_split(df, keys=["id"], split=split, event_time="updated_at", run_date=run_date)
+    again = assign_split(
+        df.repartition(3), keys=["id"], split=split, event_time="updated_at", run_date=run_date
+    )
+
+    splits = {"a": "test", "b": "test", "c": "validation", "d": "validation", "e": "train"}
+    expected = spark.createDataFrame(
+        [(r.id, r.updated_at, splits.get(r.id)) for r in df.collect()],
+        "id string, updated_at timestamp, split string",
+    )
+    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(out, again, ignore_row_order=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"by": "time"}, "test_days >= 1"), ({"test_days": 3}, "only apply to split by time")],
+)
+def test_split_settings_refuse_inconsistent_options(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        SplitSettings(**kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -86,3 +87,45 @@ def test_missing_required_variable_is_named(
         ConfigError, match=r"cluster\.yaml: environment variable PRESCORE_STATE_DIR is not set"
     ):
         load_settings(conf_dir, env="cluster")
+
+
+@pytest.mark.parametrize(
+    ("block", "reason"),
+    [
+        ("pii:\n  name: {method: generalise}\n", "exactly one of band"),
+        ("pii:\n  name: {method: hash, keep: 3}\n", "only applies to method generalise"),
+        ("pii:\n  name: {method: generalise, band: 10}\n", "band needs an int or long"),
+        ("cleaning:\n  impute:\n    plan: {strategy: constant}\n", "value is required"),
+        (
+            "cleaning:\n  impute:\n    nope: {strategy: mean}\n",
+            "['nope'] are used but not declared",
+        ),
+        ("cleaning:\n  drop_columns: [tenure_months]\n", "drop_columns ['tenure_months']"),
+        (
+            "cleaning:\n  outliers:\n    tenure_months: {method: mad}\n",
+            "cleaning.outliers.tenure_months.method",
+        ),
+    ],
+    ids=[
+        "generalise_how",
+        "keep_on_hash",
+        "band_on_text",
+        "constant_value",
+        "undeclared",
+        "drop_feature",
+        "method",
+    ],
+)
+def test_cleaning_and_pii_rules_are_checked_at_load(
+    conf_dir: Path, block: str, reason: str
+) -> None:
+    import yaml
+
+    path = conf_dir / "usecases" / "churn.yaml"
+    data = yaml.safe_load(path.read_text())
+    for key, value in yaml.safe_load(block).items():
+        data[key] = {**data[key], **value}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=re.escape(reason)) as caught:
+        load_usecase("churn", load_settings(conf_dir))
+    assert str(path) in str(caught.value)

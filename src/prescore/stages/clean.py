@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
 from prescore import tables
+from prescore.config import RangeRule
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import Column, DataFrame, SparkSession
 
-    from prescore.config import PiiRule, RangeRule, SplitSettings, UseCase
+    from prescore.config import (
+        CleaningSettings,
+        ImputeRule,
+        OutlierRule,
+        PiiRule,
+        SplitSettings,
+        UseCase,
+    )
     from prescore.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -46,8 +57,8 @@ def hmac_sha256(column: Column, secret: bytes) -> Column:
     return F.sha2(F.concat(F.lit(outer_pad), inner), 256)
 
 
-def range_violation(column: str, rule: RangeRule) -> Column:
-    """A reason string where the value lies outside [min, max], else null."""
+def range_violation(column: str, rule: RangeRule, *, what: str = "") -> Column:
+    """A reason string where the value lies outside [min, max] (`what` names the bounds), else null."""
     from pyspark.sql import functions as F
 
     bad = F.lit(False)
@@ -58,7 +69,9 @@ def range_violation(column: str, rule: RangeRule) -> Column:
     bounds = f"[{rule.min if rule.min is not None else '-inf'}, {rule.max if rule.max is not None else 'inf'}]"
     return F.when(
         bad,
-        F.concat(F.lit(f"{column}="), F.col(column).cast("string"), F.lit(f" outside {bounds}")),
+        F.concat(
+            F.lit(f"{column}="), F.col(column).cast("string"), F.lit(f" outside {what}{bounds}")
+        ),
     )
 
 
@@ -89,18 +102,42 @@ def flag_duplicates(df: DataFrame, *, keys: list[str], event_time: str) -> DataF
     return df.withColumn(REASON, F.when(rank > 1, F.lit(DUPLICATE_REASON)).otherwise(F.col(REASON)))
 
 
+def generalised(column: Column, rule: PiiRule) -> Column:
+    """A coarser value: the integer band holding it ("30-39" for band 10), or its first `keep`
+    characters; null stays null."""
+    from pyspark.sql import functions as F
+
+    if rule.band is not None:
+        low = F.floor(column / rule.band) * rule.band
+        return F.concat(low.cast("string"), F.lit("-"), (low + rule.band - 1).cast("string"))
+    assert rule.keep is not None  # PiiRule allows generalise with exactly one of band, keep
+    return F.substring(column, 1, rule.keep)
+
+
 def anonymise(df: DataFrame, *, pii: dict[str, PiiRule], secret: bytes) -> DataFrame:
-    """Replace PII columns by their keyed hash, or drop them."""
+    """Replace PII columns by their keyed hash or a generalised value, or drop them."""
     for column, rule in pii.items():
         if rule.method == "drop":
             df = df.drop(column)
+        elif rule.method == "generalise":
+            df = df.withColumn(column, generalised(df[column], rule))
         else:
             df = df.withColumn(column, hmac_sha256(df[column], secret))
     return df
 
 
 def fill_missing(df: DataFrame, *, fill: dict[str, float | int | str]) -> DataFrame:
-    return df.fillna(fill) if fill else df
+    """Nulls of each column replaced by its value, cast to the column's type (rounded for integers)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import IntegralType
+
+    for column, value in fill.items():
+        integral = isinstance(df.schema[column].dataType, IntegralType)
+        literal = F.lit(round(value) if integral and isinstance(value, float) else value)
+        df = df.withColumn(
+            column, F.coalesce(F.col(column), literal.cast(df.schema[column].dataType))
+        )
+    return df
 
 
 def clip_outliers(df: DataFrame, *, clip: dict[str, RangeRule]) -> DataFrame:
@@ -126,10 +163,31 @@ def encode_categoricals(df: DataFrame, *, levels: dict[str, list[str]]) -> DataF
     return df
 
 
-def assign_split(df: DataFrame, *, keys: list[str], split: SplitSettings) -> DataFrame:
-    """train / validation / test from a seeded hash of the key: stable across reruns and partitioning."""
+def assign_split(
+    df: DataFrame,
+    *,
+    keys: list[str],
+    split: SplitSettings,
+    event_time: str | None = None,
+    run_date: date | None = None,
+) -> DataFrame:
+    """train / validation / test from a seeded hash of the key, or (by time) from the row's
+    event_time against the run date: stable across reruns and partitioning either way."""
     from pyspark.sql import functions as F
 
+    if split.by == "time":
+        if event_time is None or run_date is None:
+            raise ValueError("split by time needs the event_time column and the run date")
+        day = F.to_date(F.col(event_time))
+        test_from = F.date_sub(F.lit(run_date), split.test_days - 1)
+        validation_from = F.date_sub(test_from, split.validation_days)
+        by_time = (
+            F.when(day.isNull(), None)
+            .when(day >= test_from, "test")
+            .when(day >= validation_from, "validation")
+            .otherwise("train")
+        )
+        return df.withColumn(SPLIT, by_time)
     bucket = F.pmod(F.xxhash64(F.lit(split.seed), *[F.col(k) for k in keys]), 10_000) / 10_000.0
     label = (
         F.when(bucket < split.train, "train")
@@ -139,17 +197,157 @@ def assign_split(df: DataFrame, *, keys: list[str], split: SplitSettings) -> Dat
     return df.withColumn(SPLIT, label)
 
 
-def clean_rows(df: DataFrame, *, usecase: UseCase, secret: bytes) -> DataFrame:
-    """The clean frame from raw rows that passed the row rules: the columns the flow needs, and only those."""
-    keep = [*usecase.keys, usecase.event_time, *usecase.features, usecase.label]
-    keep += [c for c, rule in usecase.pii.items() if rule.method == "hash"]
+# ---------------------------------------------------------------- statistics fitted on train rows
+
+
+@dataclass(frozen=True)
+class FittedCleaning:
+    """Fill values and outlier bounds, fitted on one run_date's train split (constants as given)."""
+
+    fill: dict[str, float | int | str] = field(default_factory=dict)
+    bounds: dict[str, RangeRule] = field(default_factory=dict)
+    fitted_rows: int = 0
+
+    @classmethod
+    def constants(cls, cleaning: CleaningSettings) -> FittedCleaning:
+        """Only what needs no fitting: fill and constant impute values."""
+        fill = dict(cleaning.fill)
+        fill.update({c: r.value for c, r in cleaning.impute.items() if r.value is not None})
+        return cls(fill=fill)
+
+
+def fit_aggregates(cleaning: CleaningSettings) -> list[Column]:
+    """One aggregate per statistic the impute and outlier rules need, named `<stat>__<column>`."""
+    from pyspark.sql import functions as F
+
+    aggs = [F.count(F.lit(1)).alias("rows")]
+    for column, rule in cleaning.impute.items():
+        if rule.strategy == "mean":
+            aggs.append(F.mean(column).alias(f"mean__{column}"))
+        elif rule.strategy == "median":
+            aggs.append(F.percentile_approx(column, 0.5, 10_000).alias(f"median__{column}"))
+        elif rule.strategy == "mode":  # ties: the smallest value, so a rerun fits the same
+            aggs.append(F.mode(column, deterministic=True).alias(f"mode__{column}"))
+    for column, outlier in cleaning.outliers.items():
+        value = F.col(column).cast("double")
+        if outlier.method == "iqr":
+            quartiles = F.percentile_approx(value, F.array(F.lit(0.25), F.lit(0.75)), 10_000)
+            aggs.append(quartiles.alias(f"quartiles__{column}"))
+        else:
+            aggs.append(F.mean(value).alias(f"zmean__{column}"))
+            aggs.append(F.stddev_samp(value).alias(f"zstd__{column}"))
+    return aggs
+
+
+def fitted_from(stats: dict[str, Any], cleaning: CleaningSettings) -> FittedCleaning:
+    """Fill values and bounds from the one row of `fit_aggregates` (a column of nulls fits none)."""
+    fill = FittedCleaning.constants(cleaning).fill
+    for column, rule in cleaning.impute.items():
+        value = stats.get(f"{rule.strategy}__{column}")
+        if value is not None:
+            fill[column] = value
+    bounds = {}
+    for column, outlier in cleaning.outliers.items():
+        if outlier.method == "iqr" and stats[f"quartiles__{column}"]:
+            q1, q3 = stats[f"quartiles__{column}"]
+            low, high = q1 - outlier.k * (q3 - q1), q3 + outlier.k * (q3 - q1)
+        elif outlier.method == "zscore" and stats.get(f"zstd__{column}") is not None:
+            mean, std = stats[f"zmean__{column}"], stats[f"zstd__{column}"]
+            low, high = mean - outlier.k * std, mean + outlier.k * std
+        else:
+            continue
+        if math.isfinite(low) and math.isfinite(high):
+            bounds[column] = RangeRule(min=low, max=high)
+    return FittedCleaning(fill=fill, bounds=bounds, fitted_rows=int(stats["rows"]))
+
+
+def flag_fitted_rules(
+    df: DataFrame,
+    *,
+    impute: dict[str, ImputeRule],
+    outliers: dict[str, OutlierRule],
+    bounds: dict[str, RangeRule],
+) -> DataFrame:
+    """Rows not yet flagged get a reason if a `drop` impute column is null or a `quarantine`
+    outlier column lies outside its fitted bounds."""
+    from pyspark.sql import functions as F
+
+    reasons = [F.col(REASON)]
+    reasons += [
+        F.when(F.col(c).isNull(), F.lit(f"missing {c} (impute: drop)"))
+        for c, rule in impute.items()
+        if rule.strategy == "drop"
+    ]
+    reasons += [
+        range_violation(c, bounds[c], what=f"fitted {rule.method} bounds ")
+        for c, rule in outliers.items()
+        if rule.action == "quarantine" and c in bounds
+    ]
+    return df.withColumn(REASON, F.coalesce(*reasons))
+
+
+def fitted_frame(
+    spark: SparkSession, fitted: FittedCleaning, cleaning: CleaningSettings, *, run_date: date
+) -> DataFrame:
+    """The statistics table's rows: one per column with a fill value or fitted bounds."""
+    rows: list[tuple[str, str, str, str | None, float | None, float | None, int]] = []
+    for column, value in fitted.fill.items():
+        rule = cleaning.impute.get(column)
+        strategy = rule.strategy if rule else "constant"
+        rows.append((column, "impute", strategy, str(value), None, None, fitted.fitted_rows))
+    for column, bound in fitted.bounds.items():
+        outlier = cleaning.outliers[column]
+        how = f"{outlier.method} k={outlier.k:g} {outlier.action}"
+        rows.append((column, "outliers", how, None, bound.min, bound.max, fitted.fitted_rows))
+    return spark.createDataFrame(
+        [(run_date, *row) for row in rows],
+        "run_date date, column string, rule string, strategy string, value string, "
+        "lower double, upper double, fitted_rows long",
+    )
+
+
+def stats_table(usecase: UseCase) -> str:
+    return f"cleaning_stats_{usecase.entity}"
+
+
+# ---------------------------------------------------------------- assembling
+
+
+def clean_columns(usecase: UseCase) -> list[str]:
+    """The declared columns clean keeps: all but dropped PII and cleaning.drop_columns."""
+    dropped = {c for c, rule in usecase.pii.items() if rule.method == "drop"}
+    dropped |= set(usecase.cleaning.drop_columns)
+    return [c for c in usecase.source.schema_ if c not in dropped]
+
+
+def clean_rows(
+    df: DataFrame,
+    *,
+    usecase: UseCase,
+    secret: bytes,
+    fitted: FittedCleaning | None = None,
+    run_date: date | None = None,
+) -> DataFrame:
+    """The clean frame from raw rows that passed the row rules: declared columns minus dropped
+    ones, anonymised, filled (with `fitted`, else the constants), clipped, encoded, split."""
+    cleaning = usecase.cleaning
+    fitted = fitted or FittedCleaning.constants(cleaning)
+    clipped = {c: b for c, b in fitted.bounds.items() if cleaning.outliers[c].action == "clip"}
+    kept = [c for c in clean_columns(usecase) if c in df.columns]
     return (
-        df.select(*keep, tables.RUN_DATE)
+        df.select(*kept, tables.RUN_DATE)
         .transform(anonymise, pii=usecase.pii, secret=secret)
-        .transform(fill_missing, fill=usecase.cleaning.fill)
-        .transform(clip_outliers, clip=usecase.cleaning.clip)
+        .transform(fill_missing, fill={c: v for c, v in fitted.fill.items() if c in kept})
+        .transform(clip_outliers, clip=cleaning.clip)
+        .transform(clip_outliers, clip=clipped)
         .transform(encode_categoricals, levels=usecase.categorical_features)
-        .transform(assign_split, keys=usecase.keys, split=usecase.split)
+        .transform(
+            assign_split,
+            keys=usecase.keys,
+            split=usecase.split,
+            event_time=usecase.event_time,
+            run_date=run_date,
+        )
     )
 
 
@@ -178,36 +376,75 @@ def hmac_secret() -> bytes:
     return secret.encode()
 
 
+def fit_on_train(flagged: DataFrame, *, cleaning: CleaningSettings) -> FittedCleaning:
+    """Fit fill values and outlier bounds on the valid rows of the train split (one aggregation)."""
+    from pyspark.sql import functions as F
+
+    if not cleaning.impute and not cleaning.outliers:
+        return FittedCleaning.constants(cleaning)
+    train = flagged.where(F.col(REASON).isNull() & (F.col(SPLIT) == "train"))
+    stats = train.agg(*fit_aggregates(cleaning)).first()
+    assert stats is not None  # a global aggregate always returns one row
+    return fitted_from(stats.asDict(), cleaning)
+
+
 def run(ctx: RunContext) -> dict[str, object]:
+    """Raw run_date -> quarantine_<entity> (rows failing a rule, with the reason), the fitted
+    statistics in cleaning_stats_<entity>, and clean_<entity> (the rest, cleaned)."""
     usecase, settings = ctx.usecase, ctx.settings
+    cleaning = usecase.cleaning
     secret = hmac_secret()
     raw_version = tables.latest_version(ctx.spark, settings, usecase.raw_table)
     raw = tables.read_run(ctx.spark, settings, usecase.raw_table, ctx.run_date, raw_version)
     flagged = (
-        raw.transform(
-            flag_invalid_rows, keys=usecase.keys, valid_range=usecase.cleaning.valid_range
-        )
+        raw.transform(flag_invalid_rows, keys=usecase.keys, valid_range=cleaning.valid_range)
         .transform(flag_duplicates, keys=usecase.keys, event_time=usecase.event_time)
+        .transform(
+            assign_split,
+            keys=usecase.keys,
+            split=usecase.split,
+            event_time=usecase.event_time,
+            run_date=ctx.run_date,
+        )
         .cache()
     )
     try:
-        counts = {row[0]: row[1] for row in flagged.groupBy(REASON).count().collect()}
+        fitted = fit_on_train(flagged, cleaning=cleaning)
+        final = flagged.transform(
+            flag_fitted_rules,
+            impute=cleaning.impute,
+            outliers=cleaning.outliers,
+            bounds=fitted.bounds,
+        )
+        counts = {row[0]: row[1] for row in final.groupBy(REASON).count().collect()}
         total = sum(counts.values())
         invalid = sum(n for reason, n in counts.items() if reason not in (None, DUPLICATE_REASON))
+        stats_version = tables.replace_run(
+            fitted_frame(ctx.spark, fitted, cleaning, run_date=ctx.run_date),
+            settings,
+            stats_table(usecase),
+            ctx.run_date,
+        )
         quarantine_version = tables.replace_run(
-            quarantine_rows(flagged.where(f"{REASON} is not null")),
+            quarantine_rows(final.where(f"{REASON} is not null").drop(SPLIT)),
             settings,
             usecase.quarantine_table,
             ctx.run_date,
         )
-        limit = usecase.cleaning.max_quarantined_fraction
+        limit = cleaning.max_quarantined_fraction
         if total and invalid / total > limit:
             raise QuarantineLimitError(
                 f"{usecase.raw_table} run_date {ctx.run_date}: {invalid} of {total} rows "
                 f"({invalid / total:.1%}) failed row rules, over the limit of {limit:.1%}; "
                 f"see {usecase.quarantine_table}"
             )
-        clean = clean_rows(flagged.where(f"{REASON} is null"), usecase=usecase, secret=secret)
+        clean = clean_rows(
+            final.where(f"{REASON} is null"),
+            usecase=usecase,
+            secret=secret,
+            fitted=fitted,
+            run_date=ctx.run_date,
+        )
         clean_version = tables.replace_run(clean, settings, usecase.clean_table, ctx.run_date)
     finally:
         flagged.unpersist()
@@ -219,6 +456,13 @@ def run(ctx: RunContext) -> dict[str, object]:
         "raw_version": raw_version,
         "clean_version": clean_version,
         "quarantine_version": quarantine_version,
+        "stats_version": stats_version,
+        "read": {usecase.raw_table: raw_version},
+        "wrote": {
+            usecase.clean_table: clean_version,
+            usecase.quarantine_table: quarantine_version,
+            stats_table(usecase): stats_version,
+        },
     }
     log.info("clean: %s", summary)
     return summary

@@ -17,6 +17,13 @@ import pyarrow.parquet as pq
 
 from prescore import tables
 from prescore.datagen import landing_dir
+from prescore.sources import (
+    SourceSchemaError,
+    check_csv_header,
+    check_delta,
+    check_json_lines,
+    check_values,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -45,10 +52,6 @@ _ARROW_ACCEPTS = {
     "date": (pa.types.is_date,),
     "timestamp": (pa.types.is_timestamp,),
 }
-
-
-class SourceSchemaError(ValueError):
-    """A landing file does not match the schema declared in the use case."""
 
 
 def check_parquet_schema(path: Path, declared: dict[str, str]) -> None:
@@ -92,25 +95,56 @@ def read_source(spark: SparkSession, files: list[Path], source: SourceSettings) 
     return reader.load([str(p) for p in files])
 
 
-def with_lineage(df: DataFrame, *, run_date: date, ingested_at: datetime) -> DataFrame:
-    """Add run_date, the source file of each row and the ingest time."""
+def with_lineage(
+    df: DataFrame, *, run_date: date, ingested_at: datetime, source: str | None = None
+) -> DataFrame:
+    """Add run_date, the source of each row (its file name, or `source`) and the ingest time."""
     from pyspark.sql import functions as F
 
+    origin = F.lit(source) if source is not None else F.col("_metadata.file_name")
     return (
         df.withColumn(tables.RUN_DATE, F.lit(run_date))
-        .withColumn("_source_file", F.col("_metadata.file_name"))
+        .withColumn("_source_file", origin)
         .withColumn("_ingested_at", F.lit(ingested_at))
     )
 
 
+def check_landing_files(spark: SparkSession, files: list[Path], source: SourceSettings) -> None:
+    """Every file matches the declared schema (columns, then values for text formats)."""
+    declared = source.schema_
+    for path in files:
+        if source.format == "parquet":
+            check_parquet_schema(path, declared)
+        elif source.format == "csv":
+            check_csv_header(path, declared, delimiter=source.options.get("sep", ","))
+        else:
+            check_json_lines(path, declared)
+    if source.format in ("csv", "json"):
+        check_values(spark, files, source.format, declared, source.options)
+
+
+def read_delta_source(ctx: RunContext) -> tuple[DataFrame, str]:
+    """An existing Delta table as the source: checked, read at one version, named with it."""
+    source = ctx.usecase.source
+    path = Path(source.path)
+    path = path if path.is_absolute() else ctx.settings.landing_dir / path
+    version = check_delta(ctx.spark, str(path), source.schema_)
+    df = ctx.spark.read.format("delta").option("versionAsOf", version).load(str(path))
+    return df.select(*source.schema_), f"{path}@v{version}"
+
+
 def run(ctx: RunContext) -> dict[str, object]:
     source = ctx.usecase.source
-    files = landing_files(landing_dir(ctx.settings, ctx.usecase, ctx.run_date), source)
-    if source.format == "parquet":
-        for path in files:
-            check_parquet_schema(path, source.schema_)
-    raw = read_source(ctx.spark, files, source).transform(
-        with_lineage, run_date=ctx.run_date, ingested_at=datetime.now()
+    if source.format == "delta":
+        frame, origin = read_delta_source(ctx)
+        files: list[Path] = []
+        read: dict[str, object] = {origin.rsplit("@v", 1)[0]: int(origin.rsplit("@v", 1)[1])}
+    else:
+        files = landing_files(landing_dir(ctx.settings, ctx.usecase, ctx.run_date), source)
+        check_landing_files(ctx.spark, files, source)  # before anything is written
+        frame, origin, read = read_source(ctx.spark, files, source), None, {}
+    raw = frame.transform(
+        with_lineage, run_date=ctx.run_date, ingested_at=datetime.now(), source=origin
     )
     version = tables.replace_run(raw, ctx.settings, ctx.usecase.raw_table, ctx.run_date)
     rows = (
@@ -125,4 +159,10 @@ def run(ctx: RunContext) -> dict[str, object]:
         ctx.usecase.raw_table,
         version,
     )
-    return {"rows": rows, "files": len(files), "raw_version": version}
+    return {
+        "rows": rows,
+        "files": len(files),
+        "raw_version": version,
+        "read": read,
+        "wrote": {ctx.usecase.raw_table: version},
+    }

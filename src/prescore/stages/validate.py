@@ -17,10 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 from prescore import tables
 from prescore.config import ConfigError, Severity, UseCase
+from prescore.profile import (
+    ColumnProfile,
+    ProfileHistory,
+    ProfilePlan,
+    compute_profile,
+    profile_frame,
+    profile_table,
+)
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
-    from great_expectations.core import ExpectationValidationResult
+    from great_expectations.core import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+    )
     from great_expectations.expectations import Expectation
     from pyspark.sql import DataFrame, SparkSession
 
@@ -123,7 +134,12 @@ def _build_expectation(spec: Any, path: Path, index: int) -> Expectation:
 
 
 def validate_frame(df: DataFrame, suite: ExpectationSuite) -> list[ExpectationOutcome]:
-    """Run `suite` over the whole of `df` in an in-memory GX context; one outcome per expectation.
+    """Run `suite` over the whole of `df` in an in-memory GX context; one outcome per expectation."""
+    return [_outcome(r) for r in suite_result(df, suite).results]
+
+
+def suite_result(df: DataFrame, suite: ExpectationSuite) -> ExpectationSuiteValidationResult:
+    """GX's result of `suite` over the whole of `df` (SUMMARY format).
 
     Any grain and columns in. The frame is cached for the suite's many metric queries (unless the
     caller cached it already) and released afterwards.
@@ -142,11 +158,23 @@ def validate_frame(df: DataFrame, suite: ExpectationSuite) -> list[ExpectationOu
         df.cache()
     try:
         batch = batch_definition.get_batch(batch_parameters={"dataframe": df})
-        result = batch.validate(suite, result_format=RESULT_FORMAT)
+        return batch.validate(suite, result_format=RESULT_FORMAT)
     finally:
         if owns_cache:
             df.unpersist()
-    return [_outcome(r) for r in result.results]
+
+
+def write_data_docs(result: ExpectationSuiteValidationResult, path: Path) -> Path:
+    """GX's own Data Docs page for one validation result (its CSS and scripts load from CDNs)."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    html = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".html.partial")
+    partial.write_text(html, encoding="utf-8")
+    partial.replace(path)
+    return path
 
 
 def _outcome(result: ExpectationValidationResult) -> ExpectationOutcome:
@@ -206,20 +234,29 @@ def outcomes_frame(
 # ---------------------------------------------------------------- stage
 
 
-def run(ctx: RunContext) -> dict[str, int]:
-    """Validate the raw table's run_date partition, record every outcome, fail on a failed `error`.
+def run(ctx: RunContext) -> dict[str, object]:
+    """Profile and validate the raw table's run_date partition; fail on a failed `error`.
 
-    Reads raw_<entity> (one run_date); writes validation_<entity>, one row per expectation.
+    Reads raw_<entity> (one run_date, cached once for the profile's two passes and the suite);
+    writes profile_<entity> (one row per column), validation_<entity> (one row per expectation)
+    and the HTML data report under reports/, logged to the use case's MLflow data experiment.
     """
     suite_path = ctx.settings.expectations_dir / f"{ctx.usecase.expectations}.json"
     suite = load_suite(suite_path)  # before any Spark work: a bad suite fails fast
     source = ctx.usecase.raw_table
-    raw = tables.read_run(ctx.spark, ctx.settings, source, ctx.run_date)
-    outcomes = validate_frame(raw, suite)
-    results = outcomes_frame(
-        ctx.spark, outcomes, run_date=ctx.run_date, usecase=ctx.usecase.name, suite=suite.name
-    )
-    version = tables.replace_run(results, ctx.settings, results_table(ctx.usecase), ctx.run_date)
+    raw_version = tables.latest_version(ctx.spark, ctx.settings, source)
+    raw = tables.read_run(ctx.spark, ctx.settings, source, ctx.run_date, raw_version).cache()
+    try:
+        plan = ProfilePlan.for_usecase(ctx.usecase, raw.columns)
+        profiles = compute_profile(raw, plan=plan)
+        result = suite_result(raw, suite)
+    finally:
+        raw.unpersist()
+    outcomes = [_outcome(r) for r in result.results]
+    reports = ctx.settings.reports_dir / ctx.usecase.name
+    data_docs = write_data_docs(result, reports / f"gx_{ctx.usecase.name}_{ctx.run_date}.html")
+    written = write_profile_and_results(ctx, profiles, outcomes, suite.name)
+    report = publish_report(ctx, profiles, outcomes, raw_version=raw_version, written=written)
     failed_error = [o for o in outcomes if not o.success and o.severity == "error"]
     failed_warn = [o for o in outcomes if not o.success and o.severity == "warn"]
     log.log(
@@ -241,5 +278,110 @@ def run(ctx: RunContext) -> dict[str, int]:
         "evaluated": len(outcomes),
         "failed_error": len(failed_error),
         "failed_warn": len(failed_warn),
-        "results_version": version,
+        "rows": profiles[0].rows if profiles else 0,
+        "results_version": written[results_table(ctx.usecase)],
+        "profile_version": written[profile_table(ctx.usecase)],
+        "report": str(report),
+        "data_docs": str(data_docs),
+        "read": {source: raw_version},
+        "wrote": written,
     }
+
+
+def write_profile_and_results(
+    ctx: RunContext, profiles: list[ColumnProfile], outcomes: list[ExpectationOutcome], suite: str
+) -> dict[str, int]:
+    """Replace the run_date in profile_<entity> and validation_<entity>; their new versions."""
+    usecase, run_date = ctx.usecase, ctx.run_date
+    profile = profile_frame(ctx.spark, profiles, run_date=run_date, usecase=usecase.name)
+    results = outcomes_frame(
+        ctx.spark, outcomes, run_date=run_date, usecase=usecase.name, suite=suite
+    )
+    return {
+        profile_table(usecase): tables.replace_run(
+            profile, ctx.settings, profile_table(usecase), run_date
+        ),
+        results_table(usecase): tables.replace_run(
+            results, ctx.settings, results_table(usecase), run_date
+        ),
+    }
+
+
+def profile_history(ctx: RunContext) -> ProfileHistory:
+    """Null rate per column of every profiled run_date up to this one (small: columns x dates)."""
+    from pyspark.sql import functions as F
+
+    table = tables.read(ctx.spark, ctx.settings, profile_table(ctx.usecase))
+    rows = (
+        table.where(F.col(tables.RUN_DATE) <= F.lit(ctx.run_date))
+        .select(tables.RUN_DATE, "column", "null_rate")
+        .collect()
+    )
+    return ProfileHistory.from_rows([(r[0], r[1], r[2]) for r in rows])
+
+
+def publish_report(
+    ctx: RunContext,
+    profiles: list[ColumnProfile],
+    outcomes: list[ExpectationOutcome],
+    *,
+    raw_version: int,
+    written: dict[str, int],
+) -> Path:
+    """Render the data report, save it under reports/<usecase>/ and log it to MLflow."""
+    from prescore.report import render_report, report_path, write_report
+
+    title = f"{ctx.usecase.name}: {ctx.usecase.raw_table} run_date {ctx.run_date} (v{raw_version})"
+    html = render_report(
+        title=title, profiles=profiles, outcomes=outcomes, history=profile_history(ctx)
+    )
+    path = write_report(html, report_path(ctx.settings.reports_dir, ctx.usecase.name, ctx.run_date))
+    log_data_run(
+        ctx, path, profiles, outcomes, read={ctx.usecase.raw_table: raw_version}, wrote=written
+    )
+    return path
+
+
+def data_experiment(ctx: RunContext) -> str:
+    """The use case's data experiment (`<registered model>-data`), created when new."""
+    import mlflow
+
+    from prescore import registry
+
+    registry.client(ctx.settings)
+    name = f"{registry.model_name(ctx.settings, ctx.usecase)}-data"
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    artifacts = ctx.settings.mlflow_artifacts_dir
+    location = artifacts.as_uri() if not ctx.settings.mlflow.tracking_uri else None
+    return str(mlflow.create_experiment(name, artifact_location=location))
+
+
+def log_data_run(
+    ctx: RunContext,
+    report: Path,
+    profiles: list[ColumnProfile],
+    outcomes: list[ExpectationOutcome],
+    *,
+    read: dict[str, int],
+    wrote: dict[str, int],
+) -> None:
+    """One MLflow run per validated run_date: the report, row and null counts, table versions."""
+    import mlflow
+
+    tags = {
+        "prescore.stage": "validate",
+        "prescore.run_date": ctx.run_date.isoformat(),
+        **{f"prescore.read.{t}": str(v) for t, v in read.items()},
+        **{f"prescore.wrote.{t}": str(v) for t, v in wrote.items()},
+    }
+    metrics = {f"null_rate.{p.column}": p.null_rate for p in profiles}
+    metrics["rows"] = float(profiles[0].rows if profiles else 0)
+    metrics["failed_error"] = float(sum(not o.success and o.severity == "error" for o in outcomes))
+    metrics["failed_warn"] = float(sum(not o.success and o.severity == "warn" for o in outcomes))
+    with mlflow.start_run(
+        experiment_id=data_experiment(ctx), run_name=f"data {ctx.run_date}", tags=tags
+    ):
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(report), artifact_path="reports")

@@ -1,0 +1,138 @@
+"""Validate stage cost: profile + expectation suite + row rules against one plain Spark pass.
+
+Same rows, same run. Generated churn rows (prescore.datagen, with its defects) are written once as
+Parquet under bench/.data/, read, spread over the cores and cached; every subject works on that
+cached frame, in seconds, best of 3 after a warm-up:
+
+- baseline: one aggregation computing the row count and the null count of every column;
+- prescore validate: the batch profile (two passes), the shipped Great Expectations suite
+  (SUMMARY results) and the row rules that decide the quarantine (null keys, ranges, duplicates),
+  each collected to the driver as the stage does; Delta writes and the HTML report are left out
+  (they do not grow with the rows);
+- its parts alone: the profile, the suite, the row rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench import DATA_DIR, Measurement, best_times
+from prescore import tables
+from prescore.config import load_settings, load_usecase
+from prescore.datagen import churn_chunks
+from prescore.profile import ProfilePlan, compute_profile
+from prescore.spark import get_spark
+from prescore.stages.clean import REASON, flag_duplicates, flag_invalid_rows
+from prescore.stages.validate import load_suite, validate_frame
+
+if TYPE_CHECKING:
+    from great_expectations import ExpectationSuite
+    from pyspark.sql import DataFrame
+
+    from prescore.config import Settings, UseCase
+
+BENCHMARK = "validate"
+ROWS = {"small": 200_000, "full": 5_000_000}
+CORES = 2
+DRIVER_MEMORY = "4g"
+RUN_DATE = date(2024, 1, 1)
+SEED = 42
+BASELINE = "one pass: count + null counts"
+VALIDATE = "prescore validate (profile + suite + row rules)"
+
+
+def raw_files(size: str) -> Path:
+    """Parquet folder of generated raw rows, written once per size."""
+    target = DATA_DIR / f"validate-{size}"
+    if not (target / "_DONE").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        for index, chunk in enumerate(churn_chunks(ROWS[size], RUN_DATE, SEED)):
+            table = pa.Table.from_pandas(chunk, preserve_index=False)
+            pq.write_table(table, target / f"part-{index:05d}.parquet", coerce_timestamps="us")
+        (target / "_DONE").touch()
+    return target
+
+
+def null_counts(frame: DataFrame) -> Callable[[], object]:
+    from pyspark.sql import functions as F
+
+    aggs = [F.count(F.lit(1)), *[F.count_if(F.col(c).isNull()) for c in frame.columns]]
+    return lambda: frame.agg(*aggs).collect()
+
+
+def row_rules(frame: DataFrame, usecase: UseCase) -> Callable[[], object]:
+    flagged = frame.transform(
+        flag_invalid_rows, keys=usecase.keys, valid_range=usecase.cleaning.valid_range
+    ).transform(flag_duplicates, keys=usecase.keys, event_time=usecase.event_time)
+    return lambda: flagged.groupBy(REASON).count().collect()
+
+
+def subjects(
+    frame: DataFrame, usecase: UseCase, suite: ExpectationSuite
+) -> dict[str, Callable[[], object]]:
+    plan = ProfilePlan.for_usecase(usecase, frame.columns)
+    profile = lambda: compute_profile(frame, plan=plan)  # noqa: E731
+    expectations = lambda: validate_frame(frame, suite)  # noqa: E731
+    rules = row_rules(frame, usecase)
+
+    def whole() -> None:
+        profile()
+        expectations()
+        rules()
+
+    return {
+        BASELINE: null_counts(frame),
+        VALIDATE: whole,
+        "profile (2 passes)": profile,
+        "GE suite (SUMMARY)": expectations,
+        "row rules (quarantine)": rules,
+    }
+
+
+def bench_settings() -> Settings:
+    settings = load_settings(env="test")
+    conf = {**settings.spark.conf, "spark.driver.memory": DRIVER_MEMORY}
+    return settings.model_copy(update={"spark": settings.spark.model_copy(update={"conf": conf})})
+
+
+def run(size: str) -> list[Measurement]:
+    from pyspark.sql import functions as F
+
+    settings = bench_settings()
+    usecase = load_usecase("churn", settings)
+    suite = load_suite(settings.expectations_dir / f"{usecase.expectations}.json")
+    spark = get_spark(settings)
+    try:
+        frame = (
+            spark.read.parquet(str(raw_files(size)))
+            .withColumn(tables.RUN_DATE, F.lit(RUN_DATE))
+            .withColumn("_source_file", F.col("_metadata.file_name"))
+            .repartition(CORES)
+            .cache()
+        )
+        rows = frame.count()  # fill the cache outside the timings
+        try:
+            seconds = best_times(subjects(frame, usecase, suite))
+        finally:
+            frame.unpersist()
+    finally:
+        spark.stop()
+    return [
+        Measurement(
+            benchmark=BENCHMARK,
+            subject=name,
+            metric="time",
+            value=value,
+            unit="s",
+            higher_is_better=False,
+            baseline=None if name == BASELINE else BASELINE,
+            note=f"{rows:,} cached rows, {len(frame.columns)} columns, local[{CORES}]",
+        )
+        for name, value in seconds.items()
+    ]

@@ -1,0 +1,299 @@
+"""Profile of one batch: per-column statistics computed in Spark in two passes over a cached frame.
+
+Pass 1 is one aggregation: row count, nulls, min, max, mean, stddev, approximate quantiles and
+distinct counts of every column, and the Pearson correlation of every pair of numeric columns
+(features and label). Pass 2 is one grouped count over a stacked (column, value) frame: the
+histogram bins of numeric columns (edges from pass 1's min and max) and the top values of
+categoricals. The result is one row per column and run_date, as PROFILE_SCHEMA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import astuple, dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+    from prescore.config import UseCase
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+QUANTILE_ACCURACY = 1_000  # percentile_approx: relative error about 1/accuracy
+DISTINCT_RSD = 0.05  # approx_count_distinct: relative standard deviation
+HISTOGRAM_BINS = 20
+TOP_VALUES = 10
+BIN, VALUE = "bin", "value"  # the two kinds of (column, value) cell counted in pass 2
+NUMERIC_TYPES = ("int", "long", "double")
+PROFILE_SCHEMA = (
+    "run_date date, usecase string, column string, dtype string, role string, rows long, "
+    "nulls long, null_rate double, distinct_approx long, min string, max string, mean double, "
+    "stddev double, quantiles string, histogram string, top_values string, correlations string"
+)
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """Which statistics each column gets, from the use case: PII columns get counts only."""
+
+    dtypes: dict[str, str]  # column -> declared type, in source order
+    roles: dict[str, str]  # column -> key, event_time, label, feature, pii, other
+    histogram: list[str]  # numeric columns binned
+    top_values: list[str]  # categorical columns counted by value
+    correlated: list[str]  # numeric features and the label
+
+    @classmethod
+    def for_usecase(cls, usecase: UseCase, columns: list[str]) -> ProfilePlan:
+        """The plan for the declared columns present in `columns` (lineage columns are left out)."""
+        dtypes = {c: t for c, t in usecase.source.schema_.items() if c in columns}
+        roles = {c: _role(usecase, c) for c in dtypes}
+        numeric = [
+            c
+            for c, t in dtypes.items()
+            if t in NUMERIC_TYPES and roles[c] in ("feature", "label", "other")
+        ]
+        label = [usecase.label] if usecase.label in numeric else []
+        categorical = [c for c in usecase.categorical_features if c in dtypes]
+        return cls(
+            dtypes=dtypes,
+            roles=roles,
+            histogram=numeric,
+            top_values=categorical + [c for c in label if c not in categorical],
+            correlated=[c for c in usecase.numeric_features if c in numeric] + label,
+        )
+
+
+def _role(usecase: UseCase, column: str) -> str:
+    if column in usecase.keys:
+        return "key"
+    if column in usecase.pii:
+        return "pii"
+    if column == usecase.label:
+        return "label"
+    if column == usecase.event_time:
+        return "event_time"
+    return "feature" if column in usecase.features else "other"
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """One column's statistics; the JSON fields are strings so the Delta table stays flat."""
+
+    column: str
+    dtype: str
+    role: str
+    rows: int
+    nulls: int
+    null_rate: float
+    distinct_approx: int
+    min: str | None
+    max: str | None
+    mean: float | None
+    stddev: float | None
+    quantiles: str | None  # JSON {"0.05": v, ...}
+    histogram: str | None  # JSON {"edges": [...], "counts": [...]}
+    top_values: str | None  # JSON [[value, count], ...], most frequent first
+    correlations: str | None  # JSON {other column: pearson r}
+
+    def loaded(self, name: str) -> Any:
+        value = getattr(self, name)
+        return None if value is None else json.loads(value)
+
+
+# ---------------------------------------------------------------- pass 1: one aggregation
+
+
+def _pair(a: str, b: str) -> str:
+    return f"corr__{a}__{b}"
+
+
+def summary_aggregates(plan: ProfilePlan) -> list[Column]:
+    """Every pass-1 statistic as one aggregate expression, named `<stat>__<column>`."""
+    from pyspark.sql import functions as F
+
+    aggs = [F.count(F.lit(1)).alias("rows")]
+    for column, dtype in plan.dtypes.items():
+        col = F.col(column)
+        aggs.append(F.count(col).alias(f"nonnull__{column}"))
+        aggs.append(F.approx_count_distinct(col, DISTINCT_RSD).alias(f"distinct__{column}"))
+        aggs.append(F.min(col).cast("string").alias(f"min__{column}"))
+        aggs.append(F.max(col).cast("string").alias(f"max__{column}"))
+        if dtype in NUMERIC_TYPES:
+            value = col.cast("double")
+            aggs.append(F.mean(value).alias(f"mean__{column}"))
+            aggs.append(F.stddev_samp(value).alias(f"stddev__{column}"))
+            aggs.append(F.min(value).alias(f"lo__{column}"))
+            aggs.append(F.max(value).alias(f"hi__{column}"))
+            probabilities = F.array(*[F.lit(q) for q in QUANTILES])
+            aggs.append(
+                F.percentile_approx(value, probabilities, QUANTILE_ACCURACY).alias(f"q__{column}")
+            )
+    for i, a in enumerate(plan.correlated):
+        for b in plan.correlated[i + 1 :]:
+            aggs.append(F.corr(F.col(a).cast("double"), F.col(b).cast("double")).alias(_pair(a, b)))
+    return aggs
+
+
+def summarise(df: DataFrame, *, plan: ProfilePlan) -> DataFrame:
+    """Pass 1: one row of aggregates over the whole frame (any grain in)."""
+    return df.agg(*summary_aggregates(plan))
+
+
+# ---------------------------------------------------------------- pass 2: one grouped count
+
+
+def bin_edges(lo: float | None, hi: float | None, bins: int = HISTOGRAM_BINS) -> list[float]:
+    """`bins` equal-width bins over [lo, hi]; a constant column gets one bin."""
+    if lo is None or hi is None or not math.isfinite(lo) or not math.isfinite(hi):
+        return []
+    if hi <= lo:
+        return [lo, lo]
+    width = (hi - lo) / bins
+    return [lo + i * width for i in range(bins)] + [hi]
+
+
+def value_counts(
+    df: DataFrame, *, edges: dict[str, list[float]], categorical: list[str], top: int = TOP_VALUES
+) -> DataFrame:
+    """Pass 2: counts of (column, value) for histogram bins and categorical values.
+
+    One row per column, kind and value: kind `bin` has the bin index (as text) of a binned
+    column, kind `value` a categorical's value itself (null for nulls); a column can have both
+    (an integer label). Categoricals keep their `top` most frequent values.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    cells = []
+    for column, bounds in edges.items():
+        lo, hi, bins = bounds[0], bounds[-1], len(bounds) - 1
+        value = F.col(column).cast("double")
+        # least() skips nulls, so a null would land in the last bin without the when().
+        index = F.when(
+            value.isNotNull(),
+            F.least(F.floor((value - lo) / F.lit((hi - lo) / bins or 1.0)), F.lit(bins - 1)),
+        )
+        cells.append(_cell(column, BIN, index.cast("string")))
+    for column in categorical:
+        cells.append(_cell(column, VALUE, F.col(column).cast("string")))
+    if not cells:
+        return df.sparkSession.createDataFrame(
+            [], "column string, kind string, value string, count long"
+        )
+    stacked = df.select(F.explode(F.array(*cells)).alias("cell")).select("cell.*")
+    counts = stacked.groupBy("column", "kind", "value").count()
+    if not categorical:
+        return counts
+    by_count = Window.partitionBy("column", "kind").orderBy(F.desc("count"), "value")
+    ranked = counts.withColumn("_rank", F.row_number().over(by_count))
+    return ranked.where((F.col("kind") == BIN) | (F.col("_rank") <= top)).drop("_rank")
+
+
+def _cell(column: str, kind: str, value: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.struct(F.lit(column).alias("column"), F.lit(kind).alias("kind"), value.alias("value"))
+
+
+# ---------------------------------------------------------------- assembling
+
+
+def compute_profile(df: DataFrame, *, plan: ProfilePlan) -> list[ColumnProfile]:
+    """Run both passes (the caller caches `df`) and assemble one ColumnProfile per column."""
+    summary = summarise(df, plan=plan).first()
+    assert summary is not None  # a global aggregate always returns one row
+    stats = summary.asDict()
+    edges = {c: bin_edges(stats[f"lo__{c}"], stats[f"hi__{c}"]) for c in plan.histogram}
+    edges = {c: e for c, e in edges.items() if e}
+    counts: dict[tuple[str, str], dict[str | None, int]] = {}
+    for row in value_counts(df, edges=edges, categorical=plan.top_values).collect():
+        counts.setdefault((row["column"], row["kind"]), {})[row["value"]] = row["count"]
+    return [
+        _column_profile(
+            c, plan, stats, edges.get(c), counts.get((c, BIN), {}), counts.get((c, VALUE), {})
+        )
+        for c in plan.dtypes
+    ]
+
+
+def _column_profile(
+    column: str,
+    plan: ProfilePlan,
+    stats: dict[str, Any],
+    edges: list[float] | None,
+    bins: dict[str | None, int],
+    values: dict[str | None, int],
+) -> ColumnProfile:
+    rows = int(stats["rows"])
+    nulls = rows - int(stats[f"nonnull__{column}"])
+    numeric = plan.dtypes[column] in NUMERIC_TYPES
+    quantiles = stats.get(f"q__{column}") if numeric else None
+    histogram = None
+    if edges:
+        binned = [bins.get(str(i), 0) for i in range(len(edges) - 1)]
+        histogram = json.dumps({"edges": edges, "counts": binned})
+    top = None
+    if column in plan.top_values:
+        ranked = sorted(((v, n) for v, n in values.items() if v is not None), key=lambda x: -x[1])
+        top = json.dumps(ranked[:TOP_VALUES])
+    correlations = None
+    if column in plan.correlated:
+        found = {}
+        for other in plan.correlated:
+            if other != column:
+                pair = (
+                    _pair(column, other) if _pair(column, other) in stats else _pair(other, column)
+                )
+                found[other] = _finite(stats[pair])
+        correlations = json.dumps(found)
+    return ColumnProfile(
+        column=column,
+        dtype=plan.dtypes[column],
+        role=plan.roles[column],
+        rows=rows,
+        nulls=nulls,
+        null_rate=nulls / rows if rows else 0.0,
+        distinct_approx=int(stats[f"distinct__{column}"]),
+        min=None if plan.roles[column] == "pii" else stats[f"min__{column}"],
+        max=None if plan.roles[column] == "pii" else stats[f"max__{column}"],
+        mean=_finite(stats.get(f"mean__{column}")),
+        stddev=_finite(stats.get(f"stddev__{column}")),
+        quantiles=None
+        if quantiles is None
+        else json.dumps(dict(zip(map(str, QUANTILES), quantiles, strict=True))),
+        histogram=histogram,
+        top_values=top,
+        correlations=correlations,
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def profile_frame(
+    spark: SparkSession, profiles: list[ColumnProfile], *, run_date: date, usecase: str
+) -> DataFrame:
+    """The profile table's rows: one per column and run_date, columns as PROFILE_SCHEMA."""
+    rows = [(run_date, usecase, *astuple(p)) for p in profiles]
+    return spark.createDataFrame(rows, schema=PROFILE_SCHEMA)
+
+
+def profile_table(usecase: UseCase) -> str:
+    return f"profile_{usecase.entity}"
+
+
+@dataclass
+class ProfileHistory:
+    """Null rate per column and run_date, from the profile table (for the report's trend plot)."""
+
+    null_rates: dict[str, dict[date, float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple[date, str, float]]) -> ProfileHistory:
+        history = cls()
+        for run_date, column, rate in rows:
+            history.null_rates.setdefault(column, {})[run_date] = rate
+        return history

@@ -1,0 +1,181 @@
+"""Batch profile (two Spark passes) and the HTML report built from it, on small explicit frames."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from datetime import date
+
+import numpy as np
+import pytest
+from chispa import assert_df_equality
+from matplotlib import image as mpimg
+from pyspark.sql import DataFrame, SparkSession
+
+from prescore.profile import (
+    BIN,
+    VALUE,
+    ColumnProfile,
+    ProfileHistory,
+    ProfilePlan,
+    bin_edges,
+    compute_profile,
+    value_counts,
+)
+from prescore.report import render_report
+
+pytestmark = pytest.mark.unit
+
+SCHEMA = "id string, email string, tenure int, charges double, plan string, churned int"
+ROWS = [
+    ("a", "a@x.org", 1, 10.0, "basic", 0),
+    ("b", "b@x.org", 2, 20.0, "basic", 0),
+    ("c", None, 3, None, "premium", 1),
+    ("d", "d@x.org", 4, 40.0, None, 1),
+    ("e", "e@x.org", 10, 100.0, "basic", 0),
+]
+PLAN = ProfilePlan(
+    dtypes={
+        "id": "string",
+        "email": "string",
+        "tenure": "int",
+        "charges": "double",
+        "plan": "string",
+        "churned": "int",
+    },
+    roles={
+        "id": "key",
+        "email": "pii",
+        "tenure": "feature",
+        "charges": "feature",
+        "plan": "feature",
+        "churned": "label",
+    },
+    histogram=["tenure", "charges", "churned"],
+    top_values=["plan", "churned"],
+    correlated=["tenure", "charges", "churned"],
+)
+
+
+@pytest.fixture(scope="module")
+def frame(spark: SparkSession) -> DataFrame:
+    return spark.createDataFrame(ROWS, SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def profiles(frame: DataFrame) -> dict[str, ColumnProfile]:
+    return {p.column: p for p in compute_profile(frame, plan=PLAN)}
+
+
+def test_plan_for_churn_profiles_pii_by_counts_only(churn) -> None:
+    plan = ProfilePlan.for_usecase(churn, [*churn.source.schema_, "run_date", "_source_file"])
+
+    assert list(plan.dtypes) == list(churn.source.schema_)  # lineage columns left out
+    assert plan.roles["email"] == "pii" and plan.roles["customer_id"] == "key"
+    assert "email" not in plan.top_values and "email" not in plan.histogram
+    assert plan.top_values == [*churn.categorical_features, churn.label]
+    assert plan.correlated == [*churn.numeric_features, churn.label]
+
+
+def test_counts_nulls_and_moments(profiles: dict[str, ColumnProfile]) -> None:
+    charges = profiles["charges"]
+    values = np.array([10.0, 20.0, 40.0, 100.0])
+
+    assert (charges.rows, charges.nulls, charges.null_rate) == (5, 1, pytest.approx(0.2))
+    assert (charges.min, charges.max) == ("10.0", "100.0")
+    assert charges.mean == pytest.approx(values.mean())
+    assert charges.stddev == pytest.approx(values.std(ddof=1))
+    assert charges.distinct_approx == 4
+    assert charges.loaded("quantiles")["0.5"] == 20.0  # percentile_approx: an actual value
+    assert profiles["plan"].nulls == 1 and profiles["plan"].mean is None
+
+
+def test_pii_column_has_no_values_in_the_profile(profiles: dict[str, ColumnProfile]) -> None:
+    email = profiles["email"]
+
+    assert (email.nulls, email.distinct_approx) == (1, 4)
+    assert email.min is email.max is email.top_values is email.histogram is None
+
+
+def test_histogram_counts_every_non_null_value(profiles: dict[str, ColumnProfile]) -> None:
+    histogram = profiles["tenure"].loaded("histogram")
+
+    assert histogram["edges"][0] == 1.0 and histogram["edges"][-1] == 10.0
+    assert len(histogram["counts"]) == len(histogram["edges"]) - 1
+    assert sum(histogram["counts"]) == 5
+    assert histogram["counts"][-1] == 1  # the maximum falls in the last bin, not past it
+    assert sum(profiles["charges"].loaded("histogram")["counts"]) == 4
+
+
+def test_label_gets_bins_and_values_apart(profiles: dict[str, ColumnProfile]) -> None:
+    churned = profiles["churned"]
+
+    assert churned.loaded("top_values") == [["0", 3], ["1", 2]]
+    assert sum(churned.loaded("histogram")["counts"]) == 5
+
+
+def test_top_values_most_frequent_first(profiles: dict[str, ColumnProfile]) -> None:
+    assert profiles["plan"].loaded("top_values") == [["basic", 3], ["premium", 1]]
+
+
+def test_correlations_match_numpy_pairwise(profiles: dict[str, ColumnProfile]) -> None:
+    tenure, charges = np.array([1, 2, 4, 10.0]), np.array([10.0, 20.0, 40.0, 100.0])
+    churned = np.array([0, 0, 1, 1, 0.0])
+
+    correlations = profiles["tenure"].loaded("correlations")
+
+    assert correlations["charges"] == pytest.approx(np.corrcoef(tenure, charges)[0, 1])
+    assert correlations["churned"] == pytest.approx(
+        np.corrcoef(np.array([1, 2, 3, 4, 10.0]), churned)[0, 1]
+    )
+    assert profiles["charges"].loaded("correlations")["tenure"] == correlations["charges"]
+
+
+def test_value_counts_stacks_bins_and_values(spark: SparkSession, frame: DataFrame) -> None:
+    counted = value_counts(frame, edges={"tenure": [1.0, 5.5, 10.0]}, categorical=["plan"], top=1)
+
+    expected = spark.createDataFrame(
+        [("tenure", BIN, "0", 4), ("tenure", BIN, "1", 1), ("plan", VALUE, "basic", 3)],
+        "column string, kind string, value string, count long",
+    )
+    assert_df_equality(counted, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "expected"),
+    [(0.0, 4.0, [0.0, 1.0, 2.0, 3.0, 4.0]), (2.0, 2.0, [2.0, 2.0]), (None, None, [])],
+    ids=["range", "constant", "all_null"],
+)
+def test_bin_edges(lo, hi, expected) -> None:
+    assert bin_edges(lo, hi, bins=4) == expected
+
+
+def test_report_is_one_self_contained_page_with_readable_plots(
+    profiles: dict[str, ColumnProfile],
+) -> None:
+    history = ProfileHistory.from_rows(
+        [(date(2024, 3, 1), "charges", 0.1), (date(2024, 3, 2), "charges", 0.2)]
+    )
+
+    html = render_report(
+        title="churn <test>", profiles=list(profiles.values()), outcomes=[], history=history
+    )
+
+    assert "churn &lt;test&gt;" in html  # escaped
+    assert not re.search(r"""(src|href)=["'](?!data:)""", html)  # nothing fetched from outside
+    images = re.findall(
+        r'<h2>([^<]+)</h2>\s*<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', html
+    )
+    assert [name for name, _ in images] == [
+        "Distributions",
+        "Top values",
+        "Correlation",
+        "Null rate over time",
+    ]
+    for _, encoded in images:
+        pixels = mpimg.imread(io.BytesIO(base64.b64decode(encoded)), format="png")
+        assert pixels.shape[0] > 150 and pixels.shape[1] > 300
+        assert pixels.std() > 0.05  # not a blank canvas
+    assert json.dumps("charges")[1:-1] in html
