@@ -1,6 +1,6 @@
-"""Reliability of the model the score stage uses (case 7): @champion moved by someone while a
-scoring run is under way does not change that run; the version resolved at its start is the one
-stamped on every row."""
+"""Reliability of the model the score stage uses (case 7): a worse challenger never becomes
+champion; @champion moved by someone while a scoring run is under way does not change that run,
+whose rows all carry the version resolved at its start."""
 
 from __future__ import annotations
 
@@ -15,9 +15,36 @@ from pyspark.sql import SparkSession
 
 from prescore import registry, tables
 from prescore.context import RunContext
-from prescore.stages import score
+from prescore.stages import score, train
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+
+def copy_of(flow: tuple[RunContext, Any], folder: Path) -> RunContext:
+    flown, _ = flow
+    shutil.copytree(flown.settings.state_dir, folder, symlinks=True)
+    settings = flown.settings.model_copy(update={"state_dir": folder})
+    return RunContext(settings, flown.usecase, flown.run_date, flown.spark)
+
+
+def test_a_worse_challenger_is_registered_but_never_champion(
+    spark: SparkSession, flow: tuple[RunContext, Any], tmp_path: Path
+) -> None:
+    """Case 7a: a model with two depth-1 trees, trained on the flow's data after its champion:
+    worse on the same test split, so it becomes @challenger and @champion stays."""
+    ctx = copy_of(flow, tmp_path / "state")
+    before = registry.resolve_alias(ctx.settings, ctx.usecase)
+    weak_params = {**ctx.usecase.model.params, "n_estimators": 2, "max_depth": 1}
+    weak = ctx.usecase.model_copy(
+        update={"model": ctx.usecase.model.model_copy(update={"params": weak_params})}
+    )
+    outcome = train.run(RunContext(ctx.settings, weak, ctx.run_date, spark))
+
+    assert outcome["promoted"] is False
+    assert "not better" in str(outcome["reason"]), outcome["reason"]
+    assert registry.resolve_alias(ctx.settings, ctx.usecase) == before
+    challenger = registry.resolve_alias(ctx.settings, ctx.usecase, registry.CHALLENGER)
+    assert challenger.version == str(outcome["version"]) != before.version
 
 
 def test_champion_moved_during_scoring_changes_nothing_in_that_run(
@@ -25,10 +52,8 @@ def test_champion_moved_during_scoring_changes_nothing_in_that_run(
 ) -> None:
     """Case 7b: a second version is registered and @champion moved to it once the scoring run's
     Spark work has started: every row still carries the version resolved at the start."""
-    flown, _ = flow
-    shutil.copytree(flown.settings.state_dir, tmp_path / "state", symlinks=True)
-    settings = flown.settings.model_copy(update={"state_dir": tmp_path / "state"})
-    ctx = RunContext(settings, flown.usecase, flown.run_date, spark)
+    ctx = copy_of(flow, tmp_path / "state")
+    settings = ctx.settings
     before = registry.resolve_alias(settings, ctx.usecase)
     mlflow = registry.client(settings)
     source = mlflow.get_model_version(before.name, before.version).source
