@@ -68,12 +68,6 @@ HTTP_SINGLES = 5_000  # a sample of the requests: every client process times its
 HTTP_BATCHES = 100
 HTTP_CHECKED = 200  # single keys checked against `Scores` before timing, with the first batch
 PRESCORE_COMMAND = Path(sys.executable).with_name("prescore")  # the venv's `prescore` script
-# With two cores or more, the server runs on the first and its clients on the others, as a service
-# and its callers would run on different machines: otherwise the clients' own work (4 processes
-# building requests) preempts the server and the tail measures the scheduler, not the service.
-CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-SERVER_CPUS = CPUS[:1] if len(CPUS) >= 2 else []
-CLIENT_CPUS = CPUS[1:] if len(CPUS) >= 2 else []
 
 Request = list[str]
 
@@ -303,13 +297,7 @@ class Server:
         self.log = log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                command,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=out,
-                cwd=BENCH_DIR.parent,
-                # Pinned before exec, so that every thread uvicorn starts inherits it.
-                preexec_fn=(lambda: os.sched_setaffinity(0, SERVER_CPUS)) if SERVER_CPUS else None,
+                command, env=env, stdout=subprocess.DEVNULL, stderr=out, cwd=BENCH_DIR.parent
             )
 
     def wait_ready(self, timeout: float = 120.0) -> None:
@@ -385,8 +373,6 @@ def http_client(
     started together with the other clients. Puts (index, single wall, single CPU, batch wall,
     batch CPU) in ns on `results`, or (index, error message)."""
     try:
-        if CLIENT_CPUS:
-            os.sched_setaffinity(0, CLIENT_CPUS)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         http_single(conn, singles[0][0])  # untimed: connect, warm up
         http_batch(conn, batches[0])
@@ -448,12 +434,6 @@ def timed_over_http(
     return Timings(series[0], series[1]), Timings(series[2], series[3])
 
 
-def placement() -> str:
-    if not SERVER_CPUS:
-        return "clients and server share the cores"
-    return f"server pinned to CPU {SERVER_CPUS}, clients to CPUs {CLIENT_CPUS}"
-
-
 def http_measurements(
     settings: Settings,
     size: str,
@@ -486,7 +466,7 @@ def http_measurements(
     note = (
         f"prescore serve (uvicorn, 1 process) on loopback, {HTTP_CLIENTS} client processes at once, "
         f"one keep-alive http.client connection each, {len(singles):,} GETs then {len(batches)} "
-        f"POSTs (answer read, not parsed){server_cpu}; {placement()} "
+        f"POSTs (answer read, not parsed){server_cpu}; clients and server share the cores "
         f"(load {load:.2f} after the run); CPU time is the client's"
     )
     return latencies(HTTP, single, batch, note)
