@@ -18,7 +18,9 @@ import pyarrow.parquet as pq
 from prescore import tables
 from prescore.datagen import landing_dir
 from prescore.sources import (
+    SPARK_TYPES,
     SourceSchemaError,
+    check_columns,
     check_csv_header,
     check_delta,
     check_json_lines,
@@ -33,15 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPARK_TYPES = {
-    "string": "string",
-    "int": "int",
-    "long": "bigint",
-    "double": "double",
-    "boolean": "boolean",
-    "date": "date",
-    "timestamp": "timestamp",
-}
 # Parquet physical types each declared type accepts without losing information.
 _ARROW_ACCEPTS = {
     "string": (pa.types.is_string, pa.types.is_large_string),
@@ -61,12 +54,7 @@ def check_parquet_schema(path: Path, declared: dict[str, str]) -> None:
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceSchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
     actual = {field.name: field.type for field in schema}
-    missing = sorted(set(declared) - set(actual))
-    extra = sorted(set(actual) - set(declared))
-    if missing:
-        raise SourceSchemaError(f"{path}: missing column(s) {missing}")
-    if extra:
-        raise SourceSchemaError(f"{path}: unexpected column(s) {extra} not in the declared schema")
+    check_columns(str(path), list(actual), declared)
     for column, kind in declared.items():
         if not any(accepts(actual[column]) for accepts in _ARROW_ACCEPTS[kind]):
             raise SourceSchemaError(
