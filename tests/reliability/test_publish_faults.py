@@ -40,8 +40,9 @@ PRED_SCHEMA = (
 
 
 def score_of(version: int, i: int) -> float:
-    """Version 1 scores i/1000, version 2 scores 0.5 + i/1000: every answer tells its version."""
-    return (version - 1) * 0.5 + i / 1000
+    """Version 1 scores i/1000, version 2 half a thousandth more: every answer tells its version,
+    and the two distributions are the same to publish's drift check."""
+    return i / 1000 + (version - 1) * 0.0005
 
 
 def score_predictions(spark: SparkSession, ctx: RunContext, version: int) -> None:

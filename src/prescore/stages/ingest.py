@@ -48,12 +48,15 @@ _ARROW_ACCEPTS = {
 
 
 def check_parquet_schema(path: Path, declared: dict[str, str]) -> None:
-    """Refuse a Parquet file with a missing, extra or retyped column (reads the footer only)."""
+    """Refuse a Parquet file with a missing, extra or retyped column, or no rows (reads the
+    footer only)."""
     try:
-        schema = pq.read_schema(path)
+        footer = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceSchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
-    actual = {field.name: field.type for field in schema}
+    if footer.metadata.num_rows == 0:  # an export that wrote its schema and nothing else
+        raise SourceSchemaError(f"{path}: no rows (an empty export?)")
+    actual = {field.name: field.type for field in footer.schema_arrow}
     check_columns(str(path), list(actual), declared)
     for column, kind in declared.items():
         if not any(accepts(actual[column]) for accepts in _ARROW_ACCEPTS[kind]):
