@@ -11,10 +11,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prescore.config import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 DATA_DIR = BENCH_DIR / ".data"
 SIZES = ("small", "full")
+SPARK_DRIVER_MEMORY = "4g"  # room in the local driver for a cached million-row frame
+
+
+def spark_settings() -> Settings:
+    """conf/base.yaml + conf/env/test.yaml (local[2]), with SPARK_DRIVER_MEMORY for the driver."""
+    from prescore.config import load_settings
+
+    settings = load_settings(env="test")
+    conf = {**settings.spark.conf, "spark.driver.memory": SPARK_DRIVER_MEMORY}
+    return settings.model_copy(update={"spark": settings.spark.model_copy(update={"conf": conf})})
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench import DATA_DIR, Measurement, best_times
-from prescore.config import UseCase, load_settings
+from bench import DATA_DIR, Measurement, best_times, spark_settings
+from prescore.config import UseCase
 from prescore.spark import get_spark
 from prescore.stages import train
 
 if TYPE_CHECKING:
-    from prescore.config import Settings
+    pass
 
 BENCHMARK = "train"
 ROWS = {"small": 100_000, "full": 1_000_000}
@@ -47,7 +47,6 @@ PARAMS: dict[str, float | int | str] = {
     "max_bin": 256,
     "seed": 7,
 }
-DRIVER_MEMORY = "4g"
 NATIVE = "native xgboost.train"
 NATIVE_1 = "native xgboost.train, 1 thread"  # OpenMP threads spin when the cores are busy
 PRESCORE = "prescore xgboost.spark fit"
@@ -130,20 +129,13 @@ def test_auc(booster: Any, frame: Any) -> float:
     )
 
 
-def bench_settings() -> Settings:
-    """conf/base.yaml + conf/env/test.yaml (local[2]), with room in the driver for the cache."""
-    settings = load_settings(env="test")
-    conf = {**settings.spark.conf, "spark.driver.memory": DRIVER_MEMORY}
-    return settings.model_copy(update={"spark": settings.spark.model_copy(update={"conf": conf})})
-
-
 def run(size: str) -> list[Measurement]:
     from pyspark.sql import functions as F
 
     usecase = bench_usecase()
     folder = data(size)
     frame = pq.read_table(folder).to_pandas()
-    spark = get_spark(bench_settings())
+    spark = get_spark(spark_settings())
     training = (
         spark.read.parquet(str(folder))
         .where(F.col("_split") != "test")

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench import DATA_DIR, Measurement, best_times
+from bench import DATA_DIR, Measurement, best_times, spark_settings
 from prescore import tables
-from prescore.config import load_settings, load_usecase
+from prescore.config import load_usecase
 from prescore.datagen import churn_chunks
 from prescore.profile import ProfilePlan, compute_profile
 from prescore.spark import get_spark
@@ -35,12 +35,11 @@ if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
     from pyspark.sql import DataFrame
 
-    from prescore.config import Settings, UseCase
+    from prescore.config import UseCase
 
 BENCHMARK = "validate"
 ROWS = {"small": 200_000, "full": 5_000_000}
 CORES = 2
-DRIVER_MEMORY = "4g"
 RUN_DATE = date(2024, 1, 1)
 SEED = 42
 BASELINE = "one pass: count + null counts"
@@ -95,16 +94,10 @@ def subjects(
     }
 
 
-def bench_settings() -> Settings:
-    settings = load_settings(env="test")
-    conf = {**settings.spark.conf, "spark.driver.memory": DRIVER_MEMORY}
-    return settings.model_copy(update={"spark": settings.spark.model_copy(update={"conf": conf})})
-
-
 def run(size: str) -> list[Measurement]:
     from pyspark.sql import functions as F
 
-    settings = bench_settings()
+    settings = spark_settings()
     usecase = load_usecase("churn", settings)
     suite = load_suite(settings.expectations_dir / f"{usecase.expectations}.json")
     spark = get_spark(settings)
