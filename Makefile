@@ -27,8 +27,10 @@ $(VENV)/.delta-jars: $(STAMP)
 demo: setup
 	@scripts/demo.sh
 
+# Two pytest workers: much of a test's time is a JVM or an Airflow process starting, which leaves
+# a core idle; tests are grouped by file (see tests/conftest.py), so each fixture is built once.
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check src jobs dags tests bench
