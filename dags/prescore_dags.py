@@ -42,7 +42,6 @@ import logging
 import os
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, chain
 
+from prescore import alerts
 from prescore.bundle import build_bundle
 from prescore.config import (
     HOME_VARIABLE,
@@ -126,18 +126,6 @@ def failure_alert(context: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def post_alert(url: str, alert: Mapping[str, Any], timeout: float) -> int:
-    """POST the alert as JSON; the HTTP status, or raises on a network or HTTP error."""
-    request = urllib.request.Request(  # the URL comes from conf, checked to be http(s)
-        url,
-        data=json.dumps(alert).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": "prescore-airflow"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return int(response.status)
-
-
 def alert_on_failure(context: Context) -> None:
     """on_failure_callback: log the failure, then POST it to the configured webhook. Never raises.
 
@@ -147,12 +135,7 @@ def alert_on_failure(context: Context) -> None:
     try:
         alert = failure_alert(context)
         log.error("prescore task failed: %s", json.dumps(alert))
-        settings = load_settings().airflow
-        if settings.alert_webhook_url:
-            status = post_alert(settings.alert_webhook_url, alert, settings.alert_timeout_seconds)
-            log.info("prescore failure alert sent (HTTP %d)", status)
-    except OSError as exc:  # unreachable, refused, timed out, or an HTTP error status
-        log.warning("prescore failure alert could not be sent: %s", exc)
+        alerts.send(alert, load_settings().airflow)
     except Exception:
         log.exception("prescore failure alert could not be sent")
 
