@@ -86,7 +86,8 @@ def _bin_of(column: str, edges: list[float]) -> Column:
     from pyspark.sql import functions as F
 
     value = F.col(column).cast("double")
-    index = sum((F.when(value >= e, 1).otherwise(0) for e in edges), F.lit(0))
+    cuts = F.array(*[F.lit(e) for e in edges]).cast("array<double>")
+    index = F.size(F.filter(cuts, lambda edge: edge <= value))
     return F.when(value.isNull() | F.isnan(value), MISSING_BIN).otherwise(index)
 
 
