@@ -1,7 +1,9 @@
 """Airflow DAGs: two per file in conf/usecases/, built from conf, one spark-submit per stage.
 
-- `prescore_<usecase>_score`: ingest >> validate >> clean >> score >> publish, on the use case's
-  `schedule.score` (default `@daily`), and also after every new model (the champion asset).
+- `prescore_<usecase>_score`: ingest >> validate >> clean >> score >> publish >> monitor, on the
+  use case's `schedule.score` (default `@daily`), and also after every new model (the champion
+  asset). The monitor task stores drift and realized performance and alerts over a threshold;
+  it does not fail for drift (publish already happened).
 - `prescore_<usecase>_train`: train, on its own `schedule.train` (default `@weekly`), on the clean
   data of its logical date, which that date's scoring run made.
 
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, chain
 
 from prescore import alerts
@@ -92,6 +95,10 @@ def clean_asset(usecase: UseCase) -> Asset:
 
 def champion_asset(usecase: UseCase) -> Asset:
     return Asset(f"prescore://{usecase.name}/champion")
+
+
+def drift_asset(usecase: UseCase) -> Asset:
+    return Asset(f"prescore://{usecase.name}/drift")
 
 
 def run_date(dag_run: Any) -> str:
@@ -234,24 +241,61 @@ def _dag(usecase: UseCase, settings: Settings, kind: str, schedule: Any, doc: st
     )
 
 
+def drift_signal(usecase_name: str, day: str) -> list[str]:
+    """The drift task: the thresholds the monitor stage found crossed for the day (read from
+    monitoring_<usecase> with DuckDB, no Spark); none: the task skips, so no drift event."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from prescore import tables
+
+    settings = load_settings()
+    table = f"monitoring_{load_usecase(usecase_name, settings).name}"
+    rows = tables.read_with_duckdb(
+        settings,
+        table,
+        ["metric", "feature"],
+        where="run_date = cast(? as date) and breached",
+        params=[day],
+    )
+    if not rows:
+        raise AirflowSkipException(f"{table}: no threshold crossed on {day}")
+    breaches = sorted(f"{metric}:{feature or ''}" for metric, feature in rows)
+    log.warning("prescore drift on %s: %s; the train DAG is triggered", day, ", ".join(breaches))
+    return breaches
+
+
 def build_score_dag(usecase: UseCase, settings: Settings) -> DAG:
-    """ingest >> validate >> clean >> score >> publish: daily, and after every new champion."""
+    """ingest >> validate >> clean >> score >> publish >> monitor: daily, and after every new
+    champion; with `monitoring.retrain_on_drift`, monitor >> drift, which emits the drift asset
+    only when a threshold was crossed (it skips otherwise)."""
     daily = CronDataIntervalTimetable(usecase.schedule.score, timezone="UTC")
     schedule = AssetOrTimeSchedule(timetable=daily, assets=champion_asset(usecase))
     with _dag(usecase, settings, "score", schedule, "score every key and publish") as dag:
         outlets = {"clean": [clean_asset(usecase)]}
-        chain(
-            *(
-                stage_task(stage, usecase, settings, outlets=outlets.get(stage, []))
-                for stage in SCORE_STAGES
+        tasks: list[Any] = [
+            stage_task(stage, usecase, settings, outlets=outlets.get(stage, []))
+            for stage in SCORE_STAGES
+        ]
+        if usecase.monitoring.retrain_on_drift:
+            tasks.append(
+                PythonOperator(
+                    task_id="drift",
+                    python_callable=drift_signal,
+                    op_args=[usecase.name, RUN_DATE_ARG],
+                    outlets=[drift_asset(usecase)],
+                )
             )
-        )
+        chain(*tasks)
     return dag
 
 
 def build_train_dag(usecase: UseCase, settings: Settings) -> DAG:
-    """train on the clean data of the logical date; a new model triggers the score DAG."""
-    schedule = CronDataIntervalTimetable(usecase.schedule.train, timezone="UTC")
+    """train on the clean data of the logical date; a new model triggers the score DAG. With
+    `monitoring.retrain_on_drift`, also after the score DAG's drift task found drift."""
+    weekly = CronDataIntervalTimetable(usecase.schedule.train, timezone="UTC")
+    schedule: Any = weekly
+    if usecase.monitoring.retrain_on_drift:
+        schedule = AssetOrTimeSchedule(timetable=weekly, assets=drift_asset(usecase))
     with _dag(usecase, settings, "train", schedule, "train and register a model") as dag:
         stage_task(
             "train",
