@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,7 +27,7 @@ from pyspark.sql import functions as F
 from scipy.stats import ks_2samp
 from sklearn.metrics import roc_auc_score
 
-from prescore import monitoring, tables
+from prescore import bi, monitoring, tables
 from prescore.context import RunContext
 from prescore.datagen import landing_dir
 from prescore.flow import run_flow
@@ -197,6 +198,28 @@ def test_the_report_is_html_with_its_plots_embedded(
         assert base64.b64decode(data).startswith(b"\x89PNG")
     assert "<script" not in html and "http://" not in html and "https://" not in html
     assert f"<b>feature_psi ({SHIFTED})</b>" in html
+
+
+def test_bi_views_show_the_latest_measures_and_the_alerts(
+    shifted: tuple[RunContext, dict[str, Any], list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    ctx, summary, _ = shifted
+    path = tmp_path / "bi.duckdb"
+    made = bi.build_bi_views(ctx.settings, ctx.usecase, path)
+    assert {"monitoring_latest", "monitoring_alerts"} <= set(made["created"])
+    with duckdb.connect(str(path), read_only=True) as con:
+        con.execute(bi.load_statement())
+        latest = con.execute("select distinct run_date from monitoring_latest").fetchall()
+        alerts = con.execute(
+            "select run_date, metric, feature from monitoring_alerts where feature is not null"
+        ).fetchall()
+        rows = con.execute("select count(*) from monitoring_latest").fetchone()
+    assert latest == [(ctx.run_date,)]
+    assert rows == (summary["monitor"]["measures"],)
+    assert sorted(alerts) == [
+        (ctx.run_date, "feature_ks", SHIFTED),
+        (ctx.run_date, "feature_psi", SHIFTED),
+    ]
 
 
 def test_an_unchanged_day_alerts_nothing(
