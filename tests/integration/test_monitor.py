@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import importlib.util
 import json
 import re
 import shutil
@@ -27,7 +28,7 @@ from pyspark.sql import functions as F
 from scipy.stats import ks_2samp
 from sklearn.metrics import roc_auc_score
 
-from prescore import bi, monitoring, tables
+from prescore import bi, monitor_report, monitoring, tables
 from prescore.context import RunContext
 from prescore.datagen import landing_dir
 from prescore.flow import run_flow
@@ -361,3 +362,33 @@ def test_time_series_outcomes_join_on_key_and_target_date(spark: SparkSession) -
         score="score",  # type: ignore[arg-type]
     )
     assert metrics == pytest.approx({"rmse": 2.0, "mae": 2.0, "mape": 2.0 / 12.0})
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("evidently") is None, reason="evidently is optional, not installed"
+)
+def test_evidently_page_is_written_offline_on_a_bounded_sample(
+    spark: SparkSession, churn: Any, tmp_path: Path
+) -> None:
+    """With the optional package: its data-drift page, from at most report_sample_rows rows a
+    side, loads nothing from the network (no script src, no stylesheet link)."""
+    rows = [(float(i % 97), float(i % 13), i % 3) for i in range(3000)]
+    shifted = [(x * 2, y, c) for x, y, c in rows]
+    schema = "tenure_months double, support_calls double, plan int"
+    usecase = churn.model_copy(
+        update={
+            "numeric_features": ["tenure_months", "support_calls"],
+            "categorical_features": {"plan": ["basic", "standard", "premium"]},
+            "monitoring": churn.monitoring.model_copy(update={"report_sample_rows": 500}),
+        }
+    )
+    frames = {
+        "reference": spark.createDataFrame(rows, schema),
+        "current": spark.createDataFrame(shifted, schema),
+    }
+    ctx = SimpleNamespace(usecase=usecase)
+    page = monitor_report.evidently_page(ctx, frames, tmp_path / "evidently.html")  # type: ignore[arg-type]
+    assert page is not None
+    html = page.read_text()
+    assert "tenure_months" in html
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=\"http", html)
