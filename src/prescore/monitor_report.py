@@ -168,6 +168,8 @@ def realized_figure(history: list[Row], measures: list[Measure], run_date: date)
     for metric in points:
         if metric in thresholds:
             axis.axhline(thresholds[metric], color="#888", linestyle="--", linewidth=1)
+    dates = sorted({d for values in points.values() for d in values})
+    axis.set_xticks(dates, [d.isoformat() for d in dates])
     axis.set_title("Realized performance per run date (labels that arrived later)")
     axis.legend(fontsize=8)
     figure.autofmt_xdate()

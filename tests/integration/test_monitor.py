@@ -82,11 +82,9 @@ def day_two(flow: tuple[RunContext, Any], folder: Path, url: str) -> RunContext:
 
 
 def land_day_two(ctx: RunContext, change: Any = None) -> None:
-    """Day 1's customers without its injected defects, changed by `change`, as day 2's landing."""
+    """Day 1's landing rows (its injected defects too, so the null rates stay the same), changed
+    by `change`, as day 2's landing."""
     frame = pd.read_parquet(landing_dir(ctx.settings, ctx.usecase, ctx.run_date - timedelta(1)))
-    frame = frame.dropna(subset=["customer_id", "monthly_charges", "churned"])
-    frame = frame[frame["tenure_months"].between(0, 600)]
-    frame = frame.drop_duplicates("customer_id").reset_index(drop=True)
     if change is not None:
         frame = change(frame)
     folder = landing_dir(ctx.settings, ctx.usecase, ctx.run_date)
