@@ -21,7 +21,7 @@ import logging
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prescore import alerts, monitoring, registry, serving, tables
 from prescore.stages.clean import SPLIT
@@ -139,6 +139,30 @@ def training_reference(ctx: RunContext, model_version: str) -> tuple[DataFrame, 
     )
 
 
+def drift_measures(
+    found: monitoring.FeatureDrift,
+    *,
+    psi: tuple[str, float],
+    ks: tuple[str, float | None],
+    min_rows: int,
+    compared: str,
+) -> list[Measure]:
+    """The PSI (and, numeric, KS) measures of one comparison, each as (metric, threshold);
+    under `min_rows` on either side, stored as not measured."""
+    few = min(found.reference_rows, found.current_rows) < min_rows
+    context = {
+        "reference_rows": found.reference_rows,
+        "current_rows": found.current_rows,
+        "compared": compared,
+        "detail": f"not measured: fewer than min_rows {min_rows} rows" if few else "",
+    }
+    feature = None if found.feature == SCORE else found.feature
+    measures = [judged(psi[0], feature, None if few else found.psi, psi[1], **context)]
+    if found.kind == "numeric":
+        measures.append(judged(ks[0], feature, None if few else found.ks, ks[1], **context))
+    return measures
+
+
 def feature_measures(
     reference: DataFrame, current: DataFrame, *, usecase: UseCase, compared: str
 ) -> list[Measure]:
@@ -151,37 +175,17 @@ def feature_measures(
         psi_bins=limits.psi_bins,
         ks_bins=limits.ks_bins,
     )
-    measures = []
-    for found in drift:
-        rows = {"reference_rows": found.reference_rows, "current_rows": found.current_rows}
-        few = min(found.reference_rows, found.current_rows) < limits.min_rows
-        note = f"not measured: fewer than min_rows {limits.min_rows} rows" if few else ""
-        psi = None if few else found.psi
-        measures.append(
-            judged(
-                "feature_psi",
-                found.feature,
-                psi,
-                limits.max_feature_psi,
-                compared=compared,
-                detail=note,
-                **rows,
-            )
+    return [
+        measure
+        for found in drift
+        for measure in drift_measures(
+            found,
+            psi=("feature_psi", limits.max_feature_psi),
+            ks=("feature_ks", limits.max_ks),
+            min_rows=limits.min_rows,
+            compared=compared,
         )
-        if found.kind == "numeric":
-            ks = None if few or found.ks is None else found.ks
-            measures.append(
-                judged(
-                    "feature_ks",
-                    found.feature,
-                    ks,
-                    limits.max_ks,
-                    compared=compared,
-                    detail=note,
-                    **rows,
-                )
-            )
-    return measures
+    ]
 
 
 # ---------------------------------------------------------------- prediction drift
@@ -189,32 +193,13 @@ def feature_measures(
 
 def prediction_measures(ctx: RunContext, current: DataFrame, previous: Row | None) -> list[Measure]:
     """The published scores against the previous run date's publish: PSI on the previous scores'
-    deciles, and KS."""
+    deciles, and KS (stored, no threshold)."""
     limits = ctx.usecase.monitoring
+    psi, ks = ("prediction_psi", limits.max_prediction_psi), ("prediction_ks", None)
     if previous is None:
+        none: dict[str, Any] = {"reference_rows": 0, "current_rows": 0, "compared": ""}
         note = "not measured: no earlier run date was published"
-        return [
-            judged(
-                "prediction_psi",
-                None,
-                None,
-                limits.max_prediction_psi,
-                reference_rows=0,
-                current_rows=0,
-                compared="",
-                detail=note,
-            ),
-            judged(
-                "prediction_ks",
-                None,
-                None,
-                None,
-                reference_rows=0,
-                current_rows=0,
-                compared="",
-                detail=note,
-            ),
-        ]
+        return [judged(m, None, None, t, detail=note, **none) for m, t in (psi, ks)]
     found = monitoring.feature_drift(
         published_predictions(ctx, previous),
         current,
@@ -223,20 +208,9 @@ def prediction_measures(ctx: RunContext, current: DataFrame, previous: Row | Non
         psi_bins=limits.psi_bins,
         ks_bins=limits.ks_bins,
     )[0]
-    few = min(found.reference_rows, found.current_rows) < limits.min_rows
-    note = f"not measured: fewer than min_rows {limits.min_rows} rows" if few else ""
-    context = {
-        "reference_rows": found.reference_rows,
-        "current_rows": found.current_rows,
-        "compared": describe(previous),
-        "detail": note,
-    }
-    return [
-        judged(
-            "prediction_psi", None, None if few else found.psi, limits.max_prediction_psi, **context
-        ),
-        judged("prediction_ks", None, None if few else found.ks, None, **context),
-    ]
+    return drift_measures(
+        found, psi=psi, ks=ks, min_rows=limits.min_rows, compared=describe(previous)
+    )
 
 
 # ---------------------------------------------------------------- realized performance
@@ -414,9 +388,7 @@ def run(ctx: RunContext) -> dict[str, object]:
     breaches = [m for m in measures if m.breached]
     alerted = False
     if breaches:
-        named = ", ".join(
-            f"{m.metric}{f'({m.feature})' if m.feature else ''}={m.value:.4g}" for m in breaches
-        )  # type: ignore[union-attr]
+        named = ", ".join(f"{m.metric}({m.feature or 'scores'})={m.value}" for m in breaches)
         log.warning("monitor: %s %s over threshold: %s", usecase.name, ctx.run_date, named)
         alerted = alerts.send(drift_alert(ctx, breaches, report), settings.airflow)
     log.info("monitor: %d measures -> %s v%d, report %s", len(measures), table, version, report)
