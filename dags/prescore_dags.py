@@ -1,7 +1,9 @@
 """Airflow DAGs: two per file in conf/usecases/, built from conf, one spark-submit per stage.
 
-- `prescore_<usecase>_score`: ingest >> validate >> clean >> score >> publish, on the use case's
-  `schedule.score` (default `@daily`), and also after every new model (the champion asset).
+- `prescore_<usecase>_score`: ingest >> validate >> clean >> score >> publish >> monitor, on the
+  use case's `schedule.score` (default `@daily`), and also after every new model (the champion
+  asset). The monitor task stores drift and realized performance and alerts over a threshold;
+  it does not fail for drift (publish already happened).
 - `prescore_<usecase>_train`: train, on its own `schedule.train` (default `@weekly`), on the clean
   data of its logical date, which that date's scoring run made.
 
@@ -42,15 +44,16 @@ import logging
 import os
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, chain
 
+from prescore import alerts
 from prescore.bundle import build_bundle
 from prescore.config import (
     HOME_VARIABLE,
@@ -94,6 +97,10 @@ def champion_asset(usecase: UseCase) -> Asset:
     return Asset(f"prescore://{usecase.name}/champion")
 
 
+def drift_asset(usecase: UseCase) -> Asset:
+    return Asset(f"prescore://{usecase.name}/drift")
+
+
 def run_date(dag_run: Any) -> str:
     """The day a run works on: its logical date, else the last whole UTC day before it was due.
 
@@ -126,18 +133,6 @@ def failure_alert(context: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def post_alert(url: str, alert: Mapping[str, Any], timeout: float) -> int:
-    """POST the alert as JSON; the HTTP status, or raises on a network or HTTP error."""
-    request = urllib.request.Request(  # the URL comes from conf, checked to be http(s)
-        url,
-        data=json.dumps(alert).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": "prescore-airflow"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return int(response.status)
-
-
 def alert_on_failure(context: Context) -> None:
     """on_failure_callback: log the failure, then POST it to the configured webhook. Never raises.
 
@@ -147,12 +142,7 @@ def alert_on_failure(context: Context) -> None:
     try:
         alert = failure_alert(context)
         log.error("prescore task failed: %s", json.dumps(alert))
-        settings = load_settings().airflow
-        if settings.alert_webhook_url:
-            status = post_alert(settings.alert_webhook_url, alert, settings.alert_timeout_seconds)
-            log.info("prescore failure alert sent (HTTP %d)", status)
-    except OSError as exc:  # unreachable, refused, timed out, or an HTTP error status
-        log.warning("prescore failure alert could not be sent: %s", exc)
+        alerts.send(alert, load_settings().airflow)
     except Exception:
         log.exception("prescore failure alert could not be sent")
 
@@ -251,24 +241,61 @@ def _dag(usecase: UseCase, settings: Settings, kind: str, schedule: Any, doc: st
     )
 
 
+def drift_signal(usecase_name: str, day: str) -> list[str]:
+    """The drift task: the thresholds the monitor stage found crossed for the day (read from
+    monitoring_<usecase> with DuckDB, no Spark); none: the task skips, so no drift event."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from prescore import tables
+
+    settings = load_settings()
+    table = f"monitoring_{load_usecase(usecase_name, settings).name}"
+    rows = tables.read_with_duckdb(
+        settings,
+        table,
+        ["metric", "feature"],
+        where="run_date = cast(? as date) and breached",
+        params=[day],
+    )
+    if not rows:
+        raise AirflowSkipException(f"{table}: no threshold crossed on {day}")
+    breaches = sorted(f"{metric}:{feature or ''}" for metric, feature in rows)
+    log.warning("prescore drift on %s: %s; the train DAG is triggered", day, ", ".join(breaches))
+    return breaches
+
+
 def build_score_dag(usecase: UseCase, settings: Settings) -> DAG:
-    """ingest >> validate >> clean >> score >> publish: daily, and after every new champion."""
+    """ingest >> validate >> clean >> score >> publish >> monitor: daily, and after every new
+    champion; with `monitoring.retrain_on_drift`, monitor >> drift, which emits the drift asset
+    only when a threshold was crossed (it skips otherwise)."""
     daily = CronDataIntervalTimetable(usecase.schedule.score, timezone="UTC")
     schedule = AssetOrTimeSchedule(timetable=daily, assets=champion_asset(usecase))
     with _dag(usecase, settings, "score", schedule, "score every key and publish") as dag:
         outlets = {"clean": [clean_asset(usecase)]}
-        chain(
-            *(
-                stage_task(stage, usecase, settings, outlets=outlets.get(stage, []))
-                for stage in SCORE_STAGES
+        tasks: list[Any] = [
+            stage_task(stage, usecase, settings, outlets=outlets.get(stage, []))
+            for stage in SCORE_STAGES
+        ]
+        if usecase.monitoring.retrain_on_drift:
+            tasks.append(
+                PythonOperator(
+                    task_id="drift",
+                    python_callable=drift_signal,
+                    op_args=[usecase.name, RUN_DATE_ARG],
+                    outlets=[drift_asset(usecase)],
+                )
             )
-        )
+        chain(*tasks)
     return dag
 
 
 def build_train_dag(usecase: UseCase, settings: Settings) -> DAG:
-    """train on the clean data of the logical date; a new model triggers the score DAG."""
-    schedule = CronDataIntervalTimetable(usecase.schedule.train, timezone="UTC")
+    """train on the clean data of the logical date; a new model triggers the score DAG. With
+    `monitoring.retrain_on_drift`, also after the score DAG's drift task found drift."""
+    weekly = CronDataIntervalTimetable(usecase.schedule.train, timezone="UTC")
+    schedule: Any = weekly
+    if usecase.monitoring.retrain_on_drift:
+        schedule = AssetOrTimeSchedule(timetable=weekly, assets=drift_asset(usecase))
     with _dag(usecase, settings, "train", schedule, "train and register a model") as dag:
         stage_task(
             "train",

@@ -1,5 +1,5 @@
 """A DuckDB file for BI tools: the sql/delta/ views over a use case's Delta tables (history, as-of,
-publish log, champion vs challenger), read live through DuckDB's delta extension.
+publish log, champion vs challenger, monitoring), read live through DuckDB's delta extension.
 
 The serving snapshot holds one published version and answers "what is served now"; this file
 answers "what was served when" from the Delta tables themselves. It holds only view definitions
@@ -26,12 +26,14 @@ BI_SQL_DIR = "delta"  # sql/delta/: views over the Delta tables, kept out of the
 
 def base_views(settings: Settings, usecase: UseCase) -> dict[str, str]:
     """The relations sql/delta/ reads, one select each, for the tables that exist so far."""
+    from prescore.stages.monitor import monitoring_table
     from prescore.stages.score import shadow_table
 
     sources = {
         "prediction_runs": (usecase.predictions_table, ""),
         "publish_events": (serving.PUBLISH_LOG, f" where usecase = '{usecase.name}'"),
         "shadow_runs": (shadow_table(usecase), ""),
+        "monitoring_runs": (monitoring_table(usecase), ""),
     }
     return {
         name: f"select * from delta_scan('{_quoted(settings.table_path(table))}'){where}"

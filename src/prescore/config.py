@@ -316,6 +316,24 @@ class PublishSettings(_Strict):
     psi_min_rows: int = Field(100, ge=1)
 
 
+class MonitoringSettings(_Strict):
+    """After each publish: thresholds on drift and on realized performance. Over one, the monitor
+    stage stores the breach and alerts through the webhook (it never fails the run: the scores
+    are already published); with `retrain_on_drift`, a breach also triggers the train DAG."""
+
+    max_feature_psi: float = Field(0.25, gt=0)  # per feature, champion's training rows vs batch
+    max_ks: float = Field(0.2, gt=0, le=1)  # per numeric feature, same comparison
+    max_prediction_psi: float = Field(0.25, gt=0)  # scores vs the previous publish's
+    min_auc: float | None = Field(None, ge=0, le=1)  # realized, once labels arrived (binary)
+    max_rmse: float | None = Field(None, gt=0)  # realized (regression)
+    max_mape: float | None = Field(None, gt=0)  # realized, a fraction (regression)
+    psi_bins: int = Field(10, ge=2)  # numeric features: the reference's deciles
+    ks_bins: int = Field(100, ge=10)  # KS evaluated at the reference's percentiles
+    min_rows: int = Field(100, ge=1)  # fewer rows on either side: not measured
+    report_sample_rows: int = Field(5000, ge=100)  # rows per side for the Evidently page
+    retrain_on_drift: bool = False
+
+
 # A cron preset (@daily, @weekly, ...) or a five-field cron expression, evaluated in UTC.
 _CRON = r"^(@(hourly|daily|weekly|monthly|quarterly|yearly)|(\S+\s+){4}\S+)$"
 
@@ -345,6 +363,7 @@ class UseCase(_Strict):
     model: ModelSettings = ModelSettings()
     score: ScoreSettings = ScoreSettings()
     publish: PublishSettings = PublishSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     schedule: ScheduleSettings = ScheduleSettings()
 
     @model_validator(mode="after")

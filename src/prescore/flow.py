@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from prescore.context import RunContext
 
 log = logging.getLogger(__name__)
-STAGES = ("ingest", "validate", "clean", "train", "score", "publish")
+STAGES = ("ingest", "validate", "clean", "train", "score", "publish", "monitor")
 
 
 def run_stage(stage: str, ctx: RunContext) -> dict[str, object]:

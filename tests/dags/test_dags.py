@@ -33,7 +33,7 @@ from prescore.spark import delta_package
 
 pytestmark = pytest.mark.dag
 
-SCORE_TASKS = ["ingest", "validate", "clean", "score", "publish"]
+SCORE_TASKS = ["ingest", "validate", "clean", "score", "publish", "monitor"]
 TRAIN_TASKS = ["train"]
 HEAVY_MODULES = ["pyspark", "mlflow", "xgboost", "great_expectations"]
 RUN_DATE = "2026-11-01"
@@ -423,3 +423,104 @@ def test_failure_callback_never_raises_when_the_webhook_is_down(
     _callback(dagbag)({})  # nor on a context without the usual keys
     assert time.perf_counter() - started < 10  # refused at once, at worst the configured timeout
     assert any("could not be sent" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------- retraining on drift
+
+
+def _dag_module(dags_dir: Path) -> Any:
+    """dags/prescore_dags.py as a module, to build a DAG from a changed use case."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "prescore_dags_probe", dags_dir / "prescore_dags.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def retraining(dags_dir: Path) -> tuple[Any, Any, Any]:
+    """(the DAG module, score DAG, train DAG) of churn with monitoring.retrain_on_drift on."""
+    from prescore.config import load_usecase
+
+    module = _dag_module(dags_dir)
+    settings = load_settings()
+    churn = load_usecase("churn", settings)
+    usecase = churn.model_copy(
+        update={"monitoring": churn.monitoring.model_copy(update={"retrain_on_drift": True})}
+    )
+    return (
+        module,
+        module.build_score_dag(usecase, settings),
+        module.build_train_dag(usecase, settings),
+    )
+
+
+def test_without_retrain_on_drift_there_is_no_drift_task(dagbag: DagBag) -> None:
+    assert "drift" not in dagbag.dags["prescore_churn_score"].task_ids
+    assert isinstance(dagbag.dags["prescore_churn_train"].timetable, CronDataIntervalTimetable)
+
+
+def test_retrain_on_drift_adds_a_drift_task_that_triggers_training(
+    retraining: tuple[Any, Any, Any],
+) -> None:
+    _, score, train = retraining
+    drift = Asset("prescore://churn/drift")
+    assert score.get_task("drift").upstream_task_ids == {"monitor"}
+    assert score.get_task("drift").outlets == [drift]
+    rendered = score.get_task("drift").render_template(
+        score.get_task("drift").op_args,
+        {
+            "dag_run": _dag_run(
+                datetime.fromisoformat(f"{RUN_DATE}T00:00:00+00:00"), datetime.now(UTC)
+            )
+        },
+    )
+    assert list(rendered) == ["churn", RUN_DATE]
+    assert isinstance(train.timetable, AssetOrTimeSchedule)
+    assert train.timetable.asset_condition == drift
+    assert train.timetable.timetable.expression == "0 0 * * 0"
+    stored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(train))
+    assert [a.uri for _, a in stored.timetable.asset_condition.iter_assets()] == [drift.uri]
+
+
+def test_drift_task_skips_unless_a_threshold_was_crossed(
+    retraining: tuple[Any, Any, Any],
+    spark: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It reads monitoring_<usecase> with DuckDB: a skipped task emits no asset event."""
+    from datetime import date
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from prescore import tables
+    from prescore.stages.monitor import SCHEMA
+
+    module = retraining[0]
+    monkeypatch.setenv("PRESCORE_STATE_DIR", str(tmp_path / "state"))
+    settings = load_settings()
+    day1, day2 = date(2026, 11, 1), date(2026, 11, 2)
+    for day, breached in ((day1, False), (day2, True)):
+        row = (
+            "churn",
+            day,
+            "feature_psi",
+            "monthly_charges",
+            0.9,
+            0.25,
+            breached,
+            10,
+            10,
+            "",
+            "",
+            datetime.now(),
+        )
+        tables.replace_run(spark.createDataFrame([row], SCHEMA), settings, "monitoring_churn", day)
+    with pytest.raises(AirflowSkipException, match="no threshold crossed"):
+        module.drift_signal("churn", day1.isoformat())
+    assert module.drift_signal("churn", day2.isoformat()) == ["feature_psi:monthly_charges"]

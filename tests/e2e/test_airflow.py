@@ -54,7 +54,7 @@ D1, D2, D3 = "2026-11-01", "2026-11-02", "2026-11-03"
 ROWS = 1000
 SCORE_DAG, TRAIN_DAG = "prescore_churn_score", "prescore_churn_train"
 DATA_TASKS = ("ingest", "validate", "clean")
-SCORE_TASKS = (*DATA_TASKS, "score", "publish")
+SCORE_TASKS = (*DATA_TASKS, "score", "publish", "monitor")
 STEP_TIMEOUT = 1800
 
 

@@ -95,7 +95,7 @@ def test_views_over_missing_tables_are_skipped_and_named(
     made = bi.build_bi_views(state, churn, tmp_path / "bi.duckdb")
     assert made == {
         "created": ["publish_log", "score_history", "score_as_of"],
-        "skipped": ["model_comparison"],
+        "skipped": ["model_comparison", "monitoring_alerts", "monitoring_latest"],
     }
 
 

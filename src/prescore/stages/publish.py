@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from prescore import serving, tables
+from prescore.monitoring import population_stability_index
 from prescore.stages.score import SCORE
 
 if TYPE_CHECKING:
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PUBLISH_LOG = serving.PUBLISH_LOG
-PSI_EPSILON = 1e-4  # the share an empty bin counts as, so one empty bin does not make PSI infinite
 
 
 @dataclass(frozen=True)
@@ -79,19 +77,6 @@ def candidate_checks(df: DataFrame, *, usecase: UseCase, expected_rows: int) -> 
         ),
         CheckResult("scores_in_range", in_range, f"scores in [{low}, {high}]"),
     ]
-
-
-def population_stability_index(
-    reference: Sequence[int], candidate: Sequence[int], *, epsilon: float = PSI_EPSILON
-) -> float:
-    """PSI of two histograms over the same bins: the sum of (c - r) * ln(c / r) over bin shares."""
-    ref_total, cand_total = sum(reference), sum(candidate)
-    psi = 0.0
-    for ref_rows, cand_rows in zip(reference, candidate, strict=True):
-        ref_share = max(ref_rows / ref_total, epsilon)
-        cand_share = max(cand_rows / cand_total, epsilon)
-        psi += (cand_share - ref_share) * math.log(cand_share / ref_share)
-    return psi
 
 
 def score_bin_edges(reference: DataFrame, *, task: str, bins: int) -> list[float]:

@@ -1,0 +1,299 @@
+"""The monitoring report of one run date: a self-contained HTML page (plots as base64 PNG), in the
+style of the data report (prescore.report), saved under reports/<usecase>/ and logged to MLflow.
+
+Plots: PSI per feature and KS per numeric feature against their thresholds, the published scores'
+histogram against the previous publish's, and the realized metrics over run dates. When the
+optional `evidently` package is installed, an Evidently data-drift page on a bounded sample
+(`monitoring.report_sample_rows` rows per side) is written beside it and linked; the metrics
+stored and alerted on are always the full-data ones computed in Spark.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prescore.report import png_base64, write_report
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from pyspark.sql import DataFrame, Row
+
+    from prescore.context import RunContext
+    from prescore.stages.monitor import Measure
+
+log = logging.getLogger(__name__)
+HISTOGRAM_BINS = 20
+SEED = 7
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{{ title }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
+th { background: #f0f0f0; } td.l { text-align: left; }
+tr.fail td { background: #fde2e2; } img { max-width: 100%; }
+</style></head><body>
+<h1>{{ title }}</h1>
+<p>{{ measures|length }} measures, {{ breaches|length }} over their threshold{% if breaches %}:
+{% for m in breaches %}<b>{{ m.metric }}{% if m.feature %} ({{ m.feature }}){% endif %}</b> {{ fmt(m.value) }}
+(threshold {{ fmt(m.threshold) }}){% if not loop.last %}, {% endif %}{% endfor %}{% endif %}.</p>
+{% if evidently %}<p>Evidently data-drift page on a sample: <a href="{{ evidently }}">{{ evidently }}</a></p>{% endif %}
+{% for name, image in images %}<h2>{{ name }}</h2>
+<img alt="{{ name }}" src="data:image/png;base64,{{ image }}">
+{% endfor %}
+<h2>Measures</h2>
+<table><tr><th>metric</th><th>feature</th><th>value</th><th>threshold</th><th>breached</th>
+<th>reference rows</th><th>current rows</th><th class="l">compared</th><th class="l">detail</th></tr>
+{% for m in measures %}<tr{% if m.breached %} class="fail"{% endif %}>
+<td class="l">{{ m.metric }}</td><td class="l">{{ m.feature or "" }}</td><td>{{ fmt(m.value) }}</td>
+<td>{{ fmt(m.threshold) }}</td><td>{{ m.breached }}</td><td>{{ m.reference_rows }}</td>
+<td>{{ m.current_rows }}</td><td class="l">{{ m.compared }}</td><td class="l">{{ m.detail }}</td></tr>
+{% endfor %}</table>
+</body></html>
+"""
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bars_figure(measures: list[Measure], metric: str, title: str) -> Figure | None:
+    """One horizontal bar per feature, red past the threshold, the threshold as a dashed line."""
+    shown = [m for m in measures if m.metric == metric and m.value is not None]
+    if not shown:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 0.35 * len(shown) + 1.4))
+    colors = ["#e45756" if m.breached else "#4c78a8" for m in shown]
+    axis.barh([str(m.feature) for m in shown], [m.value for m in shown], color=colors)
+    threshold = shown[0].threshold
+    if threshold is not None:
+        axis.axvline(threshold, color="#222", linestyle="--", label=f"threshold {threshold:g}")
+        axis.legend(fontsize=8, loc="lower right")
+    axis.invert_yaxis()
+    axis.set_title(title)
+    axis.tick_params(labelsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def score_histograms(
+    current: DataFrame, previous: DataFrame | None
+) -> tuple[list[float], list[int], list[int]] | None:
+    """Equal-width score bins over both frames' range, and the rows per bin of each (previous: [])."""
+    from pyspark.sql import functions as F
+
+    from prescore.stages.publish import score_histograms as counted
+    from prescore.stages.score import SCORE
+
+    both = current.select(SCORE)
+    if previous is not None:
+        both = both.unionByName(previous.select(SCORE))
+    low, high = both.agg(F.min(SCORE), F.max(SCORE)).first()  # type: ignore[misc]
+    if low is None:
+        return None
+    width = (high - low) / HISTOGRAM_BINS or 1.0
+    edges = [low + i * width for i in range(HISTOGRAM_BINS + 1)]
+    reference = previous if previous is not None else current.limit(0)
+    ref_counts, cur_counts = counted(reference, current, edges=edges[1:-1])
+    return edges, cur_counts, ref_counts if previous is not None else []
+
+
+def prediction_figure(
+    histogram: tuple[list[float], list[int], list[int]] | None,
+) -> Figure | None:
+    if histogram is None:
+        return None
+    edges, current, previous = histogram
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    width = edges[1] - edges[0]
+    total = sum(current) or 1
+    axis.bar(
+        edges[:-1],
+        [c / total for c in current],
+        width=width,
+        align="edge",
+        color="#4c78a8",
+        alpha=0.6,
+        label="this publish",
+    )
+    if previous:
+        total = sum(previous) or 1
+        axis.step(
+            edges,
+            [p / total for p in previous] + [previous[-1] / total],
+            where="post",
+            color="#e45756",
+            label="previous publish",
+        )
+    axis.set(xlabel="score", ylabel="share of keys", title="Predictions: this publish vs previous")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def realized_figure(history: list[Row], measures: list[Measure], run_date: date) -> Figure | None:
+    """Each realized metric over run dates (the stored history, this run's values included)."""
+    points: dict[str, dict[date, float]] = {}
+    for row in history:
+        if row.value is not None and row.run_date != run_date:
+            points.setdefault(row.metric, {})[row.run_date] = row.value
+    for m in measures:
+        if m.metric.startswith("realized_") and m.value is not None:
+            points.setdefault(m.metric, {})[run_date] = m.value
+    if not points:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    for metric, values in sorted(points.items()):
+        days = sorted(values)
+        axis.plot(days, [values[d] for d in days], marker="o", label=metric)
+    thresholds = {m.metric: m.threshold for m in measures if m.threshold is not None}
+    for metric in points:
+        if metric in thresholds:
+            axis.axhline(thresholds[metric], color="#888", linestyle="--", linewidth=1)
+    dates = sorted({d for values in points.values() for d in values})
+    axis.set_xticks(dates, [d.isoformat() for d in dates])
+    axis.set_title("Realized performance per run date (labels that arrived later)")
+    axis.legend(fontsize=8)
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    return figure
+
+
+def render(
+    *,
+    title: str,
+    measures: list[Measure],
+    figures: dict[str, Figure | None],
+    evidently: str | None,
+) -> str:
+    """The whole page as text: no external file, script or stylesheet."""
+    import jinja2
+
+    images = [(name, png_base64(f)) for name, f in figures.items() if f is not None]
+    template = jinja2.Environment(autoescape=True).from_string(TEMPLATE)
+    return template.render(
+        title=title,
+        measures=measures,
+        breaches=[m for m in measures if m.breached],
+        images=images,
+        evidently=evidently,
+        fmt=_fmt,
+    )
+
+
+def report_path(reports_dir: Path, usecase: str, run_date: date) -> Path:
+    return reports_dir / usecase / f"monitoring_{usecase}_{run_date.isoformat()}.html"
+
+
+def bounded_sample(frame: DataFrame, rows: int, columns: list[str]) -> Any:
+    """At most `rows` rows of `frame` as pandas, a seeded random choice."""
+    from pyspark.sql import functions as F
+
+    return frame.select(*columns).orderBy(F.rand(SEED)).limit(rows).toPandas()
+
+
+def evidently_page(ctx: RunContext, frames: dict[str, DataFrame], path: Path) -> Path | None:
+    """Evidently's data-drift preset on a bounded sample of the reference and the batch, if the
+    package is installed (it is optional: see README). Never fails the stage."""
+    if importlib.util.find_spec("evidently") is None:
+        return None
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # no usage telemetry
+    try:
+        from evidently import DataDefinition, Dataset, Report
+        from evidently.presets import DataDriftPreset
+
+        usecase = ctx.usecase
+        columns = usecase.features
+        rows = usecase.monitoring.report_sample_rows
+        current = frames["current"]
+        definition = DataDefinition(
+            numerical_columns=usecase.numeric_features,
+            categorical_columns=list(usecase.categorical_features),
+        )
+        datasets = [
+            Dataset.from_pandas(bounded_sample(f, rows, columns), data_definition=definition)
+            for f in (current, frames["reference"])
+        ]
+        Report([DataDriftPreset()]).run(*datasets).save_html(str(path))
+    except Exception:
+        log.exception("monitor: the Evidently page could not be written")
+        return None
+    return path
+
+
+def publish(
+    ctx: RunContext, measures: list[Measure], frames: dict[str, DataFrame], history: list[Row]
+) -> Path:
+    """Render, save under reports/<usecase>/ and log to MLflow; the report's path."""
+    usecase = ctx.usecase
+    path = report_path(ctx.settings.reports_dir, usecase.name, ctx.run_date)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sample_page = evidently_page(ctx, frames, path.with_name(f"{path.stem}_evidently.html"))
+    figures = {
+        "Feature drift: PSI per feature": bars_figure(
+            measures, "feature_psi", "PSI: training rows vs this batch"
+        ),
+        "Feature drift: KS per numeric feature": bars_figure(
+            measures, "feature_ks", "KS: training rows vs this batch"
+        ),
+        "Prediction drift": prediction_figure(
+            score_histograms(frames["predictions"], frames.get("previous"))
+        ),
+        "Realized performance over time": realized_figure(history, measures, ctx.run_date),
+    }
+    html = render(
+        title=f"{usecase.name}: monitoring of run_date {ctx.run_date}",
+        measures=measures,
+        figures=figures,
+        evidently=sample_page.name if sample_page else None,
+    )
+    write_report(html, path)
+    log_monitoring_run(ctx, measures, [p for p in (path, sample_page) if p])
+    return path
+
+
+def log_monitoring_run(ctx: RunContext, measures: list[Measure], files: list[Path]) -> None:
+    """One MLflow run per monitored run date, in `<registered model>-monitoring`: every measured
+    value as a metric, the report as an artifact."""
+    import mlflow
+
+    from prescore import registry
+
+    registry.client(ctx.settings)
+    name = f"{registry.model_name(ctx.settings, ctx.usecase)}-monitoring"
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        experiment = str(found.experiment_id)
+    else:
+        artifacts = ctx.settings.mlflow_artifacts_dir
+        location = artifacts.as_uri() if not ctx.settings.mlflow.tracking_uri else None
+        experiment = str(mlflow.create_experiment(name, artifact_location=location))
+    metrics = {
+        f"{m.metric}.{m.feature}" if m.feature else m.metric: m.value
+        for m in measures
+        if m.value is not None
+    }
+    tags = {"prescore.stage": "monitor", "prescore.run_date": ctx.run_date.isoformat()}
+    with mlflow.start_run(experiment_id=experiment, run_name=f"monitor {ctx.run_date}", tags=tags):
+        mlflow.log_metrics(metrics)
+        mlflow.log_metric("breaches", float(sum(m.breached for m in measures)))
+        for file in files:
+            mlflow.log_artifact(str(file), artifact_path="reports")
