@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import http.server
-import importlib.util
 import json
 import re
 import shutil
@@ -362,13 +361,10 @@ def test_time_series_outcomes_join_on_key_and_target_date(spark: SparkSession) -
     assert metrics == pytest.approx({"rmse": 2.0, "mae": 2.0, "mape": 2.0 / 12.0})
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("evidently") is None, reason="evidently is optional, not installed"
-)
 def test_evidently_page_is_written_offline_on_a_bounded_sample(
     spark: SparkSession, churn: Any, tmp_path: Path
 ) -> None:
-    """With the optional package: its data-drift page, from at most report_sample_rows rows a
+    """Evidently's data-drift page, from at most report_sample_rows rows a
     side, loads nothing from the network (no script src, no stylesheet link)."""
     rows = [(float(i % 97), float(i % 13), i % 3) for i in range(3000)]
     shifted = [(x * 2, y, c) for x, y, c in rows]
