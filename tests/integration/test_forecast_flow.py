@@ -1,0 +1,89 @@
+"""The forecast use case through every stage in-process, on a fresh state folder: 20 store-item
+series with 60 days of history, then the next day's data alone; forecasts are looked up by
+(store, item, target_date) through the Python client and the HTTP service."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from pyspark.sql import SparkSession
+
+from prescore import tables
+from prescore.config import TARGET_DATE, Settings, UseCase, load_usecase
+from prescore.context import RunContext
+from prescore.datagen import write_landing
+from prescore.flow import run_flow
+from prescore.lookup import Scores
+from prescore.serve import create_app
+from support import running
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+D1 = date(2026, 11, 1)
+D2 = D1 + timedelta(days=1)
+SERIES, HISTORY_DAYS = 20, 59
+
+
+@pytest.fixture(scope="module")
+def forecast_flow(
+    spark: SparkSession, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Settings, UseCase, dict[str, dict[str, object]], dict[str, dict[str, object]]]:
+    """D1 with its history through every stage, then D2's day alone through the score flow."""
+    state = settings.model_copy(update={"state_dir": tmp_path_factory.mktemp("forecast")})
+    usecase = load_usecase("forecast", state)
+    write_landing(state, usecase, D1, rows=SERIES, history_days=HISTORY_DAYS)
+    first = run_flow(RunContext(state, usecase, D1, spark))
+    write_landing(state, usecase, D2, rows=SERIES)
+    score_stages = ("ingest", "validate", "clean", "score", "publish")
+    second = run_flow(RunContext(state, usecase, D2, spark), score_stages)
+    return state, usecase, first, second
+
+
+def test_the_flow_trains_a_regression_with_test_metrics(forecast_flow) -> None:  # type: ignore[no-untyped-def]
+    _, _, first, _ = forecast_flow
+    train = first["train"]
+    assert train["promoted"] is True
+    assert 0 < train["mae"] <= train["rmse"]
+    assert first["clean"]["quarantined_duplicates"] > 0  # the generator's older duplicates
+
+
+def test_predictions_hold_one_row_per_series_and_horizon(
+    forecast_flow,  # type: ignore[no-untyped-def]
+    spark: SparkSession,
+) -> None:
+    state, usecase, _, second = forecast_flow
+    predictions = tables.read_run(spark, state, usecase.predictions_table, D2)
+    types = dict(predictions.dtypes)
+    assert (types[TARGET_DATE], types["horizon"]) == ("date", "int")
+    rows = predictions.select("store_id", "item_id", TARGET_DATE, "horizon", "score").collect()
+    assert len(rows) == SERIES * 7 == second["publish"]["rows"]
+    assert {r[TARGET_DATE] - D2 for r in rows} == {timedelta(days=h) for h in range(1, 8)}
+    assert all(r[TARGET_DATE] == D2 + timedelta(days=r["horizon"]) for r in rows)
+    assert len({(r["store_id"], r["item_id"], r[TARGET_DATE]) for r in rows}) == len(rows)
+    assert all(r["score"] > 0 for r in rows)
+
+
+def test_a_lookup_by_store_item_and_target_date_answers_each_of_the_next_days(
+    forecast_flow,  # type: ignore[no-untyped-def]
+) -> None:
+    state, usecase, _, _ = forecast_flow
+    client = Scores(usecase, state)
+    try:
+        keys = [("S000", "I003", D2 + timedelta(days=h)) for h in range(1, 8)]
+        answers = client.get_many(keys)
+        assert [a.key[2] for a in answers] == [k[2].isoformat() for k in keys]
+        assert all(a.score is not None and a.run_date == D2 for a in answers)
+        assert "missing" not in {a.freshness for a in answers}
+        one = client.get(("S000", "I003", (D2 + timedelta(days=3)).isoformat()))
+        assert one.score == answers[2].score
+        assert client.get(("S000", "I003", D2)).freshness == "missing"  # the origin: no forecast
+    finally:
+        client.close()
+    with running(create_app(state, [usecase])) as http:
+        target = (D2 + timedelta(days=7)).isoformat()
+        answer = http.get(f"/v1/forecast/scores/S000,I003,{target}")
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["key"] == {"store_id": "S000", "item_id": "I003", TARGET_DATE: target}
+        assert body["score"] == answers[6].score
