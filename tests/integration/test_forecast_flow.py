@@ -5,6 +5,7 @@ series with 60 days of history, then the next day's data alone; forecasts are lo
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
@@ -87,3 +88,25 @@ def test_a_lookup_by_store_item_and_target_date_answers_each_of_the_next_days(
         body = answer.json()
         assert body["key"] == {"store_id": "S000", "item_id": "I003", TARGET_DATE: target}
         assert body["score"] == answers[6].score
+
+
+def test_the_analyst_notebook_runs_on_the_published_forecasts(
+    forecast_flow,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """notebooks/forecast.ipynb executed top to bottom: D1's forecast of D2 is its backtest."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    state, _, _, _ = forecast_flow
+    monkeypatch.setenv("PRESCORE_STATE_DIR", str(state.state_dir))
+    monkeypatch.setenv("PRESCORE_ENV", "test")
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("PYTHONPATH", str(root / "src"))
+    notebook = nbformat.read(root / "notebooks" / "forecast.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, resources={"metadata": {"path": str(root)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the two figures
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert f"backtest: {SERIES} forecasts" in printed  # D1 horizon 1: seed 42 observes all 20 on D2
