@@ -218,15 +218,11 @@ def read_history(
     days: int,
     version: int | None = None,
 ) -> DataFrame:
-    """latest_rows of the clean table (at `version`); an error naming the table when it holds
-    nothing for run_date."""
+    """latest_rows of the clean table (at `version`); an error naming the table when run_date
+    itself was never cleaned (as for any use case: no forecast from stale data alone)."""
+    tables.read_run(spark, settings, usecase.clean_table, run_date, version)  # raises if absent
     clean = tables.read(spark, settings, usecase.clean_table, version)
-    history = latest_rows(clean, usecase=usecase, run_date=run_date, days=days)
-    if history.limit(1).count() == 0:
-        raise tables.TableNotFoundError(
-            f"Delta table {usecase.clean_table!r} has no rows for the {days} days up to {run_date}"
-        )
-    return history
+    return latest_rows(clean, usecase=usecase, run_date=run_date, days=days)
 
 
 def series_count(history: DataFrame, *, usecase: UseCase) -> int:

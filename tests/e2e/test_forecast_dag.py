@@ -7,7 +7,8 @@
 3. `airflow dags test prescore_forecast_score D1`: the whole score DAG; the forecasts of the next
    7 days are published and answer lookups by (store, item, target_date).
 
-Nine spark-submit jobs (~20-40 s each on a quiet 2-core machine); times are printed at the end.
+Nine spark-submit jobs (~20-40 s each on a quiet 2-core machine; 16 min in all measured on a busy
+shared one, 100-160 s a job); times are printed at the end.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from prescore import tables
 from prescore.config import TARGET_DATE, Settings, UseCase, load_usecase
 from prescore.context import RunContext
 from prescore.datagen import write_landing
-from prescore.flow import run_flow
+from prescore.flow import run_flow, run_stage
 from prescore.lookup import Scores
 from prescore.serve import create_app
 from support import running
@@ -88,6 +88,19 @@ def test_a_lookup_by_store_item_and_target_date_answers_each_of_the_next_days(
         body = answer.json()
         assert body["key"] == {"store_id": "S000", "item_id": "I003", TARGET_DATE: target}
         assert body["score"] == answers[6].score
+
+
+def test_scoring_a_run_date_never_cleaned_is_refused(
+    forecast_flow,  # type: ignore[no-untyped-def]
+    spark: SparkSession,
+) -> None:
+    """The history alone would give forecasts; without the run date's data they would be stale."""
+    state, usecase, _, _ = forecast_flow
+    later = D2 + timedelta(days=1)
+    with pytest.raises(
+        tables.TableNotFoundError, match=f"'clean_sales' has no rows for run_date {later}"
+    ):
+        run_stage("score", RunContext(state, usecase, later, spark))
 
 
 def test_the_analyst_notebook_runs_on_the_published_forecasts(
