@@ -351,9 +351,9 @@ class TimeSeriesSettings(_Strict):
     holidays: list[str] = Field(default_factory=list)  # MM-DD, every year (calendar: holiday)
     history_days: int = Field(365, ge=2)  # days of clean history train reads, up to the run date
 
-    @field_validator("lags", "rolling_means")
+    @field_validator("lags", "rolling_means", "calendar")
     @classmethod
-    def _distinct(cls, values: list[int]) -> list[int]:
+    def _distinct(cls, values: list[Any]) -> list[Any]:
         if len(set(values)) != len(values):
             raise ValueError("values must be distinct")
         return values
