@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_args(datagen)
     datagen.add_argument("--rows", type=int, default=100_000)
     datagen.add_argument("--seed", type=int, default=42)
+    datagen.add_argument(
+        "--history-days", type=int, default=0, help="time series: also land the days before"
+    )
     lookup = commands.add_parser("lookup", help="look up published scores by key")
     lookup.add_argument("--usecase", required=True)
     lookup.add_argument("keys", nargs="*", help="key values (composite keys: comma separated)")
@@ -126,7 +129,9 @@ def dispatch(args: argparse.Namespace) -> None:
         from prescore.datagen import write_landing
 
         usecase = load_usecase(args.usecase, settings)
-        folder = write_landing(settings, usecase, args.run_date, args.rows, args.seed)
+        folder = write_landing(
+            settings, usecase, args.run_date, args.rows, args.seed, history_days=args.history_days
+        )
         print(f"datagen: {args.rows} {usecase.entity} rows (plus injected defects) -> {folder}")
         return
     if args.command == "bi-views":

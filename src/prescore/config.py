@@ -123,6 +123,7 @@ class Settings(_Strict):
 
 # ---------------------------------------------------------------- usecases/<name>.yaml
 
+TARGET_DATE = "target_date"  # the day a time-series prediction is for (prescore.timeseries)
 ColumnType = Literal["string", "int", "long", "double", "boolean", "date", "timestamp"]
 Severity = Literal["error", "warn"]
 
@@ -345,6 +346,75 @@ class ScheduleSettings(_Strict):
     train: str = Field("@weekly", pattern=_CRON)
 
 
+CalendarFeature = Literal[
+    "day_of_week", "day_of_month", "day_of_year", "week_of_year", "month", "is_weekend", "holiday"
+]
+
+
+class TimeSeriesSettings(_Strict):
+    """A forecasting use case: one row per series (`keys`) per day (`date_column`) in clean; the
+    model forecasts `label` for each of the next `horizon_days` days (prescore.timeseries).
+
+    Features of an origin day t (the run date when scoring; t itself is observed): `lags` k are
+    the label on day t - k (0: day t), `rolling_means` w the mean of the observed days t-w+1..t,
+    `calendar` features describe the TARGET day, and `horizon` (1..H) tells the one model which
+    day ahead it predicts.
+    """
+
+    date_column: str
+    horizon_days: int = Field(ge=1, le=366)
+    lags: list[int] = Field(default_factory=lambda: [0, 7])
+    rolling_means: list[int] = Field(default_factory=list)
+    calendar: list[CalendarFeature] = Field(default_factory=list)
+    holidays: list[str] = Field(default_factory=list)  # MM-DD, every year (calendar: holiday)
+    history_days: int = Field(365, ge=2)  # days of clean history train reads, up to the run date
+
+    @field_validator("lags", "rolling_means", "calendar")
+    @classmethod
+    def _distinct(cls, values: list[Any]) -> list[Any]:
+        if len(set(values)) != len(values):
+            raise ValueError("values must be distinct")
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TimeSeriesSettings:
+        if any(k < 0 for k in self.lags):
+            raise ValueError("lags are days before the origin: 0 or more")
+        if any(w < 1 for w in self.rolling_means):
+            raise ValueError("rolling_means are windows of 1 day or more")
+        if not self.lags and not self.rolling_means:
+            raise ValueError("declare at least one lag or rolling mean")
+        bad = [
+            h
+            for h in self.holidays
+            if not re.fullmatch(r"(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])", h)
+        ]
+        if bad:
+            raise ValueError(f"holidays {bad} are not MM-DD")
+        if ("holiday" in self.calendar) != bool(self.holidays):
+            raise ValueError("calendar feature holiday needs the holidays list, and only it")
+        if self.history_days <= self.context_days + self.horizon_days:
+            raise ValueError(
+                f"history_days ({self.history_days}) must exceed the longest lag or window plus "
+                f"horizon_days ({self.context_days + self.horizon_days}): no labelled origin else"
+            )
+        return self
+
+    @property
+    def context_days(self) -> int:
+        """Days of history, up to and including the origin, that one origin's features read."""
+        return max([k + 1 for k in self.lags] + self.rolling_means)
+
+    def derived_features(self, label: str) -> list[str]:
+        """The model features built from the history, in a fixed order."""
+        return [
+            *(f"{label}_lag_{k}" for k in self.lags),
+            *(f"{label}_mean_{w}d" for w in self.rolling_means),
+            *self.calendar,
+            "horizon",
+        ]
+
+
 class UseCase(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     entity: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
@@ -365,11 +435,12 @@ class UseCase(_Strict):
     publish: PublishSettings = PublishSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    time_series: TimeSeriesSettings | None = None  # forecasting: see TimeSeriesSettings
 
     @model_validator(mode="after")
     def _columns_declared(self) -> UseCase:
         declared = set(self.source.schema_)
-        used = {*self.keys, self.event_time, self.label, *self.features, *self.pii}
+        used = {*self.keys, self.event_time, self.label, *self.source_features, *self.pii}
         missing = sorted((used | self.cleaning.columns) - declared)
         if missing:
             raise ValueError(f"columns {missing} are used but not declared in source.schema")
@@ -381,16 +452,54 @@ class UseCase(_Strict):
                 raise ValueError(f"pii.{column}: band needs an int or long column")
             if rule.keep and self.source.schema_[column] != "string":
                 raise ValueError(f"pii.{column}: keep needs a string column")
-        leaking = sorted(set(self.pii) & set(self.features))
+        leaking = sorted(set(self.pii) & set(self.source_features))
         if leaking:
             raise ValueError(f"PII columns {leaking} cannot be model features")
         if not self.features:
             raise ValueError("declare at least one numeric or categorical feature")
+        if self.time_series is not None:
+            self._check_time_series(self.time_series)
         return self
+
+    def _check_time_series(self, ts: TimeSeriesSettings) -> None:
+        schema = self.source.schema_
+        if schema.get(ts.date_column) != "date":
+            raise ValueError(f"time_series.date_column {ts.date_column!r} must be a declared date")
+        if schema[self.label] not in ("int", "long", "double"):
+            raise ValueError(f"time_series: label {self.label!r} must be int, long or double")
+        if self.task != "regression":
+            raise ValueError("time_series needs task: regression")
+        if self.split.by != "time":
+            raise ValueError("time_series needs split by: time (on the target date)")
+        if ts.date_column in self.keys:
+            raise ValueError("time_series.date_column is not a key: keys name the series")
+        clash = sorted({*ts.derived_features(self.label), TARGET_DATE} & set(schema))
+        if clash:
+            raise ValueError(f"declared columns {clash} clash with time_series feature names")
+        if set(self.source_features) & {ts.date_column, self.label}:
+            raise ValueError("the date column and the label are not source features")
+
+    @property
+    def source_features(self) -> list[str]:
+        """The declared columns the model reads as they are (for a time series: on the origin day)."""
+        return [*self.numeric_features, *self.categorical_features]
 
     @property
     def features(self) -> list[str]:
-        return [*self.numeric_features, *self.categorical_features]
+        """The model's input columns: the source features, then those built from the history."""
+        if self.time_series is None:
+            return self.source_features
+        return [*self.source_features, *self.time_series.derived_features(self.label)]
+
+    @property
+    def row_keys(self) -> list[str]:
+        """What identifies one clean row: the keys, and the day for a time series."""
+        return self.keys if self.time_series is None else [*self.keys, self.time_series.date_column]
+
+    @property
+    def published_keys(self) -> list[str]:
+        """What identifies one prediction: the keys, and the target day for a time series."""
+        return self.keys if self.time_series is None else [*self.keys, TARGET_DATE]
 
     @property
     def raw_table(self) -> str:

@@ -18,7 +18,8 @@ With as many buckets as keys, a key costs one read of the bucket directory and o
 keys, and numpy runs a batch's reads side by side.
 
 Encoding, so that `get(42)` and `get("42")` find the same row: a string part is UTF-8 with \\x01
-escaped as \\x01\\x02 and \\x00 as \\x01\\x01; an integer part is its decimal text; composite keys
+escaped as \\x01\\x02 and \\x00 as \\x01\\x01; an integer part is its decimal text; a date part
+(a forecast's target_date) is its ISO text YYYY-MM-DD, given as a date or that text; composite keys
 are joined with \\x00. Within one arity the encoding is injective, even once numpy drops the zero
 padding. The width w is the longest encoded key, so a use case with long keys pays w bytes a row.
 """
@@ -32,7 +33,7 @@ import re
 import reprlib
 import struct
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -44,10 +45,11 @@ SUFFIX = ".keys.arrow"
 FORMAT = "prescore-keys-1"
 SEPARATOR = "\x00"
 NEVER_STORED = b"\xff"  # no UTF-8 text holds this byte, so no stored key equals it
-KeyKind = Literal["string", "int"]
+KeyKind = Literal["string", "int", "date"]
 KeyPart = str | int
 VALUE_COLUMNS = ("score", "scored_at", "valid_until", "model_name", "model_version")
 _DECIMAL = re.compile(r"[+-]?[0-9]{1,20}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # the golden-ratio multiplier: spreads each word's bits
 _FMIX = (np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))  # murmur3's finaliser
 
@@ -62,7 +64,7 @@ def key_file(snapshot: Path) -> Path:
 
 def canonical_keys(keys: Sequence[Any], kinds: Sequence[KeyKind]) -> list[tuple[KeyPart, ...]]:
     """canonical_key of each key; a lone value already of the column's type skips the checks."""
-    if len(kinds) != 1:
+    if len(kinds) != 1 or kinds[0] == "date":
         return [canonical_key(key, kinds) for key in keys]
     lone = str if kinds[0] == "string" else int
     return [(key,) if type(key) is lone else canonical_key(key, kinds) for key in keys]
@@ -70,7 +72,7 @@ def canonical_keys(keys: Sequence[Any], kinds: Sequence[KeyKind]) -> list[tuple[
 
 def canonical_key(key: object, kinds: Sequence[KeyKind]) -> tuple[KeyPart, ...]:
     """The key as the typed tuple the snapshot stores, or ValueError saying what is wrong with it."""
-    if isinstance(key, str | int):
+    if isinstance(key, str | int | date):
         values: tuple[object, ...] = (key,)
     elif isinstance(key, Sequence):
         values = tuple(key)
@@ -92,7 +94,22 @@ def _canonical_part(value: object, kind: KeyKind) -> KeyPart:
         return value
     if kind == "int" and isinstance(value, str) and _DECIMAL.fullmatch(value):
         return int(value)
+    if kind == "date":
+        return _canonical_date(value)
     raise ValueError(f"{reprlib.repr(value)} is not a {kind} key value")
+
+
+def _canonical_date(value: object) -> str:
+    """ISO text of a date, or of a YYYY-MM-DD text naming a real day; a datetime is refused (a
+    time of day would be dropped silently)."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        try:
+            return date.fromisoformat(value).isoformat()
+        except ValueError:
+            pass
+    raise ValueError(f"{reprlib.repr(value)} is not a date key value (YYYY-MM-DD)")
 
 
 def _escape(text: str) -> str:
@@ -127,7 +144,7 @@ def _encode_columns(table: pa.Table, keys: list[str], kinds: list[KeyKind]) -> p
     parts = []
     for name, kind in zip(keys, kinds, strict=True):
         column = table.column(name).combine_chunks()
-        if kind == "int":
+        if kind in ("int", "date"):  # Arrow writes a date32 as YYYY-MM-DD
             parts.append(column.cast(pa.string()))
         else:
             escaped = pc.replace_substring(column.cast(pa.string()), "\x01", "\x01\x02")
@@ -146,7 +163,11 @@ def key_kind(field: pa.Field) -> KeyKind:
         return "int"
     if field.type in (pa.string(), pa.large_string(), pa.string_view()):
         return "string"
-    raise ValueError(f"key column {field.name!r} is {field.type}: keys must be strings or integers")
+    if pa.types.is_date32(field.type):
+        return "date"
+    raise ValueError(
+        f"key column {field.name!r} is {field.type}: keys must be strings, integers or dates"
+    )
 
 
 # ---------------------------------------------------------------- hashing

@@ -211,7 +211,7 @@ class Scores:
 
     def sample_keys(self, n: int) -> list[tuple[Any, ...]]:
         """The first n keys in key order, read from the snapshot with DuckDB: for demos and smoke checks."""
-        columns = ", ".join(f'"{k}"' for k in self.usecase.keys)
+        columns = ", ".join(f'"{k}"' for k in self.usecase.published_keys)
         sql = f"select {columns} from {serving.PREDICTIONS} order by {columns} limit ?"
         snapshot = str(self.snapshot)
         with duckdb.connect(

@@ -80,7 +80,7 @@ class BatchAnswer(BaseModel):
 def answer(usecase: UseCase, score: Score) -> dict[str, Any]:
     return {
         "usecase": usecase.name,
-        "key": dict(zip(usecase.keys, score.key, strict=True)),
+        "key": dict(zip(usecase.published_keys, score.key, strict=True)),
         "score": score.score,
         "freshness": score.freshness,
         "model_name": score.model_name,

@@ -112,7 +112,7 @@ def build_usecase_snapshot(
         snapshot,
         parquet_files=parquet_files,
         run_date=run_date,
-        keys=usecase.keys,
+        keys=usecase.published_keys,
         views=load_views(settings.sql_dir),
     )
     return snapshot, rows

@@ -190,11 +190,10 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         thread.join(timeout=5)
 
 
-@pytest.fixture(scope="module")
-def deployment(
-    tmp_path_factory: pytest.TempPathFactory, webhook: tuple[str, list[dict[str, Any]]]
-) -> Iterator[Deployment]:
-    base = tmp_path_factory.mktemp("airflow-e2e")
+def new_deployment(
+    base: Path, webhook: tuple[str, list[dict[str, Any]]], usecase: str = "churn"
+) -> Deployment:
+    """An Airflow home and a state folder under `base`, for one use case's DAGs."""
     home, state = base / "airflow", base / "state"
     home.mkdir()
     # Only what this deployment sets: no AIRFLOW_*, PRESCORE_* or MLFLOW_* from the caller (the
@@ -221,15 +220,26 @@ def deployment(
         }
     )
     settings = load_settings(env="test").model_copy(update={"state_dir": state})
-    dep = Deployment(home, state, env, settings, load_usecase("churn", settings), webhook[1])
-    started = time.perf_counter()
-    yield dep
+    return Deployment(home, state, env, settings, load_usecase(usecase, settings), webhook[1])
+
+
+def print_times(dep: Deployment, started: float) -> None:
     dep.times["total"] = time.perf_counter() - started
     width = max(map(len, dep.times))
     report = "\n".join(
         f"  {step:<{width}}  {seconds:6.1f} s" for step, seconds in dep.times.items()
     )
     print(f"\nAirflow e2e wall times (log: {dep.log}):\n{report}")
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, webhook: tuple[str, list[dict[str, Any]]]
+) -> Iterator[Deployment]:
+    dep = new_deployment(tmp_path_factory.mktemp("airflow-e2e"), webhook)
+    started = time.perf_counter()
+    yield dep
+    print_times(dep, started)
 
 
 @pytest.fixture(scope="module")

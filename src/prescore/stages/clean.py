@@ -1,6 +1,7 @@
 """Clean: raw -> clean (typed, deduplicated, anonymised, filled, clipped, encoded, split) + quarantine.
 
-Grain out: one row per key and run_date in clean_<entity>; every raw row that is not there is in
+Grain out: one row per key and run_date in clean_<entity> (for a time series: per key, day and
+run_date, `UseCase.row_keys`); every raw row that is not there is in
 quarantine_<entity> with its reason, so clean + quarantined = raw for the run_date.
 """
 
@@ -397,8 +398,8 @@ def run(ctx: RunContext) -> dict[str, object]:
     raw_version = tables.latest_version(ctx.spark, settings, usecase.raw_table)
     raw = tables.read_run(ctx.spark, settings, usecase.raw_table, ctx.run_date, raw_version)
     flagged = (
-        raw.transform(flag_invalid_rows, keys=usecase.keys, valid_range=cleaning.valid_range)
-        .transform(flag_duplicates, keys=usecase.keys, event_time=usecase.event_time)
+        raw.transform(flag_invalid_rows, keys=usecase.row_keys, valid_range=cleaning.valid_range)
+        .transform(flag_duplicates, keys=usecase.row_keys, event_time=usecase.event_time)
         .transform(
             assign_split,
             keys=usecase.keys,

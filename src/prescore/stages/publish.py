@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from prescore import serving, tables
 from prescore.monitoring import population_stability_index
-from prescore.stages.score import SCORE
+from prescore.stages.score import SCORE, scored_population
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, Row, SparkSession
@@ -43,10 +43,10 @@ def candidate_checks(df: DataFrame, *, usecase: UseCase, expected_rows: int) -> 
     """Row count, null and duplicate keys, NaN and out-of-range scores, in one aggregate pass."""
     from pyspark.sql import functions as F
 
-    key = F.struct(*usecase.keys)
+    key = F.struct(*usecase.published_keys)
     finite = F.when(~F.isnan(SCORE), F.col(SCORE))  # Spark orders NaN above every number
     null_key = F.lit(0)
-    for k in usecase.keys:
+    for k in usecase.published_keys:
         null_key = F.when(F.col(k).isNull(), 1).otherwise(null_key)
     result = df.agg(
         F.count(F.lit(1)).alias("rows"),
@@ -193,10 +193,9 @@ def checked_candidate(ctx: RunContext) -> Candidate:
     )
     lineage = candidate.select("features_version", "model_name", "model_version").first()
     assert lineage is not None  # read_run refuses an empty run date
-    clean = tables.read_run(
-        ctx.spark, settings, usecase.clean_table, ctx.run_date, lineage["features_version"]
+    population = scored_population(
+        ctx.spark, settings, usecase, ctx.run_date, lineage["features_version"]
     )
-    population = clean.count()
     checks = candidate_checks(candidate, usecase=usecase, expected_rows=population)
     reference = published_reference(ctx)
     checks.append(

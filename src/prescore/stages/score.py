@@ -4,6 +4,10 @@ Grain out: one row per key and run_date, with the score, the model name, version
 Delta version of the clean table read, scored_at and valid_until. The booster travels to the
 workers once as a broadcast and predicts on contiguous float32 Arrow batches (`inplace_predict`).
 
+A time-series use case scores one row per series and horizon h in 1..H: target_date = run date + h,
+features of origin run_date from its clean history (prescore.timeseries); the published key is
+(keys..., target_date), and `horizon` is written beside it.
+
 Shadow scoring: when @challenger is set (and is not the champion), the same stage run makes a
 second pass over the same clean version, scoring every key with both models from the same feature
 batches into shadow_<usecase> (one row per key and run_date: champion_score, challenger_score and
@@ -20,7 +24,8 @@ from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from prescore import registry, tables
+from prescore import registry, tables, timeseries
+from prescore.config import TARGET_DATE
 from prescore.features import as_model_input
 
 if TYPE_CHECKING:
@@ -42,9 +47,17 @@ class MissingColumnsError(ValueError):
     """The clean table lacks a key or feature column the use case declares."""
 
 
+def model_columns(usecase: UseCase) -> list[str]:
+    """The clean columns scoring reads: keys and features, for a time series the day, the label
+    and the source features (the rest is built from them)."""
+    if usecase.time_series is None:
+        return [*usecase.keys, *usecase.features]
+    return [*usecase.row_keys, usecase.label, *usecase.source_features]
+
+
 def require_model_columns(df: DataFrame, *, usecase: UseCase, table: str) -> None:
     """Fail before scoring, naming every declared key or feature column the frame lacks."""
-    missing = [c for c in (*usecase.keys, *usecase.features) if c not in df.columns]
+    missing = [c for c in model_columns(usecase) if c not in df.columns]
     if missing:
         raise MissingColumnsError(
             f"{table}: columns {missing} are keys or features of use case {usecase.name!r} "
@@ -94,15 +107,17 @@ def predict_batches(
 def scored_by(
     df: DataFrame, *, models: list[tuple[str, Broadcast[bytes], str]], usecase: UseCase
 ) -> DataFrame:
-    """Keys + one score column per model for every row of a clean frame (one row per key)."""
-    key_fields = ", ".join(f"`{k}` {df.schema[k].dataType.simpleString()}" for k in usecase.keys)
+    """Published keys + one score column per model for every row of a frame to score (one row
+    per key, or per key and target day for a time series)."""
+    keys = usecase.published_keys
+    key_fields = ", ".join(f"`{k}` {df.schema[k].dataType.simpleString()}" for k in keys)
     score_fields = ", ".join(f"`{column}` double" for column, _, _ in models)
     features = usecase.features
     return (
-        df.select(*usecase.keys, *features)
+        df.select(*keys, *features)
         .transform(as_model_input, features=features)
         .mapInArrow(
-            lambda it: predict_batches(it, models=models, keys=usecase.keys, features=features),
+            lambda it: predict_batches(it, models=models, keys=keys, features=features),
             schema=f"{key_fields}, {score_fields}",
         )
     )
@@ -171,6 +186,57 @@ def with_lineage(
     )
 
 
+def with_horizon(df: DataFrame, *, run_date: date) -> DataFrame:
+    """A time series' `horizon` column (days from the run date to target_date), after target_date."""
+    from pyspark.sql import functions as F
+
+    horizon = F.datediff(F.col(TARGET_DATE), F.lit(run_date)).alias(timeseries.HORIZON)
+    at = df.columns.index(TARGET_DATE) + 1
+    return df.select(*df.columns[:at], horizon, *df.columns[at:])
+
+
+def rows_to_score(
+    spark: SparkSession, settings: Settings, usecase: UseCase, run_date: date, clean_version: int
+) -> DataFrame:
+    """The clean run date's rows, or for a time series one row per series seen in the last
+    `context_days` and horizon, with the features of origin run_date."""
+    table = f"{usecase.clean_table} v{clean_version}"
+    if usecase.time_series is None:
+        clean = tables.read_run(spark, settings, usecase.clean_table, run_date, clean_version)
+        require_model_columns(clean, usecase=usecase, table=table)
+        return clean
+    history = timeseries.read_history(
+        spark,
+        settings,
+        usecase,
+        run_date,
+        days=usecase.time_series.context_days,
+        version=clean_version,
+    )
+    require_model_columns(history, usecase=usecase, table=table)
+    return timeseries.scoring_frame(history, usecase=usecase, run_date=run_date)
+
+
+def scored_population(
+    spark: SparkSession, settings: Settings, usecase: UseCase, run_date: date, clean_version: int
+) -> int:
+    """How many predictions score writes for run_date from this clean version: one per key, or
+    one per series and horizon for a time series."""
+    if usecase.time_series is None:
+        return tables.read_run(
+            spark, settings, usecase.clean_table, run_date, clean_version
+        ).count()
+    history = timeseries.read_history(
+        spark,
+        settings,
+        usecase,
+        run_date,
+        days=usecase.time_series.context_days,
+        version=clean_version,
+    )
+    return timeseries.series_count(history, usecase=usecase) * usecase.time_series.horizon_days
+
+
 def model_bytes(ref: registry.ModelRef) -> bytes:
     import mlflow.xgboost
 
@@ -192,8 +258,7 @@ def run(ctx: RunContext) -> dict[str, object]:
     ref = registry.resolve_alias(settings, usecase, registry.CHAMPION)  # once, for every row
     challenger = challenger_of(settings, usecase, ref)
     clean_version = tables.latest_version(ctx.spark, settings, usecase.clean_table)
-    clean = tables.read_run(ctx.spark, settings, usecase.clean_table, ctx.run_date, clean_version)
-    require_model_columns(clean, usecase=usecase, table=f"{usecase.clean_table} v{clean_version}")
+    clean = rows_to_score(ctx.spark, settings, usecase, ctx.run_date, clean_version)
     model = ctx.spark.sparkContext.broadcast(model_bytes(ref))
     scored_at = datetime.now()
     predictions = score_frame(clean, model=model, model_key=ref.uri, usecase=usecase).transform(
@@ -204,6 +269,8 @@ def run(ctx: RunContext) -> dict[str, object]:
         scored_at=scored_at,
         ttl_days=usecase.score.ttl_days,
     )
+    if usecase.time_series is not None:
+        predictions = predictions.transform(with_horizon, run_date=ctx.run_date)
     with arrow_batch_rows(ctx.spark, usecase.score.arrow_batch_rows):
         version = tables.replace_run(predictions, settings, usecase.predictions_table, ctx.run_date)
         log.info(

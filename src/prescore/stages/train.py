@@ -1,5 +1,8 @@
 """Train: clean train/validation split -> (search) -> xgboost.spark fit -> test metrics -> gate.
 
+A time-series use case trains on the supervised frame of its clean history (prescore.timeseries):
+one row per series, origin day and horizon, split on the target day.
+
 One MLflow run per training: params, the clean table version as its input, test metrics and the
 champion's on the same test split, plots, the booster in native format, registered. Every new
 version becomes @challenger; the promotion gate (`model.promotion`) moves @champion to it only if
@@ -16,10 +19,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from prescore import evaluation, promotion, registry, tables
-from prescore.config import PROJECT_ROOT
+from prescore import evaluation, promotion, registry, tables, timeseries
+from prescore.config import PROJECT_ROOT, TARGET_DATE
 from prescore.features import as_model_input
-from prescore.stages.clean import SPLIT
+from prescore.stages.clean import SPLIT, assign_split
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -164,14 +167,37 @@ def run(ctx: RunContext) -> dict[str, object]:
             f"task {usecase.task!r} ({', '.join(evaluation.task_metrics(usecase))})"
         )
     clean_version = tables.latest_version(ctx.spark, settings, usecase.clean_table)
-    clean = tables.read_run(
-        ctx.spark, settings, usecase.clean_table, ctx.run_date, clean_version
-    ).cache()
+    clean = model_rows(ctx, clean_version).cache()
     try:
         split_rows = check_training_data(clean, usecase=usecase)
         return train_and_register(ctx, clean, clean_version, split_rows)
     finally:
         clean.unpersist()
+
+
+def model_rows(ctx: RunContext, clean_version: int) -> DataFrame:
+    """The labelled rows to train on, with their split: the clean run date, or for a time series
+    the supervised frame of its history, split on the target day."""
+    usecase = ctx.usecase
+    if usecase.time_series is None:
+        return tables.read_run(
+            ctx.spark, ctx.settings, usecase.clean_table, ctx.run_date, clean_version
+        )
+    history = timeseries.read_history(
+        ctx.spark,
+        ctx.settings,
+        usecase,
+        ctx.run_date,
+        days=usecase.time_series.history_days,
+        version=clean_version,
+    )
+    return timeseries.supervised_frame(history, usecase=usecase, run_date=ctx.run_date).transform(
+        assign_split,
+        keys=usecase.published_keys,
+        split=usecase.split,
+        event_time=TARGET_DATE,
+        run_date=ctx.run_date,
+    )
 
 
 def champion_metrics(
