@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import logging
 import socket
 import threading
@@ -10,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -58,3 +61,39 @@ def logged_to(path: Path) -> Iterator[None]:
         root.removeHandler(handler)
         root.setLevel(level)
         handler.close()
+
+
+class _Webhook(http.server.BaseHTTPRequestHandler):
+    received: list[dict[str, Any]]
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        self.received.append(
+            {
+                "path": self.path,
+                "content_type": self.headers["Content-Type"],
+                "body": json.loads(self.rfile.read(length)),
+            }
+        )
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:  # keep the test output quiet
+        pass
+
+
+@contextmanager
+def webhook_server(path: str = "/hooks/prescore") -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local HTTP server on 127.0.0.1 recording every POST (path, content type, JSON body):
+    (its URL, the list it appends to)."""
+    received: list[dict[str, Any]] = []
+    handler = type("Webhook", (_Webhook,), {"received": received})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

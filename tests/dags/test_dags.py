@@ -9,7 +9,6 @@ import logging
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from airflow.timetables.base import DataInterval, TimeRestriction
 
 from prescore.config import AirflowSettings, ScheduleSettings, list_usecases, load_settings
 from prescore.spark import delta_package
+from support import webhook_server
 
 pytestmark = pytest.mark.dag
 
@@ -313,39 +313,10 @@ def test_demo_run_date_is_on_or_after_start_date(dagbag: DagBag) -> None:
 # ---------------------------------------------------------------- failure alerts
 
 
-class _Webhook(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]]
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        self.received.append(
-            {
-                "path": self.path,
-                "content_type": self.headers["Content-Type"],
-                "body": json.loads(self.rfile.read(length)),
-            }
-        )
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:  # keep the test output quiet
-        pass
-
-
 @pytest.fixture
 def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A local HTTP server on 127.0.0.1 recording the JSON bodies POSTed to it."""
-    received: list[dict[str, Any]] = []
-    handler = type("Webhook", (_Webhook,), {"received": received})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/prescore", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with webhook_server() as server:
+        yield server
 
 
 def _failure_context(dag_id: str, task_id: str) -> dict[str, Any]:

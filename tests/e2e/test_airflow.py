@@ -26,13 +26,11 @@ run come from the metadata database. Delta tables are read back with DuckDB's de
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ import pytest
 from prescore import tables
 from prescore.config import Settings, UseCase, load_settings, load_usecase
 from prescore.lookup import Scores
+from support import webhook_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -162,32 +161,10 @@ def _duckdb() -> duckdb.DuckDBPyConnection:
     return con
 
 
-class _Webhook(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]]
-
-    def do_POST(self) -> None:
-        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    received: list[dict[str, Any]] = []
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), type("Webhook", (_Webhook,), {"received": received})
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with webhook_server("/alerts") as server:
+        yield server
 
 
 def new_deployment(
@@ -431,7 +408,8 @@ def test_failed_run_leaves_the_published_snapshot_alone(failed_d3: dict) -> None
 
 
 def test_failed_task_is_reported_to_the_webhook(deployment: Deployment, failed_d3: dict) -> None:
-    assert [(a["dag_id"], a["task_id"], a["run_date"]) for a in deployment.alerts] == [
+    alerts = [post["body"] for post in deployment.alerts]
+    assert [(a["dag_id"], a["task_id"], a["run_date"]) for a in alerts] == [
         (SCORE_DAG, "ingest", D3)
     ]
-    assert "spark-submit" in deployment.alerts[0]["exception"]
+    assert "spark-submit" in alerts[0]["exception"]

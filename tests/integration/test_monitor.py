@@ -6,11 +6,8 @@ shift injected, run through to publish and monitor, with the alert webhook a loc
 from __future__ import annotations
 
 import base64
-import http.server
-import json
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -32,39 +29,17 @@ from prescore.context import RunContext
 from prescore.datagen import landing_dir
 from prescore.flow import run_flow
 from prescore.stages import monitor
+from support import webhook_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DAY_TWO = ("ingest", "validate", "clean", "score", "publish", "monitor")
 SHIFTED = "monthly_charges"
 
 
-class _Webhook(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]]
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        self.received.append(json.loads(self.rfile.read(length)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A local HTTP server on 127.0.0.1 recording the JSON bodies POSTed to it."""
-    received: list[dict[str, Any]] = []
-    handler = type("Webhook", (_Webhook,), {"received": received})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hooks", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with webhook_server() as server:
+        yield server
 
 
 def day_two(flow: tuple[RunContext, Any], folder: Path, url: str) -> RunContext:
@@ -109,7 +84,7 @@ def run_day_two(
     land_day_two(ctx, change)
     before = len(received)
     summary = run_flow(ctx, DAY_TWO)
-    return ctx, summary, received[before:]
+    return ctx, summary, [post["body"] for post in received[before:]]
 
 
 @pytest.fixture(scope="module")
