@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prescore.report import png_base64, write_report
+from prescore.report import PAGE_HEAD, png_base64, write_report
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -28,17 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 HISTOGRAM_BINS = 20
 SEED = 7
-TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{{ title }}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
-th { background: #f0f0f0; } td.l { text-align: left; }
-tr.fail td { background: #fde2e2; } img { max-width: 100%; }
-</style></head><body>
-<h1>{{ title }}</h1>
+TEMPLATE = (
+    PAGE_HEAD
+    + """<h1>{{ title }}</h1>
 <p>{{ measures|length }} measures, {{ breaches|length }} over their threshold{% if breaches %}:
 {% for m in breaches %}<b>{{ m.metric }}{% if m.feature %} ({{ m.feature }}){% endif %}</b> {{ fmt(m.value) }}
 (threshold {{ fmt(m.threshold) }}){% if not loop.last %}, {% endif %}{% endfor %}{% endif %}.</p>
@@ -56,6 +48,7 @@ tr.fail td { background: #fde2e2; } img { max-width: 100%; }
 {% endfor %}</table>
 </body></html>
 """
+)
 
 
 def _fmt(value: float | None) -> str:

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from prescore.stages.validate import ExpectationOutcome
 
 GRID_COLUMNS = 4
-TEMPLATE = """<!doctype html>
+# The head of every prescore report page (this one and the monitoring report): no external file.
+PAGE_HEAD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{{ title }}</title>
 <style>
@@ -33,7 +34,10 @@ th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
 th { background: #f0f0f0; } td.l { text-align: left; }
 tr.fail td { background: #fde2e2; } img { max-width: 100%; }
 </style></head><body>
-<h1>{{ title }}</h1>
+"""
+TEMPLATE = (
+    PAGE_HEAD
+    + """<h1>{{ title }}</h1>
 <p>{{ rows }} rows, {{ profiles|length }} columns. Validation: {{ evaluated }} expectations,
 {{ failed_error }} failed error, {{ failed_warn }} failed warn.</p>
 {% if outcomes %}<h2>Expectations</h2>
@@ -55,6 +59,7 @@ tr.fail td { background: #fde2e2; } img { max-width: 100%; }
 {% endfor %}
 </body></html>
 """
+)
 
 
 def png_base64(figure: Figure) -> str:
