@@ -30,13 +30,14 @@ SERIES, HISTORY_DAYS = 20, 59
 def forecast_flow(
     spark: SparkSession, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Settings, UseCase, dict[str, dict[str, object]], dict[str, dict[str, object]]]:
-    """D1 with its history through every stage, then D2's day alone through the score flow."""
+    """D1 with its history through every stage, then D2's day alone through the score flow and
+    the monitor (D1's next-day forecasts meet D2's actuals)."""
     state = settings.model_copy(update={"state_dir": tmp_path_factory.mktemp("forecast")})
     usecase = load_usecase("forecast", state)
     write_landing(state, usecase, D1, rows=SERIES, history_days=HISTORY_DAYS)
     first = run_flow(RunContext(state, usecase, D1, spark))
     write_landing(state, usecase, D2, rows=SERIES)
-    score_stages = ("ingest", "validate", "clean", "score", "publish")
+    score_stages = ("ingest", "validate", "clean", "score", "publish", "monitor")
     second = run_flow(RunContext(state, usecase, D2, spark), score_stages)
     return state, usecase, first, second
 
@@ -123,3 +124,33 @@ def test_the_analyst_notebook_runs_on_the_published_forecasts(
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the two figures
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert f"backtest: {SERIES} forecasts" in printed  # D1 horizon 1: seed 42 observes all 20 on D2
+
+
+def test_the_monitor_measures_yesterdays_forecasts_against_todays_actuals(
+    forecast_flow,  # type: ignore[no-untyped-def]
+    spark: SparkSession,
+) -> None:
+    """D2's monitor joins D1's forecasts to D2's sales on (store, item, target_date): the 20
+    next-day forecasts, with RMSE, MAE and MAPE measured and the same MAE the rows give."""
+    state, usecase, _, second = forecast_flow
+    assert second["monitor"]["table"] == "monitoring_forecast"
+    measures = {
+        r["metric"]: r
+        for r in tables.read_run(spark, state, "monitoring_forecast", D2).collect()
+        if r["metric"].startswith("realized_")
+    }
+    assert set(measures) == {"realized_rmse", "realized_mae", "realized_mape"}
+    assert all(m["value"] is not None for m in measures.values()), measures
+    assert measures["realized_mae"]["current_rows"] == SERIES
+    forecasts = tables.read_run(spark, state, usecase.predictions_table, D1).where(
+        f"{TARGET_DATE} = date'{D2}'"
+    )
+    actuals = tables.read_run(spark, state, usecase.clean_table, D2).selectExpr(
+        "store_id", "item_id", f"date as {TARGET_DATE}", "sales"
+    )
+    errors = [
+        abs(r["score"] - r["sales"])
+        for r in forecasts.join(actuals, ["store_id", "item_id", TARGET_DATE]).collect()
+    ]
+    assert len(errors) == SERIES
+    assert measures["realized_mae"]["value"] == pytest.approx(sum(errors) / len(errors))

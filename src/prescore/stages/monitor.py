@@ -220,7 +220,7 @@ def outcome_window(ctx: RunContext, earlier: list[Row]) -> list[Row]:
     """The earlier publishes whose outcomes the current batch can hold, newest publish per run
     date: the previous run date's (its keys' labels are in today's batch), or, for a time-series
     use case, every run date within the horizon (their target dates may fall in today's batch)."""
-    series = getattr(ctx.usecase, "time_series", None)
+    series = ctx.usecase.time_series
     latest: dict[date, Row] = {}
     for entry in earlier:  # newest first: keep the first per run date
         latest.setdefault(entry.run_date, entry)
@@ -236,7 +236,7 @@ def outcomes(predictions: DataFrame, labels: DataFrame, *, usecase: UseCase) -> 
     case also by the day predicted (`target_date`) against the clean rows' date column."""
     from pyspark.sql import functions as F
 
-    series = getattr(usecase, "time_series", None)
+    series = usecase.time_series
     keys = list(usecase.keys)
     labelled = labels.where(F.col(usecase.label).isNotNull())
     if series is not None:
