@@ -161,6 +161,26 @@ def test_jdbc_password_variable_unset_is_refused_naming_it(
     refused(ctx, rf"environment variable {PASSWORD} \(the password\) is not set")
 
 
+def test_jdbc_driver_missing_from_the_session_is_refused_naming_its_package(
+    spark, fresh_settings, churn, sample, credentials, tmp_path
+):
+    database = write_sqlite(tmp_path / "crm.db", sample, churn.source.schema_)
+    ctx = jdbc_context(spark, fresh_settings, churn, database)
+    postgres = ctx.usecase.source.model_copy(
+        update={
+            "url": "jdbc:postgresql://127.0.0.1:9/crm",
+            "driver": "org.postgresql.Driver",
+            "driver_package": "org.postgresql:postgresql:42.7.14",
+        }
+    )
+    ctx = RunContext(
+        fresh_settings, ctx.usecase.model_copy(update={"source": postgres}), RUN_DATE, spark
+    )
+    refused(
+        ctx, r"driver org\.postgresql\.Driver is not loaded.*org\.postgresql:postgresql:42\.7\.14"
+    )
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
