@@ -114,7 +114,9 @@ def _pair(a: str, b: str) -> str:
 def summary_aggregates(plan: ProfilePlan) -> tuple[list[Column], list[Column]]:
     """Every pass-1 statistic as an aggregate expression named `<stat>__<column>`, in two lists:
     the arithmetic ones (counts, min, max, moments, correlations), which Spark compiles into one
-    tight loop, and the sketches (distinct counts, quantiles), which it can only interpret."""
+    tight loop, and the sketches (distinct counts, quantiles) with the min and max of text
+    columns, which it can only interpret (an aggregation holding any of these is interpreted
+    whole)."""
     from pyspark.sql import functions as F
 
     arithmetic = [F.count(F.lit(1)).alias("rows")]
@@ -123,8 +125,10 @@ def summary_aggregates(plan: ProfilePlan) -> tuple[list[Column], list[Column]]:
         col = F.col(column)
         arithmetic.append(F.count(col).alias(f"nonnull__{column}"))
         sketches.append(F.approx_count_distinct(col, DISTINCT_RSD).alias(f"distinct__{column}"))
-        arithmetic.append(F.min(col).cast("string").alias(f"min__{column}"))
-        arithmetic.append(F.max(col).cast("string").alias(f"max__{column}"))
+        # Text min and max need buffers of varying width, which only the sketch aggregation has.
+        bounds = sketches if dtype == "string" else arithmetic
+        bounds.append(F.min(col).cast("string").alias(f"min__{column}"))
+        bounds.append(F.max(col).cast("string").alias(f"max__{column}"))
         if dtype in NUMERIC_TYPES:
             value = col.cast("double")
             arithmetic.append(F.mean(value).alias(f"mean__{column}"))
