@@ -5,10 +5,11 @@ Parquet under bench/.data/, read, spread over the cores and cached; every subjec
 cached frame, in seconds, best of 3 after a warm-up:
 
 - baseline: one aggregation computing the row count and the null count of every column;
-- prescore validate: the batch profile (two passes), the shipped Great Expectations suite
-  (SUMMARY results) and the row rules that decide the quarantine (null keys, ranges, duplicates),
-  each collected to the driver as the stage does; Delta writes and the HTML report are left out
-  (they do not grow with the rows);
+- prescore validate: the batch profile (two passes, the first in two aggregations), the shipped
+  Great Expectations suite (SUMMARY results: counts for every expectation, a sample of unexpected
+  values for the failed ones) and the row rules that decide the quarantine (null keys, ranges,
+  duplicates), each collected to the driver as the stage does; Delta writes and the HTML report
+  are left out (they do not grow with the rows);
 - its parts alone: the profile, the suite, the row rules.
 """
 

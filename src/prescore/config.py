@@ -128,14 +128,54 @@ ColumnType = Literal["string", "int", "long", "double", "boolean", "date", "time
 Severity = Literal["error", "warn"]
 
 
+_JDBC_FIELDS = ("url", "table", "query", "driver", "driver_package", "user_env", "password_env")
+_CREDENTIAL = re.compile(r"(^|[;&?:])\s*(user|password)\s*=", re.IGNORECASE)
+
+
 class SourceSettings(_Strict):
     """Landing files (csv with a header, json lines, parquet) under <path>/run_date=YYYY-MM-DD/,
-    or an existing Delta table at <path>; either must match `schema` exactly."""
+    an existing Delta table at <path>, or a JDBC table or query; each must match `schema` exactly.
 
-    format: Literal["csv", "parquet", "json", "delta"]
-    path: str  # relative to the state folder's landing/ unless absolute
+    JDBC credentials come from the environment only: `user_env` and `password_env` name the
+    variables, and a user or password written into the url or the options is refused.
+    """
+
+    format: Literal["csv", "parquet", "json", "delta", "jdbc"]
+    path: str | None = None  # relative to the state folder's landing/ unless absolute
     schema_: dict[str, ColumnType] = Field(alias="schema")
     options: dict[str, str] = Field(default_factory=dict)
+    url: str | None = None  # jdbc:<subprotocol>:..., without credentials
+    table: str | None = None  # jdbc: a table name, or
+    query: str | None = None  # jdbc: a SELECT whose columns are the schema's
+    driver: str | None = None  # jdbc: the driver class, e.g. org.sqlite.JDBC
+    driver_package: str | None = None  # jdbc: its Maven coordinate, added to the Spark session
+    user_env: str | None = None  # jdbc: the environment variable holding the user
+    password_env: str | None = None  # jdbc: the environment variable holding the password
+
+    @model_validator(mode="after")
+    def _fields_of_format(self) -> SourceSettings:
+        given = [name for name in _JDBC_FIELDS if getattr(self, name) is not None]
+        if self.format != "jdbc":
+            if self.path is None:
+                raise ValueError(f"format {self.format} needs a path")
+            if given:
+                raise ValueError(f"{given} only apply to format jdbc")
+            return self
+        if self.path is not None:
+            raise ValueError("format jdbc reads url and table (or query), not path")
+        for name in ("url", "driver", "driver_package"):
+            if getattr(self, name) is None:
+                raise ValueError(f"format jdbc needs {name}")
+        if (self.table is None) == (self.query is None):
+            raise ValueError("format jdbc needs exactly one of table or query")
+        if _CREDENTIAL.search(self.url or "") or {"user", "password"} & {
+            k.lower() for k in self.options
+        }:
+            raise ValueError(
+                "jdbc credentials come from the environment only: name the variables in "
+                "user_env and password_env, not in url or options"
+            )
+        return self
 
 
 class PiiRule(_Strict):

@@ -21,7 +21,9 @@ class RunContext:
 
     @classmethod
     def create(cls, usecase: str, run_date: date, settings: Settings | None = None) -> RunContext:
-        from prescore.spark import get_spark
+        from prescore.spark import get_spark, source_packages
 
         settings = settings or load_settings()
-        return cls(settings, load_usecase(usecase, settings), run_date, get_spark(settings))
+        loaded = load_usecase(usecase, settings)
+        # The session's packages are fixed when it starts: it must load the source's JDBC driver.
+        return cls(settings, loaded, run_date, get_spark(settings, source_packages(loaded)))

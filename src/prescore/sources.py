@@ -4,17 +4,22 @@ schema declared in the use case, or the read fails naming the file and the colum
 Parquet: the footer of each file. CSV: the header line of each file, then one Spark pass over the
 text values that finds the first file holding a value that is not of its declared type. JSON
 lines: the keys of each file's first record, then the same pass. Delta: the table's schema.
+JDBC: the columns and types the driver reports, then one pass that counts the rows and finds text
+dates or timestamps that do not parse (SQLite, say, keeps dates as text).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+    from prescore.config import SourceSettings
 
 
 class SourceSchemaError(ValueError):
@@ -120,3 +125,116 @@ def check_delta(spark: SparkSession, path: str, declared: dict[str, str]) -> int
     history = table.history(1).select("version").first()
     assert history is not None
     return int(history[0])
+
+
+# ---------------------------------------------------------------- JDBC
+
+_INTEGRAL = ("tinyint", "smallint", "int")
+# Spark types (as the driver's JDBC types map to them) each declared type accepts; a text column
+# may hold dates or timestamps (SQLite has no date type), checked value by value.
+JDBC_ACCEPTS = {
+    "string": ("string",),
+    "int": _INTEGRAL,
+    "long": (*_INTEGRAL, "bigint"),
+    "double": (*_INTEGRAL, "bigint", "float", "double", "decimal"),
+    "boolean": ("boolean",),
+    "date": ("date", "string"),
+    "timestamp": ("timestamp", "timestamp_ntz", "date", "string"),
+}
+
+
+def jdbc_name(source: SourceSettings) -> str:
+    """The url and the table (or `query`) that name a JDBC source in errors, logs and lineage;
+    the url holds no credential (the config refuses one)."""
+    return f"{source.url} table {source.table}" if source.table else f"{source.url} query"
+
+
+def jdbc_credentials(source: SourceSettings) -> dict[str, str]:
+    """The user and password from the environment variables the source names."""
+    found = {}
+    for option, variable in (("user", source.user_env), ("password", source.password_env)):
+        if variable is None:
+            continue
+        if not os.environ.get(variable):
+            raise SourceSchemaError(
+                f"{jdbc_name(source)}: environment variable {variable} (the {option}) is not set"
+            )
+        found[option] = os.environ[variable]
+    return found
+
+
+def read_jdbc(spark: SparkSession, source: SourceSettings) -> DataFrame:
+    """The JDBC table or query, checked against the declared schema and cast to it.
+
+    Loading asks the database for the columns only; the check pass then reads every row once.
+    A driver or database error is raised naming the source, with any password blanked.
+    """
+    credentials = jdbc_credentials(source)
+    reader = spark.read.format("jdbc").options(**source.options)
+    reader = reader.option("url", source.url).option("driver", source.driver)
+    if source.table:
+        reader = reader.option("dbtable", source.table)
+    else:
+        reader = reader.option("query", source.query)
+    try:
+        df = reader.options(**credentials).load()
+    except Exception as exc:  # py4j and Spark raise many kinds; all mean: cannot read it
+        raise SourceSchemaError(_jdbc_failure(source, exc, credentials)) from None
+    declared = source.schema_
+    check_jdbc_types(
+        jdbc_name(source), {f.name: f.dataType.simpleString() for f in df.schema}, declared
+    )
+    check_jdbc_values(df, source)
+    from pyspark.sql import functions as F
+
+    return df.select(*[F.col(c).cast(SPARK_TYPES[t]).alias(c) for c, t in declared.items()])
+
+
+def _jdbc_failure(source: SourceSettings, exc: Exception, credentials: dict[str, str]) -> str:
+    text = str(exc)
+    if "ClassNotFoundException" in text or "No suitable driver" in text:
+        return (
+            f"{jdbc_name(source)}: JDBC driver {source.driver} is not loaded; the Spark session "
+            f"must start with {source.driver_package} in spark.jars.packages"
+        )
+    reason = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+    for secret in credentials.values():
+        reason = reason.replace(secret, "***")
+    return f"{jdbc_name(source)}: cannot read ({reason.strip()[:300]})"
+
+
+def check_jdbc_types(where: str, actual: dict[str, str], declared: dict[str, str]) -> None:
+    """The driver reports the declared columns, each of a type its declared type accepts."""
+    check_columns(where, list(actual), declared)
+    for column, kind in declared.items():
+        base = actual[column].split("(")[0]  # decimal(10,2) -> decimal
+        if base not in JDBC_ACCEPTS[kind]:
+            raise SourceSchemaError(
+                f"{where}: column {column!r} is {actual[column]}, declared {kind}"
+            )
+
+
+def check_jdbc_values(df: DataFrame, source: SourceSettings) -> None:
+    """One pass: the source has rows, and text dates or timestamps parse."""
+    from pyspark.sql import functions as F
+
+    texts = [
+        c
+        for c, kind in source.schema_.items()
+        if kind in ("date", "timestamp") and df.schema[c].dataType.simpleString() == "string"
+    ]
+    aggs = [F.count(F.lit(1)).alias("_rows")]
+    for column in texts:
+        text = F.col(column)
+        parsed = text.try_cast(SPARK_TYPES[source.schema_[column]])
+        aggs.append(F.count_if(text.isNotNull() & parsed.isNull()).alias(column))
+    row = df.agg(*aggs).first()
+    assert row is not None  # a global aggregate always returns one row
+    if row["_rows"] == 0:
+        raise SourceSchemaError(f"{jdbc_name(source)}: no rows")
+    for column in texts:
+        if row[column]:
+            kind = source.schema_[column]
+            raise SourceSchemaError(
+                f"{jdbc_name(source)}: column {column!r} has {row[column]} value(s) that are not {kind}"
+            )

@@ -8,9 +8,11 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from pyspark.sql import SparkSession
 
-    from prescore.config import Settings
+    from prescore.config import Settings, UseCase
 
 
 def delta_package() -> str:
@@ -20,24 +22,41 @@ def delta_package() -> str:
     return f"io.delta:delta-spark_{spark_minor}_2.13:{delta_version}"
 
 
-def spark_conf(settings: Settings) -> dict[str, str]:
-    """Every Spark setting prescore needs, for a builder or a spark-submit --conf list."""
+def jars_packages(settings: Settings, packages: Sequence[str] = ()) -> str:
+    """Delta, the packages conf names (spark.jars.packages in spark.conf: a test's JDBC driver)
+    and `packages` (a use case's JDBC driver), as one spark.jars.packages list."""
+    named = settings.spark.conf.get("spark.jars.packages", "")
+    wanted = [delta_package(), *named.split(","), *packages]
+    return ",".join(dict.fromkeys(p.strip() for p in wanted if p.strip()))
+
+
+def source_packages(usecase: UseCase) -> list[str]:
+    """The Maven packages the use case's source needs in the session (its JDBC driver)."""
+    return [usecase.source.driver_package] if usecase.source.driver_package else []
+
+
+def spark_conf(settings: Settings, packages: Sequence[str] = ()) -> dict[str, str]:
+    """Every Spark setting prescore needs, for a builder or a spark-submit --conf list.
+
+    Packages are resolved once, when the session starts: `packages` (a use case's JDBC driver)
+    must be named by whoever builds the session for a stage.
+    """
     return {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
-        "spark.jars.packages": delta_package(),
         # Workers run the same interpreter (and so the same packages) as the driver.
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
         # Delta's replaceWhere must only ever touch the run_date it names.
         "spark.databricks.delta.replaceWhere.constraintCheck.enabled": "true",
         **settings.spark.conf,
+        "spark.jars.packages": jars_packages(settings, packages),
     }
 
 
-def get_spark(settings: Settings) -> SparkSession:
-    """The active session, or a new one with Delta on.
+def get_spark(settings: Settings, packages: Sequence[str] = ()) -> SparkSession:
+    """The active session, or a new one with Delta on and `packages` (JDBC drivers) loaded.
 
     Under spark-submit the launcher already chose the master and resolved --packages, and what it
     was given with --conf wins over conf/ (a cluster's python path, say); run from plain Python,
@@ -53,7 +72,7 @@ def get_spark(settings: Settings) -> SparkSession:
     wanted = {
         "spark.master": settings.spark.master,
         "spark.app.name": settings.spark.app_name,
-        **spark_conf(settings),
+        **spark_conf(settings, packages),
     }
     launcher = launcher_conf()
     if launcher is not None:  # the JVM is up, its packages resolved: fill in only what is unset

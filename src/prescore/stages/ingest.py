@@ -1,4 +1,5 @@
-"""Ingest: landing files -> raw Delta table, kept unchanged, one partition per run_date.
+"""Ingest: landing files, a Delta table or a JDBC source -> raw Delta table, kept unchanged, one
+partition per run_date.
 
 Grain out: one row per source row, the declared source columns plus run_date, _source_file and
 _ingested_at. The source must match the schema declared in the use case; a file that does not is
@@ -25,6 +26,8 @@ from prescore.sources import (
     check_delta,
     check_json_lines,
     check_values,
+    jdbc_name,
+    read_jdbc,
 )
 
 if TYPE_CHECKING:
@@ -130,6 +133,8 @@ def run(ctx: RunContext) -> dict[str, object]:
         frame, origin = read_delta_source(ctx)
         files: list[Path] = []
         read: dict[str, object] = {origin.rsplit("@v", 1)[0]: int(origin.rsplit("@v", 1)[1])}
+    elif source.format == "jdbc":  # checked as it is read, before anything is written
+        frame, origin, files, read = read_jdbc(ctx.spark, source), jdbc_name(source), [], {}
     else:
         files = landing_files(landing_dir(ctx.settings, ctx.usecase, ctx.run_date), source)
         check_landing_files(ctx.spark, files, source)  # before anything is written
@@ -144,9 +149,9 @@ def run(ctx: RunContext) -> dict[str, object]:
         .count()
     )
     log.info(
-        "ingest: %d rows from %d file(s) -> %s v%d",
+        "ingest: %d rows from %s -> %s v%d",
         rows,
-        len(files),
+        origin or f"{len(files)} file(s)",
         ctx.usecase.raw_table,
         version,
     )

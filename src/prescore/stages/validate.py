@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 SUITE_KEYS = frozenset({"name", "expectations", "notes", "meta"})
 # SUMMARY adds unexpected counts and a sample of unexpected values to BOOLEAN_ONLY's verdict.
+# The suite runs with counts only (each sample costs GX two more Spark jobs per expectation);
+# the expectations that fail run again for their sample.
+COUNTS_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0}
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 5}
 RESULTS_SCHEMA = (
     "run_date date, usecase string, suite string, expectation_type string, column string, "
@@ -142,7 +145,8 @@ def suite_result(df: DataFrame, suite: ExpectationSuite) -> ExpectationSuiteVali
     """GX's result of `suite` over the whole of `df` (SUMMARY format).
 
     Any grain and columns in. The frame is cached for the suite's many metric queries (unless the
-    caller cached it already) and released afterwards.
+    caller cached it already) and released afterwards. The whole suite runs with unexpected counts
+    only; each failed expectation with unexpected values runs again alone for a sample of them.
     """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -158,7 +162,14 @@ def suite_result(df: DataFrame, suite: ExpectationSuite) -> ExpectationSuiteVali
         df.cache()
     try:
         batch = batch_definition.get_batch(batch_parameters={"dataframe": df})
-        return batch.validate(suite, result_format=RESULT_FORMAT)
+        result = batch.validate(suite, result_format=COUNTS_FORMAT)
+        for index, outcome in enumerate(result.results):
+            if not outcome.success and (outcome.result or {}).get("unexpected_count"):
+                config = outcome.expectation_config
+                assert config is not None  # GX sets it on every result of a suite run
+                sampled = batch.validate(config.to_domain_obj(), result_format=RESULT_FORMAT)
+                result.results[index] = sampled
+        return result
     finally:
         if owns_cache:
             df.unpersist()
