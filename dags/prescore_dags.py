@@ -64,7 +64,7 @@ from prescore.config import (
     load_usecase,
 )
 from prescore.flow import STAGES
-from prescore.spark import delta_package, spark_conf
+from prescore.spark import jars_packages, source_packages, spark_conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -203,7 +203,7 @@ class StageSubmitOperator(SparkSubmitOperator):
 
 
 def submit_conf(settings: Settings) -> dict[str, str]:
-    """Spark settings for spark-submit; the Delta jar goes through `packages` instead."""
+    """Spark settings for spark-submit; the jars (Delta, a JDBC driver) go through `packages`."""
     return {k: v for k, v in spark_conf(settings).items() if k != "spark.jars.packages"}
 
 
@@ -217,7 +217,7 @@ def stage_task(
         application=str(JOBS_DIR / f"{stage}.py"),
         application_args=["--usecase", usecase.name, "--run-date", RUN_DATE_ARG],
         conn_id="spark_default",
-        packages=delta_package(),
+        packages=jars_packages(settings, source_packages(usecase)),
         conf=submit_conf(settings),
         name=f"prescore-{usecase.name}-{stage}",
         spark_binary=str(_LOCAL_SPARK_SUBMIT) if local_binary else None,
