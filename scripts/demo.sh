@@ -10,7 +10,10 @@
 #
 #   RUN_DATE            logical date of the run (default: today, UTC, so the scores are fresh;
 #                       the same date gives the same tables)
-#   DEMO_ROWS           customers to generate (default 100000)
+#   USECASE             the use case (default churn; forecast: USECASE=forecast DEMO_ROWS=200
+#                       DEMO_HISTORY_DAYS=120 make demo, 200 store-item series)
+#   DEMO_ROWS           rows to generate, or series for a time series (default 100000)
+#   DEMO_HISTORY_DAYS   time series: also land the days before the run date (default 0)
 #   PRESCORE_STATE_DIR  tables, models, Airflow's database and logs (default .state)
 set -euo pipefail
 
@@ -19,7 +22,8 @@ cd "$root"
 bin=$root/.venv/bin
 run_date=${RUN_DATE:-$(date -u +%F)}
 rows=${DEMO_ROWS:-100000}
-usecase=churn
+usecase=${USECASE:-churn}
+history_days=${DEMO_HISTORY_DAYS:-0}
 score_dag=prescore_${usecase}_score
 train_dag=prescore_${usecase}_train
 started=$SECONDS
@@ -82,7 +86,8 @@ run_dag() {
 }
 
 step "1/5 generate $rows $usecase rows for $run_date"
-"$bin/prescore" datagen --usecase "$usecase" --run-date "$run_date" --rows "$rows"
+"$bin/prescore" datagen --usecase "$usecase" --run-date "$run_date" --rows "$rows" \
+  --history-days "$history_days"
 
 # Airflow for every step below: SQLite metadata database and logs under the state folder.
 export AIRFLOW_HOME=$state/airflow
