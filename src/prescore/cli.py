@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollback_model.add_argument("--usecase", required=True)
     datagen = commands.add_parser("datagen", help="write seeded demo landing files")
     _stage_args(datagen)
-    datagen.add_argument("--rows", type=int, default=100_000)
+    datagen.add_argument("--rows", type=int, default=100_000, help="rows; series for a time series")
     datagen.add_argument("--seed", type=int, default=42)
     datagen.add_argument(
         "--history-days", type=int, default=0, help="time series: also land the days before"
@@ -132,7 +132,9 @@ def dispatch(args: argparse.Namespace) -> None:
         folder = write_landing(
             settings, usecase, args.run_date, args.rows, args.seed, history_days=args.history_days
         )
-        print(f"datagen: {args.rows} {usecase.entity} rows (plus injected defects) -> {folder}")
+        unit = f"{usecase.entity} rows" if usecase.time_series is None else "series"
+        history = f", {args.history_days} days of history" if args.history_days else ""
+        print(f"datagen: {args.rows} {unit}{history} (plus injected defects) -> {folder}")
         return
     if args.command == "bi-views":
         from pathlib import Path
