@@ -211,7 +211,7 @@ def evidently_page(ctx: RunContext, frames: dict[str, DataFrame], path: Path) ->
         from evidently.presets import DataDriftPreset
 
         usecase = ctx.usecase
-        columns = usecase.features
+        columns = usecase.source_features  # the columns of the clean rows (not built ones)
         rows = usecase.monitoring.report_sample_rows
         current = frames["current"]
         definition = DataDefinition(

@@ -131,9 +131,12 @@ def test_the_monitor_measures_yesterdays_forecasts_against_todays_actuals(
     spark: SparkSession,
 ) -> None:
     """D2's monitor joins D1's forecasts to D2's sales on (store, item, target_date): the 20
-    next-day forecasts, with RMSE, MAE and MAPE measured and the same MAE the rows give."""
+    next-day forecasts, with RMSE, MAE and MAPE measured and the same MAE the rows give; the
+    report and its Evidently page are written."""
     state, usecase, _, second = forecast_flow
     assert second["monitor"]["table"] == "monitoring_forecast"
+    report = Path(str(second["monitor"]["report"]))
+    assert report.is_file() and report.with_name(f"{report.stem}_evidently.html").is_file()
     measures = {
         r["metric"]: r
         for r in tables.read_run(spark, state, "monitoring_forecast", D2).collect()
