@@ -28,9 +28,12 @@ demo: setup
 	@scripts/demo.sh
 
 # Two pytest workers: much of a test's time is a JVM or an Airflow process starting, which leaves
-# a core idle; tests are grouped by file (see tests/conftest.py), so each fixture is built once.
+# a core idle. --dist loadfile keeps each file on one worker, so its module fixtures (an Airflow
+# deployment, a forecast run) are built once; the session-wide `flow` may be built on both.
+# (Not loadgroup: pytest-xdist 3.8 cannot regroup tests under pytest 9.2, whose node ids it no
+# longer rewrites.)
 test: setup
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check src jobs dags tests bench

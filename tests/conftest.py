@@ -66,19 +66,3 @@ def flow(
     with logged_to(state.state_dir / FLOW_LOG):
         return ctx, run_flow(ctx)
 
-
-# Session fixtures that run a whole flow: every file that uses one runs in the same xdist worker,
-# so `make test` (pytest -n 2 --dist loadgroup) builds each once.
-SHARED_FLOWS = ("flow",)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One xdist group per test file (its module fixtures are built once), except that the files
-    using a shared flow fixture make one group together."""
-    files_using: dict[Path, str] = {}
-    for item in items:
-        used = [name for name in SHARED_FLOWS if name in item.fixturenames]
-        if used:
-            files_using.setdefault(item.path, used[0])
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(files_using.get(item.path, item.path.name)))
