@@ -65,4 +65,3 @@ def flow(
     ctx = RunContext(state, churn, FLOW_RUN_DATE, spark)
     with logged_to(state.state_dir / FLOW_LOG):
         return ctx, run_flow(ctx)
-

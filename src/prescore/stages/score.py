@@ -205,16 +205,20 @@ def rows_to_score(
         clean = tables.read_run(spark, settings, usecase.clean_table, run_date, clean_version)
         require_model_columns(clean, usecase=usecase, table=table)
         return clean
-    history = timeseries.read_history(
-        spark,
-        settings,
-        usecase,
-        run_date,
-        days=usecase.time_series.context_days,
-        version=clean_version,
-    )
+    history = scoring_history(spark, settings, usecase, run_date, clean_version)
     require_model_columns(history, usecase=usecase, table=table)
     return timeseries.scoring_frame(history, usecase=usecase, run_date=run_date)
+
+
+def scoring_history(
+    spark: SparkSession, settings: Settings, usecase: UseCase, run_date: date, clean_version: int
+) -> DataFrame:
+    """A time series' clean days that scoring run_date reads: its longest lag or window back."""
+    assert usecase.time_series is not None
+    days = usecase.time_series.context_days
+    return timeseries.read_history(
+        spark, settings, usecase, run_date, days=days, version=clean_version
+    )
 
 
 def scored_population(
@@ -226,14 +230,7 @@ def scored_population(
         return tables.read_run(
             spark, settings, usecase.clean_table, run_date, clean_version
         ).count()
-    history = timeseries.read_history(
-        spark,
-        settings,
-        usecase,
-        run_date,
-        days=usecase.time_series.context_days,
-        version=clean_version,
-    )
+    history = scoring_history(spark, settings, usecase, run_date, clean_version)
     return timeseries.series_count(history, usecase=usecase) * usecase.time_series.horizon_days
 
 
