@@ -293,7 +293,10 @@ class Server:
             "PRESCORE_ENV": "test",  # bench_settings loads env="test"
             "PRESCORE_STATE_DIR": str(Path(settings.state_dir).resolve()),
         }
-        command = [str(PRESCORE_COMMAND), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        command = [
+            *(str(PRESCORE_COMMAND), "serve", "--usecase", "churn"),
+            *("--host", "127.0.0.1", "--port", str(self.port)),
+        ]
         self.log = log
         with log.open("wb") as out:
             self.process = subprocess.Popen(

@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default: serve.host, loopback)")
     serve.add_argument("--port", type=int, help="port to listen on (default: serve.port)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--usecase",
+        action="append",
+        dest="usecases",
+        help="answer only this use case (repeatable; default: serve.usecases, else all)",
+    )
     return parser
 
 
@@ -123,6 +129,9 @@ def dispatch(args: argparse.Namespace) -> None:
     if args.command == "serve":
         from prescore.serve import serve
 
+        if args.usecases:
+            only = settings.serve.model_copy(update={"usecases": args.usecases})
+            settings = settings.model_copy(update={"serve": only})
         serve(settings, host=args.host, port=args.port, access_log=args.access_log)
         return
     if args.command == "datagen":

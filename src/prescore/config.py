@@ -71,6 +71,7 @@ class ServeSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_batch: int = Field(1000, ge=1)
+    usecases: list[str] | None = None  # the use cases answered; None: every file in conf/usecases/
 
 
 class Settings(_Strict):

@@ -4,13 +4,14 @@
 
     key           fixed_size_binary(w)  the key encoded as bytes (below), zero-padded to w
     score         float64
-    scored_at     timestamp[us]
-    valid_until   timestamp[us]
     bucket_start  int64                 first row of hash bucket i (the rows are in bucket order)
-    model_name, model_version           string columns, only when they vary within the snapshot
+    model_name, model_version           string, only when they vary within the snapshot
+    scored_at, valid_until              timestamp[us], only when they vary within the snapshot
 
-Schema metadata holds the key columns and their kinds, the run date, and the model name and
-version when they are constant (the usual case: one publish, one model).
+Schema metadata holds the key columns and their kinds, the run date, and each of the last four
+columns that is the same on every row (the usual case: one scoring run stamps one model and one
+time). A constant costs a lookup nothing: a 1000-key batch copies it instead of converting 1000
+values, and judges freshness once.
 
 Why a hash index and not a key-sorted file: a binary search over 10M keys is ~24 dependent reads
 from memory, about 2.5 µs a key even vectorised, which is too slow for a 1000-key batch in 2.5 ms.
@@ -42,12 +43,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 SUFFIX = ".keys.arrow"
-FORMAT = "prescore-keys-1"
+FORMAT = "prescore-keys-2"
 SEPARATOR = "\x00"
 NEVER_STORED = b"\xff"  # no UTF-8 text holds this byte, so no stored key equals it
 KeyKind = Literal["string", "int", "date"]
 KeyPart = str | int
 VALUE_COLUMNS = ("score", "scored_at", "valid_until", "model_name", "model_version")
+STAMPS = {"model_name": pa.string(), "model_version": pa.string()}
+TIMES = {"scored_at": pa.timestamp("us"), "valid_until": pa.timestamp("us")}
 _DECIMAL = re.compile(r"[+-]?[0-9]{1,20}")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # the golden-ratio multiplier: spreads each word's bits
@@ -226,10 +229,6 @@ def write_key_file(target: Path, predictions: pa.Table, *, keys: list[str], run_
     columns: dict[str, pa.Array] = {
         "key": fixed.take(order),
         "score": predictions.column("score").combine_chunks().cast(pa.float64()).take(order),
-        **{
-            name: predictions.column(name).combine_chunks().cast(pa.timestamp("us")).take(order)
-            for name in ("scored_at", "valid_until")
-        },
         "bucket_start": pa.array(np.cumsum(counts) - counts),
     }
     metadata = {
@@ -238,10 +237,11 @@ def write_key_file(target: Path, predictions: pa.Table, *, keys: list[str], run_
         "kinds": json.dumps(kinds),
         "run_date": run_date.isoformat(),
     }
-    for name in ("model_name", "model_version"):
-        values = predictions.column(name).combine_chunks().cast(pa.string())
+    for name, kind in (STAMPS | TIMES).items():
+        values = predictions.column(name).combine_chunks().cast(kind)
         if values.null_count == 0 and len(pc.unique(values)) == 1:
-            metadata[name] = values[0].as_py()
+            value = values[0].as_py()
+            metadata[name] = value if isinstance(value, str) else value.isoformat()
         else:
             columns[name] = values.take(order)
     for name, column in columns.items():
@@ -275,19 +275,25 @@ class KeyIndex:
         self._batch = pa.ipc.open_file(self._file).get_batch(0)
         meta = {k.decode(): v.decode() for k, v in (self._batch.schema.metadata or {}).items()}
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a {FORMAT} key file")
+            raise ValueError(
+                f"{path}: not a {FORMAT} key file (an older prescore's?): publish its run date again"
+            )
         self.keys: list[str] = json.loads(meta["keys"])
         self.kinds: list[KeyKind] = json.loads(meta["kinds"])
         self.run_date = date.fromisoformat(meta["run_date"])
-        self.model_name, self.model_version = meta.get("model_name"), meta.get("model_version")
-        self._varying = {"model_name", "model_version"} & set(self._batch.schema.names)
         self.size = self._batch.num_rows
         self.key_dtype = np.dtype(f"S{self._batch.schema.field('key').type.byte_width}")
         self._keys = _view(self._batch.column("key"), self.key_dtype)
         self._bucket_start = _view(self._batch.column("bucket_start"), np.dtype(np.int64))
         self.score = _view(self._batch.column("score"), np.dtype(np.float64))
-        self.scored_at = _view(self._batch.column("scored_at"), np.dtype("datetime64[us]"))
-        self.valid_until = _view(self._batch.column("valid_until"), np.dtype("datetime64[us]"))
+        # Each stamp is a constant from the metadata or a column of the file, never both.
+        self.constants: dict[str, Any] = {name: meta[name] for name in STAMPS if name in meta}
+        self.constants |= {n: datetime.fromisoformat(meta[n]) for n in TIMES if n in meta}
+        self._times = {
+            name: _view(self._batch.column(name), np.dtype("datetime64[us]"))
+            for name in TIMES
+            if name not in self.constants
+        }
         self._page_in()
 
     def _page_in(self) -> None:
@@ -295,7 +301,7 @@ class KeyIndex:
 
         Measured: without it, the first ~20 batches after a swap each took 3-4 ms longer, finding
         their pages not yet mapped into the process."""
-        for array in (self._keys, self._bucket_start, self.score, self.scored_at, self.valid_until):
+        for array in (self._keys, self._bucket_start, self.score, *self._times.values()):
             np.add.reduce(array.view(np.uint8)[:: mmap.PAGESIZE])
 
     def needles(self, keys: Sequence[tuple[KeyPart, ...]]) -> np.ndarray:
@@ -308,7 +314,9 @@ class KeyIndex:
         encoded = _encode_plain(keys) if self.kinds == ["string"] else None
         if encoded is None:
             encoded = [encode_key(k) for k in keys]
-        return np.array([e if len(e) <= width else NEVER_STORED for e in encoded], self.key_dtype)
+        if encoded and max(map(len, encoded)) > width:
+            encoded = [e if len(e) <= width else NEVER_STORED for e in encoded]
+        return np.array(encoded, self.key_dtype)
 
     def find(self, needles: np.ndarray) -> np.ndarray:
         """The row of each needle, -1 when absent: hash to a bucket, then walk the batch's buckets
@@ -344,19 +352,22 @@ class KeyIndex:
 
     def columns(self, rows: np.ndarray) -> tuple[list[Any], ...]:
         """(score, model name, model version, scored_at, valid_until) of the rows, as lists."""
-        return (
-            self.score[rows].tolist(),
-            self._per_row("model_name", self.model_name, rows),
-            self._per_row("model_version", self.model_version, rows),
-            self.scored_at[rows].tolist(),
-            self.valid_until[rows].tolist(),
-        )
+        stamps = (self._values(name, rows) for name in ("model_name", "model_version"))
+        times = (self._values(name, rows) for name in TIMES)
+        return (self.score[rows].tolist(), *stamps, *times)
 
-    def _per_row(self, column: str, constant: str | None, rows: np.ndarray) -> list[str | None]:
-        """The file's constant, or its column when the value varies between rows."""
-        if column in self._varying:
-            return list(self._batch.column(column).take(rows).to_pylist())
-        return [constant] * len(rows)
+    def times(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """scored_at or valid_until of the rows, as datetime64[us]."""
+        if name in self.constants:
+            return np.full(len(rows), np.datetime64(self.constants[name], "us"))
+        return self._times[name][rows]
+
+    def _values(self, name: str, rows: np.ndarray) -> list[Any]:
+        if name in self.constants:
+            return [self.constants[name]] * len(rows)
+        if name in TIMES:
+            return self._times[name][rows].tolist()
+        return list(self._batch.column(name).take(rows).to_pylist())
 
     def close(self) -> None:
         """Close the file. The mapping goes when its last view does (Arrow counts them), so a

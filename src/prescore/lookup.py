@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, time, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, cast
 
@@ -30,6 +31,10 @@ class SnapshotNotFoundError(FileNotFoundError):
     """Nothing has been published for this use case yet (or not with a key file)."""
 
 
+class SnapshotUnreadableError(RuntimeError):
+    """The published snapshot's key file exists but cannot be read (corrupt, or another format)."""
+
+
 class Score(NamedTuple):
     """One key's answer. A named tuple, not a dataclass: a 1000-key batch builds 1000 of them, and
     a tuple is built in C (a frozen dataclass's __init__ cost 1.5 µs a Score, most of the batch)."""
@@ -42,6 +47,10 @@ class Score(NamedTuple):
     scored_at: datetime | None = None
     valid_until: datetime | None = None
     run_date: date | None = None
+
+
+# Score(*row) without namedtuple's Python-level _make: a batch builds one Score per key.
+_new_score = cast(Callable[[Iterable[Any]], Score], partial(tuple.__new__, Score))
 
 
 def freshness(
@@ -155,9 +164,7 @@ class Scores:
         missing = np.flatnonzero(rows < 0).tolist()
         rows = np.where(rows < 0, 0, rows)  # any row: the missing keys' values are overwritten
         score, name, version, scored_at, valid_until = index.columns(rows)
-        status = freshness_of(
-            index.scored_at[rows], index.valid_until[rows], now=now, stale_after=self._stale_after
-        )
+        status = self._freshness(index, rows, now)
         run_date: list[date | None] = [index.run_date] * len(keys)
         for i in missing:
             score[i] = name[i] = version[i] = scored_at[i] = valid_until[i] = run_date[i] = None
@@ -165,7 +172,20 @@ class Scores:
         columns = zip(
             keys, score, status, name, version, scored_at, valid_until, run_date, strict=True
         )
-        return list(map(Score._make, columns))
+        return list(map(_new_score, columns))
+
+    def _freshness(self, index: KeyIndex, rows: np.ndarray, now: datetime) -> list[Freshness]:
+        """Freshness of the rows; judged once when the snapshot has one scored_at and valid_until."""
+        if "scored_at" in index.constants and "valid_until" in index.constants:
+            scored_at, valid_until = index.constants["scored_at"], index.constants["valid_until"]
+            one = freshness(scored_at, valid_until, now=now, stale_after=self._stale_after)
+            return [one] * len(rows)
+        return freshness_of(
+            index.times("scored_at", rows),
+            index.times("valid_until", rows),
+            now=now,
+            stale_after=self._stale_after,
+        )
 
     def _answering(self, as_of: date | datetime | None) -> tuple[KeyIndex, datetime]:
         """The key file to answer from and the time freshness is judged at."""
@@ -236,4 +256,8 @@ def open_key_file(snapshot: Path) -> KeyIndex:
             f"{snapshot} has no key file {path.name}: it was published before key files existed "
             "or has just been pruned; publish the run date again"
         )
-    return KeyIndex(path)
+    try:
+        return KeyIndex(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        # Not a ValueError: to a caller, that means a bad key.
+        raise SnapshotUnreadableError(f"cannot read the key file {path}: {exc}") from exc

@@ -199,6 +199,46 @@ def test_freshness_at_an_injected_now(
     assert [s.freshness for s in scores.get_many(["C1", "C2"])] == [status, "missing"]
 
 
+def test_stamps_that_vary_between_rows_are_answered_per_row(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    """One scoring run stamps one model and time, kept once in the key file; rows stitched from
+    several runs keep their own, as columns, and each row is judged fresh on its own times."""
+    scored = [SCORED_AT, SCORED_AT - timedelta(days=2), SCORED_AT - timedelta(days=9)]
+    valid = [VALID_UNTIL, VALID_UNTIL, SCORED_AT]
+    stamps = {
+        "model_version": ["1", "2", "3"],
+        "scored_at": pa.array(scored, pa.timestamp("us")),
+        "valid_until": pa.array(valid, pa.timestamp("us")),
+    }
+    snapshot = build(fresh_settings, churn, [("A", 0.1), ("B", 0.2), ("C", 0.3)], 1, **stamps)
+    serving.point_current_to(fresh_settings, churn, snapshot)
+    index = keyindex.KeyIndex(keyindex.key_file(snapshot))
+    assert index.constants == {"model_name": "prescore-churn"}
+    index.close()
+
+    scores = scores_at(SCORED_AT + timedelta(hours=1), fresh_settings, churn)
+    answers = scores.get_many(["A", "B", "C", "D"])
+    assert [(s.model_version, s.scored_at, s.valid_until, s.freshness) for s in answers] == [
+        ("1", scored[0], valid[0], "fresh"),
+        ("2", scored[1], valid[1], "stale"),
+        ("3", scored[2], valid[2], "expired"),
+        (None, None, None, "missing"),
+    ]
+    assert [scores.get(key) for key in "ABCD"] == answers
+
+
+def test_one_runs_stamps_are_kept_once_as_constants(published: Scores) -> None:
+    index = keyindex.KeyIndex(keyindex.key_file(published.snapshot))
+    assert index.constants == {
+        "model_name": "prescore-churn",
+        "model_version": "1",
+        "scored_at": SCORED_AT,
+        "valid_until": VALID_UNTIL,
+    }
+    index.close()
+
+
 def test_missing_key_has_no_score_and_no_lineage(published: Scores) -> None:
     assert published.get("C99999999") == Score(key=("C99999999",), score=None, freshness="missing")
 

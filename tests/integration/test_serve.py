@@ -400,12 +400,15 @@ def test_hot_swap_between_snapshots_never_fails_a_request(
     assert all(allowed[(version, key)] == score for version, key, score in seen)
 
 
-def test_prescore_serve_starts_answers_healthz_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_prescore_serve_starts_answers_the_use_cases_asked_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "PRESCORE_ENV": "test", "PRESCORE_STATE_DIR": str(tmp_path)}
-    command = [str(Path(sys.executable).with_name("prescore")), "serve", "--port", str(port)]
+    prescore = str(Path(sys.executable).with_name("prescore"))
+    command = [prescore, "serve", "--port", str(port), "--usecase", "churn"]
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -420,6 +423,12 @@ def test_prescore_serve_starts_answers_healthz_and_stops_on_sigterm(tmp_path: Pa
                 assert time.monotonic() < deadline, "prescore serve did not start"
                 time.sleep(0.1)
         assert response.json() == {"status": "ok"}
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert list(ready.json()["unready"]) == ["churn"]  # forecast is not served: not waited for
+        assert (
+            httpx.get(f"http://127.0.0.1:{port}/v1/forecast/scores/S1", timeout=5).status_code
+            == 404
+        )
         process.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught, as a process should.
         assert process.wait(timeout=15) == -signal.SIGTERM
