@@ -12,6 +12,7 @@ doubled the app's time per request when measured).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -78,20 +79,28 @@ class BatchAnswer(BaseModel):
     scores: list[ScoreAnswer]
 
 
-def answer(usecase: UseCase, score: Score) -> dict[str, Any]:
-    return {
-        "usecase": usecase.name,
-        "key": dict(zip(usecase.published_keys, score.key, strict=True)),
-        "score": score.score,
-        "freshness": score.freshness,
-        "model_name": score.model_name,
-        "model_version": score.model_version,
-        "scored_at": _iso(score.scored_at),
-        "valid_until": _iso(score.valid_until),
-    }
+def answers(usecase: UseCase, scores: Sequence[Score]) -> list[dict[str, Any]]:
+    """The JSON answer of each score."""
+    name, keys, iso = usecase.name, usecase.published_keys, _iso
+    return [
+        {
+            "usecase": name,
+            "key": dict(zip(keys, score.key, strict=True)),
+            "score": score.score,
+            "freshness": score.freshness,
+            "model_name": score.model_name,
+            "model_version": score.model_version,
+            "scored_at": iso(score.scored_at),
+            "valid_until": iso(score.valid_until),
+        }
+        for score in scores
+    ]
 
 
+@functools.lru_cache(maxsize=64)
 def _iso(moment: datetime | None) -> str | None:
+    """ISO text of a time, remembered: the rows of a snapshot share one scored_at and one
+    valid_until, and isoformat was a fifth of a 1000-key batch's time in the app."""
     return None if moment is None else moment.isoformat()
 
 
@@ -264,7 +273,8 @@ def _add_lookup_routes(app: FastAPI, clients: dict[str, Scores], max_batch: int)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         status = 404 if score.freshness == "missing" else 200
-        return JSONResponse(answer(client.usecase, score), status_code=status)
+        (body,) = answers(client.usecase, [score])
+        return JSONResponse(body, status_code=status)
 
     app.router.add_api_route(
         "/v1/{usecase}/scores/{key}",
@@ -292,7 +302,7 @@ def _add_lookup_routes(app: FastAPI, clients: dict[str, Scores], max_batch: int)
             raise HTTPException(503, f"nothing published for use case {usecase!r} yet") from None
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        return JSONResponse({"scores": [answer(client.usecase, s) for s in scores]})
+        return JSONResponse({"scores": answers(client.usecase, scores)})
 
 
 def _add_probe_routes(
