@@ -15,6 +15,7 @@ def as_model_input(df: DataFrame, *, features: list[str]) -> DataFrame:
     """Cast every feature to float, null -> NaN (XGBoost's missing value); other columns kept."""
     from pyspark.sql import functions as F
 
+    nan = F.lit(float("nan")).cast("float")  # a double NaN would widen the column back to double
     for column in features:
-        df = df.withColumn(column, F.coalesce(F.col(column).cast("float"), F.lit(float("nan"))))
+        df = df.withColumn(column, F.coalesce(F.col(column).cast("float"), nan))
     return df
