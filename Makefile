@@ -31,9 +31,11 @@ demo: setup
 # a core idle. --dist loadfile keeps each file on one worker, so its module fixtures (an Airflow
 # deployment, a forecast run) are built once; the session-wide `flow` may be built on both.
 # (Not loadgroup: pytest-xdist 3.8 cannot regroup tests under pytest 9.2, whose node ids it no
-# longer rewrites.)
+# longer rewrites.) --no-loadscope-reorder: files are handed out in collection order, which
+# tests/conftest.py starts with the end-to-end files (the longest chains) and then the slow ones;
+# xdist's default order (most tests first) left the Airflow runs for last.
 test: setup
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(BIN)/ruff check src jobs dags tests bench

@@ -65,3 +65,24 @@ def flow(
     ctx = RunContext(state, churn, FLOW_RUN_DATE, spark)
     with logged_to(state.state_dir / FLOW_LOG):
         return ctx, run_flow(ctx)
+
+
+def _file_rank(items: list[pytest.Item]) -> dict[Path, int]:
+    """Per test file: 0 if it is end to end, 1 if it has slow tests, else 2."""
+    rank: dict[Path, int] = {}
+    for item in items:
+        mine = 0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2
+        rank[item.path] = min(rank.get(item.path, mine), mine)
+    return rank
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end files first, then files with slow tests, then the rest; otherwise in collection
+    order (the sort is stable and ranks whole files, so a file's tests stay together).
+
+    `make test` hands whole files to its two workers in this order (--dist loadfile
+    --no-loadscope-reorder): the Airflow runs, chains of spark-submits 10-15 minutes long on a busy
+    machine, start at once and the quick files fill in around them. xdist's own order (most tests
+    first) started them last, and the run waited for them at the end."""
+    rank = _file_rank(items)
+    items.sort(key=lambda item: rank[item.path])
