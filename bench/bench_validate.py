@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from prescore.config import UseCase
 
 BENCHMARK = "validate"
-ROWS = {"small": 200_000, "full": 5_000_000}
+ROWS = {"small": 200_000, "full": 10_000_000}
 CORES = 2
 RUN_DATE = date(2024, 1, 1)
 SEED = 42
