@@ -2,10 +2,11 @@
 
 Same rows, same run. Generated churn rows (prescore.datagen, with its defects) are written once as
 Parquet under bench/.data/, read, spread over the cores and cached; every subject works on that
-cached frame, in seconds, best of 3 after a warm-up:
+cached frame, in seconds, best of 3 after a warm-up; each subject's note says how many Spark jobs
+one call of it launches:
 
 - baseline: one aggregation computing the row count and the null count of every column;
-- prescore validate: the batch profile (two passes, the first in two aggregations), the shipped
+- prescore validate: the batch profile (two passes of two aggregations each), the shipped
   Great Expectations suite (SUMMARY results: counts for every expectation, a sample of unexpected
   values for the failed ones) and the row rules that decide the quarantine (null keys, ranges,
   duplicates), each collected to the driver as the stage does; Delta writes and the HTML report
@@ -34,15 +35,16 @@ from prescore.stages.validate import load_suite, validate_frame
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
     from prescore.config import UseCase
 
 BENCHMARK = "validate"
-ROWS = {"small": 200_000, "full": 5_000_000}
+ROWS = {"small": 200_000, "full": 10_000_000}
 CORES = 2
 RUN_DATE = date(2024, 1, 1)
 SEED = 42
+REPEATS, WARMUPS = 3, 1
 BASELINE = "one pass: count + null counts"
 VALIDATE = "prescore validate (profile + suite + row rules)"
 
@@ -95,6 +97,27 @@ def subjects(
     }
 
 
+def in_job_group(
+    spark: SparkSession, group: str, action: Callable[[], object]
+) -> Callable[[], None]:
+    """`action` with every Spark job it launches tagged `group`, so that they can be counted."""
+
+    def tagged() -> None:
+        spark.sparkContext.setJobGroup(group, group)
+        try:
+            action()
+        finally:
+            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+
+    return tagged
+
+
+def jobs_per_call(spark: SparkSession, groups: list[str], calls: int) -> dict[str, float]:
+    """Spark jobs each subject launched per call (a job group per subject, `calls` calls each)."""
+    tracker = spark.sparkContext.statusTracker()
+    return {g: len(tracker.getJobIdsForGroup(g)) / calls for g in groups}
+
+
 def run(size: str) -> list[Measurement]:
     from pyspark.sql import functions as F
 
@@ -111,8 +134,17 @@ def run(size: str) -> list[Measurement]:
             .cache()
         )
         rows = frame.count()  # fill the cache outside the timings
+        named = subjects(frame, usecase, suite)
+        groups = [f"bench-validate-{i}" for i in range(len(named))]
+        tagged = {
+            name: in_job_group(spark, group, action)
+            for (name, action), group in zip(named.items(), groups, strict=True)
+        }
         try:
-            seconds = best_times(subjects(frame, usecase, suite))
+            seconds = best_times(tagged, repeats=REPEATS, warmups=WARMUPS)
+            jobs = dict(
+                zip(named, jobs_per_call(spark, groups, REPEATS + WARMUPS).values(), strict=True)
+            )
         finally:
             frame.unpersist()
     finally:
@@ -126,7 +158,8 @@ def run(size: str) -> list[Measurement]:
             unit="s",
             higher_is_better=False,
             baseline=None if name == BASELINE else BASELINE,
-            note=f"{rows:,} cached rows, {len(frame.columns)} columns, local[{CORES}]",
+            note=f"{rows:,} cached rows, {len(frame.columns)} columns, local[{CORES}]; "
+            f"{jobs[name]:g} Spark jobs per call",
         )
         for name, value in seconds.items()
     ]

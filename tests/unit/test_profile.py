@@ -1,4 +1,4 @@
-"""Batch profile (two Spark passes) and the HTML report built from it, on small explicit frames."""
+"""Batch profile (a few Spark aggregations) and the HTML report built from it, on small frames."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ from prescore.profile import (
     ColumnProfile,
     ProfileHistory,
     ProfilePlan,
+    bin_counts,
     bin_edges,
     compute_profile,
+    top_value_counts,
     value_counts,
 )
 from prescore.report import render_report
@@ -141,6 +143,23 @@ def test_value_counts_stacks_bins_and_values(spark: SparkSession, frame: DataFra
         "column string, kind string, value string, count long",
     )
     assert_df_equality(counted, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_bin_counts_put_the_maximum_in_the_last_bin_and_skip_nulls(frame: DataFrame) -> None:
+    counts = bin_counts(frame, edges={"tenure": [1.0, 5.5, 10.0], "charges": [10.0, 55.0, 100.0]})
+
+    assert counts == {"tenure": [4, 1], "charges": [3, 1]}
+
+
+@pytest.mark.parametrize("distinct", [2, 10**6], ids=["grouped_jointly", "stacked"])
+def test_top_value_counts_count_every_value_with_nulls_apart(
+    frame: DataFrame, distinct: int
+) -> None:
+    counts = top_value_counts(
+        frame, categorical=["plan", "churned"], distinct={"plan": distinct, "churned": distinct}
+    )
+
+    assert counts == {"plan": {"basic": 3, "premium": 1, None: 1}, "churned": {"0": 3, "1": 2}}
 
 
 @pytest.mark.parametrize(
