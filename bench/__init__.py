@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,7 +51,7 @@ class Measurement:
 
 
 def best_times(
-    actions: dict[str, Callable[[], object]],
+    actions: Mapping[str, Callable[[], object]],
     *,
     repeats: int = 3,
     warmups: int = 1,
