@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,9 +77,10 @@ def build_snapshot(
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial.unlink(missing_ok=True)
+        files = PredictionFiles.scan(parquet_files, keys)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="key-file") as pool:
-            key_rows = pool.submit(_write_key_file, partial_keys, parquet_files, run_date, keys)
-            rows = _write_duckdb_file(partial, parquet_files, run_date, keys, views)
+            key_rows = pool.submit(_write_key_file, partial_keys, files, run_date)
+            rows = _write_duckdb_file(partial, files, run_date, views)
             if key_rows.result() != rows:  # the same files read twice: they changed underneath
                 raise SnapshotWriteError(f"{target}: the Parquet files changed while read")
         os.replace(partial_keys, keyindex.key_file(target))
@@ -118,23 +120,70 @@ def build_usecase_snapshot(
     return snapshot, rows
 
 
+@dataclass(frozen=True)
+class PredictionFiles:
+    """The Parquet files of one predictions version, as both snapshot files read them."""
+
+    paths: list[str]
+    keys: list[str]
+    types: dict[str, str]  # DuckDB type of each column but run_date (the snapshot sets its own)
+    constants: dict[str, str]  # non-key columns with one value in every row: that value as text
+
+    @classmethod
+    def scan(cls, paths: list[str], keys: list[str]) -> PredictionFiles:
+        """Column types and constant columns, from the files' schema and statistics (no data)."""
+        with duckdb.connect() as con:
+            columns = con.execute("describe select * from read_parquet(?)", [paths]).fetchall()
+            # Delta may also write the partition column into the data files; the run date
+            # passed to the build is the one value it can have, so it replaces the file's copy.
+            types = {name: kind for name, kind, *_ in columns if name != "run_date"}
+            candidates = [c for c in types if c not in keys]
+            return cls(paths, keys, types, _constant_columns(con, paths, candidates))
+
+    def select(self, columns: list[str]) -> str:
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        return f"select {quoted} from read_parquet(?)"
+
+
+def _constant_columns(
+    con: duckdb.DuckDBPyConnection, paths: list[str], candidates: list[str]
+) -> dict[str, str]:
+    """The columns among `candidates` holding one value in every row, with that value as text.
+
+    Read from the Parquet statistics (min = max and no nulls in every row group), so it costs no
+    scan. A column without statistics counts as varying, and so does a floating-point one (the
+    statistics may leave NaN out).
+    """
+    same = con.execute(
+        "select path_in_schema from parquet_metadata(?) group by path_in_schema "
+        "having bool_and(coalesce(stats_null_count = 0 and stats_min_value = stats_max_value "
+        "and type not in ('FLOAT', 'DOUBLE'), false)) and count(distinct stats_min_value) = 1",
+        [paths],
+    ).fetchall()
+    names = [c for c in candidates if (c,) in same]
+    if not names:
+        return {}
+    texts = ", ".join(f'cast("{c}" as varchar)' for c in names)
+    first = con.execute(f"select {texts} from read_parquet(?) limit 1", [paths]).fetchone()
+    return dict(zip(names, first or (), strict=True))
+
+
 def _write_duckdb_file(
-    path: Path, parquet_files: list[str], run_date: date, keys: list[str], views: dict[str, str]
+    path: Path, files: PredictionFiles, run_date: date, views: dict[str, str]
 ) -> int:
+    types = files.types | {"run_date": "DATE"}
+    constants = files.constants | {"run_date": run_date.isoformat()}
+    stored = [c for c in types if c not in constants]
     with duckdb.connect(str(path)) as con:
-        # Delta may also write the partition column into the data files; the run date passed in
-        # is the one value it can have, so it replaces the file's copy rather than doubling it.
-        scan = con.execute("select * from read_parquet(?) limit 0", [parquet_files])
-        in_files = {column[0] for column in scan.description}
-        columns = "* exclude (run_date)" if "run_date" in in_files else "*"
+        con.execute(_create_table(types, constants))
         # Stored in key order and not indexed: a `where <key> = ?` in SQL skips every row group
         # whose key range misses (zone maps), and an ART index would cost two thirds of the
         # build. Lookups by key go through the key file; publish has checked the keys are unique.
-        key_list = ", ".join(f'"{k}"' for k in keys)
+        key_list = ", ".join(f'"{k}"' for k in files.keys)
+        into = ", ".join(f'"{c}"' for c in stored)
         con.execute(
-            f"create table {PREDICTIONS} as "
-            f"select {columns}, ?::date as run_date from read_parquet(?) order by {key_list}",
-            [run_date.isoformat(), parquet_files],
+            f"insert into {PREDICTIONS} ({into}) {files.select(stored)} order by {key_list}",
+            [files.paths],
         )
         for name, select in views.items():
             con.execute(f'create view "{name}" as {select}')
@@ -143,14 +192,32 @@ def _write_duckdb_file(
     return int(rows)
 
 
-def _write_key_file(path: Path, parquet_files: list[str], run_date: date, keys: list[str]) -> int:
+def _create_table(types: dict[str, str], constants: dict[str, str]) -> str:
+    """The predictions table, with each constant column as a virtual column holding its value.
+
+    A scoring run stamps one model, one version, one time on every row: stored and sorted as
+    columns, those stamps were half the cost of the copy. A virtual column costs nothing to write,
+    reads back as an ordinary column of the table, and keeps the column order of the files.
+    """
+    columns = []
+    for name, kind in types.items():
+        if name in constants:
+            value = constants[name].replace("'", "''")
+            columns.append(f"\"{name}\" {kind} generated always as (cast('{value}' as {kind}))")
+        else:
+            columns.append(f'"{name}" {kind}')
+    return f"create table {PREDICTIONS} ({', '.join(columns)})"
+
+
+def _write_key_file(path: Path, files: PredictionFiles, run_date: date) -> int:
     """A key file at `path`, read from the Parquet by DuckDB as the snapshot's table is (so
-    both see the same types); returns its row count."""
-    lookup_columns = ", ".join(f'"{c}"' for c in [*keys, *keyindex.VALUE_COLUMNS])
+    both see the same types); returns its row count. Constant columns are not read."""
+    wanted = [c for c in [*files.keys, *keyindex.VALUE_COLUMNS] if c not in files.constants]
     with duckdb.connect(config={"threads": 1}) as con:
-        sql = f"select {lookup_columns} from read_parquet(?)"
-        predictions = con.execute(sql, [parquet_files]).to_arrow_table()
-    keyindex.write_key_file(path, predictions, keys=keys, run_date=run_date)
+        predictions = con.execute(files.select(wanted), [files.paths]).to_arrow_table()
+    keyindex.write_key_file(
+        path, predictions, keys=files.keys, run_date=run_date, constants=files.constants
+    )
     return predictions.num_rows
 
 

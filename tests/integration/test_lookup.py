@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -226,6 +227,31 @@ def test_stamps_that_vary_between_rows_are_answered_per_row(
         (None, None, None, "missing"),
     ]
     assert [scores.get(key) for key in "ABCD"] == answers
+
+
+@pytest.mark.parametrize("stitched", [False, True], ids=["one run", "stitched runs"])
+def test_snapshot_table_holds_every_prediction_in_key_order_and_constants_once(
+    fresh_settings: Settings, churn: UseCase, stitched: bool
+) -> None:
+    """A column with one value in every row is a virtual column of the table: it reads back like
+    the others, and is not stored or sorted. Stamps that vary between rows stay stored columns."""
+    versions = {"model_version": ["2", "1", "3"]} if stitched else {}
+    snapshot = build(fresh_settings, churn, [("B", 0.2), ("A", 0.1), ("C", 0.3)], 1, **versions)
+    parquet = fresh_settings.state_dir / f"{churn.name}-v1.parquet"
+    with duckdb.connect(str(snapshot), read_only=True) as con:
+        table = con.execute("select * exclude (run_date) from predictions").fetchall()
+        files = con.execute(
+            "select * from read_parquet(?) order by customer_id", [str(parquet)]
+        ).fetchall()
+        assert table == files
+        assert con.execute("select distinct run_date from predictions").fetchall() == [(RUN_DATE,)]
+        virtual = con.execute(
+            "select column_name from duckdb_columns() "
+            "where table_name = 'predictions' and column_default is not null"
+        ).fetchall()
+    constants = {"model_name", "model_run_id", "features_version", "scored_at", "valid_until"}
+    expected = constants | {"run_date"} | (set() if stitched else {"model_version"})
+    assert {name for (name,) in virtual} == expected
 
 
 def test_one_runs_stamps_are_kept_once_as_constants(published: Scores) -> None:

@@ -107,6 +107,14 @@ def test_snapshot_has_views_and_refuses_file_access(
         columns = [row[0] for row in con.execute("describe predictions").fetchall()]
         assert [c for c in columns if c.startswith("run_date")] == ["run_date"]
         assert con.execute("select distinct run_date from predictions").fetchall() == [(RUN_DATE,)]
+        # Spark's Parquet statistics show the run's stamps constant: each is held once, virtual.
+        virtual = con.execute(
+            "select column_name from duckdb_columns() "
+            "where table_name = 'predictions' and column_default is not null"
+        ).fetchall()
+        assert {"model_version", "scored_at", "run_date"} <= {name for (name,) in virtual}
+        stamps = "select distinct model_version, scored_at::timestamp from predictions"
+        assert con.execute(stamps).fetchall() == [("1", datetime(2026, 11, 5, 6))]
         with pytest.raises(duckdb.Error):
             con.execute("select * from read_csv('/etc/passwd')").fetchall()
 

@@ -58,6 +58,28 @@ def test_vectorised_encoding_equals_encode_key_and_keeps_keys_apart() -> None:
     assert len(set(encoded)) == len(keys)
 
 
+@pytest.mark.parametrize(
+    "texts",
+    [["C01", "C02", "C10"], ["a\x00", "b\x01c", "d"], ["", "é", "long key"]],
+    ids=["one length, nothing to escape", "bytes to escape", "several lengths"],
+)
+def test_lone_string_keys_encode_and_pad_like_encode_key(texts: list[str]) -> None:
+    column = pa.array(["skipped", *texts]).slice(1)  # an offset, as a chunk of a table can have
+    encoded = keyindex._encode_columns(pa.table({"k": column}), ["k"], ["string"])
+    expected = [keyindex.encode_key((t,)) for t in texts]
+    assert encoded.to_pylist() == expected
+    width = max(map(len, expected))
+    padded = keyindex._padded(encoded, width).to_pylist()
+    assert padded == [e.ljust(width, b"\x00") for e in expected]
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 70_000])
+def test_radix_order_by_bucket_equals_a_stable_argsort(size: int) -> None:
+    buckets = np.random.default_rng(size).integers(0, max(size, 1), size)
+    expected = np.argsort(buckets, kind="stable")
+    assert np.array_equal(keyindex.order_by_bucket(buckets), expected)
+
+
 def test_batch_fast_path_encodes_like_encode_key_and_leaves_escapes_to_it() -> None:
     plain = [("C1",), ("",), ("é",), ("\ud800",), ("x" * 300,)]
     assert keyindex._encode_plain(plain) == [keyindex.encode_key(k) for k in plain]
