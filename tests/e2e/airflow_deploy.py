@@ -187,6 +187,9 @@ def new_deployment(
             "PRESCORE_ALERT_WEBHOOK": webhook[0],
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYSPARK_PYTHON": sys.executable,
+            # Each task's driver JVM lives about a minute on tiny data: with the C1 compiler
+            # alone it spends about a fifth less CPU (measured per spark-submit). Tests only.
+            "SPARK_SUBMIT_OPTS": "-XX:TieredStopAtLevel=1",
         }
     )
     settings = load_settings(env="test").model_copy(update={"state_dir": state})
