@@ -138,8 +138,9 @@ def summary_aggregates(
         sketches.append(F.approx_count_distinct(col, DISTINCT_RSD).alias(f"distinct__{column}"))
         # Text min and max need buffers of varying width, which only the sketch aggregation has.
         bounds = sketches if dtype == "string" else arithmetic
-        bounds.append(F.min(col).cast("string").alias(f"min__{column}"))
-        bounds.append(F.max(col).cast("string").alias(f"max__{column}"))
+        if plan.roles[column] != "pii":  # a PII column's profile keeps no value of it
+            bounds.append(F.min(col).cast("string").alias(f"min__{column}"))
+            bounds.append(F.max(col).cast("string").alias(f"max__{column}"))
         if dtype in NUMERIC_TYPES:
             value = col.cast("double")
             arithmetic.append(F.mean(value).alias(f"mean__{column}"))
@@ -372,8 +373,8 @@ def _column_profile(
         nulls=nulls,
         null_rate=nulls / rows if rows else 0.0,
         distinct_approx=int(stats[f"distinct__{column}"]),
-        min=None if plan.roles[column] == "pii" else stats[f"min__{column}"],
-        max=None if plan.roles[column] == "pii" else stats[f"max__{column}"],
+        min=stats.get(f"min__{column}"),
+        max=stats.get(f"max__{column}"),
         mean=_finite(stats.get(f"mean__{column}")),
         stddev=_finite(stats.get(f"stddev__{column}")),
         quantiles=None
