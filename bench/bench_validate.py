@@ -2,8 +2,8 @@
 
 Same rows, same run. Generated churn rows (prescore.datagen, with its defects) are written once as
 Parquet under bench/.data/, read, spread over the cores and cached; every subject works on that
-cached frame, in seconds, best of 3 after a warm-up; each subject's note says how many Spark jobs
-one call of it launches:
+cached frame, in seconds, best of 3 after a warm-up (`full`: one call of each, see FULL_REPEATS);
+each subject's note says how many Spark jobs one call of it launches:
 
 - baseline: one aggregation computing the row count and the null count of every column;
 - prescore validate: the batch profile (two passes of two aggregations each), the shipped
