@@ -3,7 +3,8 @@
 - `prescore_<usecase>_score`: ingest >> validate >> clean >> score >> publish >> monitor, on the
   use case's `schedule.score` (default `@daily`), and also after every new model (the champion
   asset). The monitor task stores drift and realized performance and alerts over a threshold;
-  it does not fail for drift (publish already happened).
+  it does not fail for drift (publish already happened). Beside them, clean >> retention
+  deletes and vacuums raw and quarantine run dates older than the use case's `retention_days`.
 - `prescore_<usecase>_train`: train, on its own `schedule.train` (default `@weekly`), on the clean
   data of its logical date, which that date's scoring run made.
 
@@ -265,8 +266,8 @@ def drift_signal(usecase_name: str, day: str) -> list[str]:
 
 
 def build_score_dag(usecase: UseCase, settings: Settings) -> DAG:
-    """ingest >> validate >> clean >> score >> publish >> monitor: daily, and after every new
-    champion; with `monitoring.retrain_on_drift`, monitor >> drift, which emits the drift asset
+    """ingest >> validate >> clean >> score >> publish >> monitor, and clean >> retention: daily,
+    and after every new champion; with `monitoring.retrain_on_drift`, monitor >> drift, which emits the drift asset
     only when a threshold was crossed (it skips otherwise)."""
     daily = CronDataIntervalTimetable(usecase.schedule.score, timezone="UTC")
     schedule = AssetOrTimeSchedule(timetable=daily, assets=champion_asset(usecase))
@@ -286,6 +287,9 @@ def build_score_dag(usecase: UseCase, settings: Settings) -> DAG:
                 )
             )
         chain(*tasks)
+        # Beside scoring, after clean: expired raw and quarantine run dates go even when a
+        # publish check fails, and never while this run's clean still reads raw.
+        tasks[SCORE_STAGES.index("clean")] >> stage_task("retention", usecase, settings)
     return dag
 
 

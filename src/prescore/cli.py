@@ -1,11 +1,12 @@
 """The `prescore` command: one subcommand per stage, `run` for the whole flow, `lookup`, `serve`,
-`datagen`, and `promote` / `rollback-model` to move a use case's @champion by hand."""
+`datagen`, `retention`, and `promote` / `rollback-model` to move a use case's @champion by hand."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from prescore.config import Settings
 
 log = logging.getLogger("prescore")
+# What prescore creates (tables, snapshots, reports, MLflow files) gets no world access.
+UMASK = 0o027
 
 
 def _run_date(value: str) -> date:
@@ -39,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         _stage_args(commands.add_parser(stage, help=f"run the {stage} stage for one run date"))
     _stage_args(commands.add_parser("run", help="run every stage in order, without Airflow"))
+    _stage_args(
+        commands.add_parser(
+            "retention",
+            help="delete and vacuum raw and quarantine run dates older than retention_days",
+        )
+    )
     rollback = commands.add_parser("rollback", help="serve an earlier publish again (logged)")
     rollback.add_argument("--usecase", required=True)
     rollback.add_argument("--to", type=_run_date, help="run date to go back to (default: previous)")
@@ -167,11 +176,23 @@ def dispatch(args: argparse.Namespace) -> None:
     from prescore.flow import run_flow, run_stage
 
     ctx = RunContext.create(args.usecase, args.run_date, settings)
+    if args.command == "retention":
+        from prescore.stages import retention
+
+        print(json.dumps(retention.run(ctx), indent=2))
+        return
     summary = run_flow(ctx) if args.command == "run" else run_stage(args.command, ctx)
     print(json.dumps(summary, default=str, indent=2))
 
 
+def restrict_umask() -> None:
+    """Add UMASK to the process umask (never loosening a stricter one): files and folders made
+    from here on, and by a JVM started from here, have no world access."""
+    os.umask(os.umask(UMASK) | UMASK)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    restrict_umask()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -478,6 +478,9 @@ class UseCase(_Strict):
     monitoring: MonitoringSettings = MonitoringSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     time_series: TimeSeriesSettings | None = None  # forecasting: see TimeSeriesSettings
+    # Days of raw_<entity> and quarantine_<entity> kept before a run date (`prescore retention`
+    # and the score DAG delete older run_date partitions and vacuum their files).
+    retention_days: int = Field(90, ge=1)
 
     @model_validator(mode="after")
     def _columns_declared(self) -> UseCase:

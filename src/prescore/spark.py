@@ -50,6 +50,9 @@ def spark_conf(settings: Settings, packages: Sequence[str] = ()) -> dict[str, st
         "spark.pyspark.driver.python": sys.executable,
         # Delta's replaceWhere must only ever touch the run_date it names.
         "spark.databricks.delta.replaceWhere.constraintCheck.enabled": "true",
+        # Files and folders Hadoop's file systems create (Delta tables) get no world access,
+        # whatever the JVM's own umask: the local one applies it with an explicit chmod.
+        "spark.hadoop.fs.permissions.umask-mode": "027",
         **settings.spark.conf,
         "spark.jars.packages": jars_packages(settings, packages),
     }

@@ -7,6 +7,7 @@ old partition or the new one.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from prescore.config import Settings
 
 RUN_DATE = "run_date"
+# Delta refuses a vacuum horizon under its 7-day default unless this check is off (see vacuum).
+RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 
 
 class TableNotFoundError(FileNotFoundError):
@@ -115,3 +118,68 @@ def append(df: DataFrame, settings: Settings, table: str) -> int:
     """Append rows (for logs, where every row is an event); returns the new version."""
     df.write.format("delta").mode("append").save(str(settings.table_path(table)))
     return latest_version(df.sparkSession, settings, table)
+
+
+def delete_runs_before(
+    spark: SparkSession, settings: Settings, table: str, cutoff: date
+) -> dict[str, object]:
+    """Delete every run_date partition older than `cutoff` in one Delta commit, then vacuum the
+    files it removed: the rows leave the latest version at once and the disk with the vacuum.
+
+    Returns what went: the run dates, rows and files, and the version of the delete (None when
+    nothing was older). A table never written is reported absent, not an error.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    if not exists(settings, table):
+        return {"absent": True}
+    older = F.col(RUN_DATE) < F.lit(cutoff)
+    expired = read(spark, settings, table).where(older).select(RUN_DATE).distinct().collect()
+    run_dates = sorted(row[0] for row in expired)
+    deleted_rows, version = 0, None
+    if run_dates:
+        delta = DeltaTable.forPath(spark, str(settings.table_path(table)))
+        delta.delete(older)
+        last = delta.history(1).first()
+        assert last is not None  # the delete just committed
+        version = int(last["version"])
+        deleted_rows = int(last["operationMetrics"].get("numDeletedRows", 0))
+    files = vacuum_removed_files(spark, settings, table)
+    for day in run_dates:  # the vacuum leaves the emptied partition folders behind
+        with contextlib.suppress(OSError):
+            (settings.table_path(table) / f"{RUN_DATE}={day.isoformat()}").rmdir()
+    return {
+        "deleted_run_dates": [day.isoformat() for day in run_dates],
+        "deleted_rows": deleted_rows,
+        "version": version,
+        "vacuumed_files": files,
+    }
+
+
+def vacuum_removed_files(spark: SparkSession, settings: Settings, table: str) -> int:
+    """Delete from disk every data file the table's log records as removed; returns how many.
+
+    The horizon is 0 hours, on purpose: a removed file of raw or quarantine holds PII past its
+    retention, and keeping it for time travel would keep the PII. It is safe in LITE mode only:
+    LITE deletes the files the log says were removed and never lists the folder, so the data
+    files of a writer that has not committed yet (what Delta's 7-day check protects) are never
+    touched. The cost: those tables time-travel only to their latest version once vacuumed.
+    """
+    from delta.tables import DeltaTable
+
+    path = str(settings.table_path(table))
+    quoted = path.replace("`", "``")
+    before = spark.conf.get(RETENTION_CHECK, None)
+    spark.conf.set(RETENTION_CHECK, "false")  # this session only, for this one command
+    try:
+        spark.sql(f"VACUUM delta.`{quoted}` LITE RETAIN 0 HOURS").collect()
+    finally:
+        if before is None:
+            spark.conf.unset(RETENTION_CHECK)
+        else:
+            spark.conf.set(RETENTION_CHECK, before)
+    last = DeltaTable.forPath(spark, path).history(1).first()
+    if last is None or last["operation"] != "VACUUM END":
+        return 0
+    return int(last["operationMetrics"].get("numDeletedFiles", 0))

@@ -35,6 +35,8 @@ pytestmark = pytest.mark.dag
 
 SCORE_TASKS = ["ingest", "validate", "clean", "score", "publish", "monitor"]
 TRAIN_TASKS = ["train"]
+# Tasks off the line: each one's only upstream task (a leaf).
+BRANCHES = {"score": {"retention": "clean"}, "train": {}}
 HEAVY_MODULES = ["pyspark", "mlflow", "xgboost", "great_expectations"]
 RUN_DATE = "2026-11-01"
 # The DAG processor re-parses the file every few minutes; well under Airflow's 30 s timeout.
@@ -93,11 +95,17 @@ def test_a_score_and_a_train_dag_per_usecase(dagbag: DagBag, usecases: list[str]
 
 @pytest.mark.parametrize(("kind", "expected"), [("score", SCORE_TASKS), ("train", TRAIN_TASKS)])
 def test_tasks_run_the_stages_in_a_line(dagbag: DagBag, kind: str, expected: list[str]) -> None:
+    """The stages in a line, and each branch (retention) hanging off its one upstream stage."""
+    branches = BRANCHES[kind]
     for dag in (d for d in _dags(dagbag) if _kind(d) == kind):
-        assert sorted(dag.task_ids) == sorted(expected), dag.dag_id
+        assert sorted(dag.task_ids) == sorted([*expected, *branches]), dag.dag_id
         for before, after in itertools.pairwise(expected):
             assert dag.get_task(after).upstream_task_ids == {before}, (dag.dag_id, after)
-            assert dag.get_task(before).downstream_task_ids == {after}, (dag.dag_id, before)
+            below = {after} | {b for b, up in branches.items() if up == before}
+            assert dag.get_task(before).downstream_task_ids == below, (dag.dag_id, before)
+        for branch, upstream in branches.items():
+            assert dag.get_task(branch).upstream_task_ids == {upstream}, (dag.dag_id, branch)
+            assert dag.get_task(branch).downstream_task_ids == set(), (dag.dag_id, branch)
         assert dag.get_task(expected[0]).upstream_task_ids == set()
         assert dag.get_task(expected[-1]).downstream_task_ids == set()
 

@@ -19,6 +19,8 @@ from prescore import tables
 from prescore.config import RangeRule
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from prescore.config import (
@@ -46,20 +48,46 @@ class QuarantineLimitError(RuntimeError):
 # ---------------------------------------------------------------- column helpers
 
 
-def hmac_sha256(column: Column, secret: bytes) -> Column:
-    """HMAC-SHA256 of a string column, hex encoded, computed in Spark expressions (RFC 2104)."""
-    from pyspark.sql import functions as F
+HMAC_INNER_PAD = "_hmac_inner_pad"
+HMAC_OUTER_PAD = "_hmac_outer_pad"
 
+
+def hmac_pads(secret: bytes) -> tuple[bytes, bytes]:
+    """RFC 2104's inner and outer pads of a SHA-256 HMAC key (a key over 64 bytes is hashed first)."""
     key = hashlib.sha256(secret).digest() if len(secret) > 64 else secret
     key = key.ljust(64, b"\0")
-    inner_pad = bytes(b ^ 0x36 for b in key)
-    outer_pad = bytes(b ^ 0x5C for b in key)
-    inner = F.unhex(F.sha2(F.concat(F.lit(inner_pad), column.cast("binary")), 256))
-    return F.sha2(F.concat(F.lit(outer_pad), inner), 256)
+    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
 
 
-def range_violation(column: str, rule: RangeRule, *, what: str = "") -> Column:
-    """A reason string where the value lies outside [min, max] (`what` names the bounds), else null."""
+def hmac_sha256(column: Column, *, inner_pad: Column, outer_pad: Column) -> Column:
+    """HMAC-SHA256 of a string column, hex encoded, computed in Spark expressions (RFC 2104),
+    from the key's pads given as columns (see `with_hmac_pads`), never as literals."""
+    from pyspark.sql import functions as F
+
+    inner = F.unhex(F.sha2(F.concat(inner_pad, column.cast("binary")), 256))
+    return F.sha2(F.concat(outer_pad, inner), 256)
+
+
+def with_hmac_pads(df: DataFrame, *, secret: bytes) -> DataFrame:
+    """`df` with the key's pads as two more columns, cross-joined from a broadcast one-row frame.
+
+    A literal is printed in every plan (explain, the Spark UI, the event log); a row of a
+    frame is not, so the key stays out of them while the hash stays native Spark code.
+    """
+    from pyspark.sql import functions as F
+
+    inner, outer = hmac_pads(secret)
+    pads = df.sparkSession.createDataFrame(
+        [(bytearray(inner), bytearray(outer))], f"{HMAC_INNER_PAD} binary, {HMAC_OUTER_PAD} binary"
+    )
+    return df.crossJoin(F.broadcast(pads))
+
+
+def range_violation(
+    column: str, rule: RangeRule, *, what: str = "", show_value: bool = True
+) -> Column:
+    """A reason string where the value lies outside [min, max] (`what` names the bounds), else null.
+    The value is named unless `show_value` is false (a PII column: the reason must not carry it)."""
     from pyspark.sql import functions as F
 
     bad = F.lit(False)
@@ -68,6 +96,8 @@ def range_violation(column: str, rule: RangeRule, *, what: str = "") -> Column:
     if rule.max is not None:
         bad = bad | (F.col(column) > rule.max)
     bounds = f"[{rule.min if rule.min is not None else '-inf'}, {rule.max if rule.max is not None else 'inf'}]"
+    if not show_value:
+        return F.when(bad, F.lit(f"{column} outside {what}{bounds}"))
     return F.when(
         bad,
         F.concat(
@@ -80,13 +110,20 @@ def range_violation(column: str, rule: RangeRule, *, what: str = "") -> Column:
 
 
 def flag_invalid_rows(
-    df: DataFrame, *, keys: list[str], valid_range: dict[str, RangeRule]
+    df: DataFrame,
+    *,
+    keys: list[str],
+    valid_range: dict[str, RangeRule],
+    pii: Collection[str] = (),
 ) -> DataFrame:
-    """Add _quarantine_reason: the first failed row rule (null key, value out of range), else null."""
+    """Add _quarantine_reason: the first failed row rule (null key, value out of range), else null.
+    A reason names the value it found, unless the column is in `pii`."""
     from pyspark.sql import functions as F
 
     reasons = [F.when(F.col(k).isNull(), F.lit(f"null key {k}")) for k in keys]
-    reasons += [range_violation(c, rule) for c, rule in valid_range.items()]
+    reasons += [
+        range_violation(c, rule, show_value=c not in pii) for c, rule in valid_range.items()
+    ]
     return df.withColumn(REASON, F.coalesce(*reasons))
 
 
@@ -116,15 +153,24 @@ def generalised(column: Column, rule: PiiRule) -> Column:
 
 
 def anonymise(df: DataFrame, *, pii: dict[str, PiiRule], secret: bytes) -> DataFrame:
-    """Replace PII columns by their keyed hash or a generalised value, or drop them."""
+    """Replace PII columns by their keyed hash or a generalised value, or drop them; the other
+    columns pass through unchanged. Clean and quarantine both anonymise with this function."""
+    from pyspark.sql import functions as F
+
+    hashed = [c for c, rule in pii.items() if rule.method == "hash" and c in df.columns]
+    if hashed:
+        df = with_hmac_pads(df, secret=secret)
     for column, rule in pii.items():
+        if column not in df.columns:
+            continue
         if rule.method == "drop":
             df = df.drop(column)
         elif rule.method == "generalise":
             df = df.withColumn(column, generalised(df[column], rule))
         else:
-            df = df.withColumn(column, hmac_sha256(df[column], secret))
-    return df
+            pads = {"inner_pad": F.col(HMAC_INNER_PAD), "outer_pad": F.col(HMAC_OUTER_PAD)}
+            df = df.withColumn(column, hmac_sha256(df[column], **pads))
+    return df.drop(HMAC_INNER_PAD, HMAC_OUTER_PAD) if hashed else df
 
 
 def fill_missing(df: DataFrame, *, fill: dict[str, float | int | str]) -> DataFrame:
@@ -268,9 +314,10 @@ def flag_fitted_rules(
     impute: dict[str, ImputeRule],
     outliers: dict[str, OutlierRule],
     bounds: dict[str, RangeRule],
+    pii: Collection[str] = (),
 ) -> DataFrame:
     """Rows not yet flagged get a reason if a `drop` impute column is null or a `quarantine`
-    outlier column lies outside its fitted bounds."""
+    outlier column lies outside its fitted bounds (naming the value unless the column is in `pii`)."""
     from pyspark.sql import functions as F
 
     reasons = [F.col(REASON)]
@@ -280,7 +327,7 @@ def flag_fitted_rules(
         if rule.strategy == "drop"
     ]
     reasons += [
-        range_violation(c, bounds[c], what=f"fitted {rule.method} bounds ")
+        range_violation(c, bounds[c], what=f"fitted {rule.method} bounds ", show_value=c not in pii)
         for c, rule in outliers.items()
         if rule.action == "quarantine" and c in bounds
     ]
@@ -352,13 +399,17 @@ def clean_rows(
     )
 
 
-def quarantine_rows(df: DataFrame) -> DataFrame:
-    """The quarantine frame: the raw row as JSON, its reason, its source file and run_date."""
+def quarantine_rows(df: DataFrame, *, pii: dict[str, PiiRule], secret: bytes) -> DataFrame:
+    """The quarantine frame: the raw row as JSON with its PII anonymised as declared (hashed,
+    generalised, or left out), its reason, its source file and run_date. Only raw_<entity>
+    holds PII in the clear."""
     from pyspark.sql import functions as F
 
-    raw_columns = [c for c in df.columns if c not in (REASON, tables.RUN_DATE)]
-    return df.select(
-        F.to_json(F.struct(*raw_columns)).alias("raw_row"),
+    row_columns = [c for c in df.columns if c not in (REASON, tables.RUN_DATE)]
+    anonymised = df.transform(anonymise, pii=pii, secret=secret)
+    kept = [c for c in row_columns if c in anonymised.columns]
+    return anonymised.select(
+        F.to_json(F.struct(*kept)).alias("raw_row"),
         F.col(REASON).alias("reason"),
         F.col("_source_file").alias("source_file"),
         F.col(tables.RUN_DATE),
@@ -398,7 +449,12 @@ def run(ctx: RunContext) -> dict[str, object]:
     raw_version = tables.latest_version(ctx.spark, settings, usecase.raw_table)
     raw = tables.read_run(ctx.spark, settings, usecase.raw_table, ctx.run_date, raw_version)
     flagged = (
-        raw.transform(flag_invalid_rows, keys=usecase.row_keys, valid_range=cleaning.valid_range)
+        raw.transform(
+            flag_invalid_rows,
+            keys=usecase.row_keys,
+            valid_range=cleaning.valid_range,
+            pii=usecase.pii,
+        )
         .transform(flag_duplicates, keys=usecase.row_keys, event_time=usecase.event_time)
         .transform(
             assign_split,
@@ -416,6 +472,7 @@ def run(ctx: RunContext) -> dict[str, object]:
             impute=cleaning.impute,
             outliers=cleaning.outliers,
             bounds=fitted.bounds,
+            pii=usecase.pii,
         )
         counts = {row[0]: row[1] for row in final.groupBy(REASON).count().collect()}
         total = sum(counts.values())
@@ -427,7 +484,9 @@ def run(ctx: RunContext) -> dict[str, object]:
             ctx.run_date,
         )
         quarantine_version = tables.replace_run(
-            quarantine_rows(final.where(f"{REASON} is not null").drop(SPLIT)),
+            quarantine_rows(
+                final.where(f"{REASON} is not null").drop(SPLIT), pii=usecase.pii, secret=secret
+            ),
             settings,
             usecase.quarantine_table,
             ctx.run_date,
