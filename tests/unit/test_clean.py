@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime
+import json
+from datetime import date, datetime
 
 import pytest
 from chispa import assert_df_equality
@@ -37,6 +38,7 @@ from prescore.stages.clean import (
     flag_duplicates,
     flag_fitted_rules,
     flag_invalid_rows,
+    quarantine_rows,
 )
 
 pytestmark = pytest.mark.unit
@@ -101,6 +103,76 @@ def test_hmac_matches_python_for_long_keys(spark: SparkSession) -> None:
     out = anonymise(df, pii={"phone": PiiRule(method="hash")}, secret=long_secret).first()
     assert out is not None
     assert out.phone == hmac.new(long_secret, b"+1-555-0000001", hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [b"k", b"x" * 64, "clé-secrète-ü".encode()],  # short, exactly one block, non-ASCII
+    ids=["short", "block", "utf8"],
+)
+def test_hmac_matches_python_hmac_for_every_value(spark: SparkSession, secret: bytes) -> None:
+    values = ["ana@example.com", "", "+44 20 7946 0958", "Zoë O'Brien", "x" * 300]
+    df = spark.createDataFrame([(i, v) for i, v in enumerate(values)], "id int, v string")
+    out = {
+        r.id: r.v for r in anonymise(df, pii={"v": PiiRule(method="hash")}, secret=secret).collect()
+    }
+    assert out == {
+        i: hmac.new(secret, v.encode(), hashlib.sha256).hexdigest() for i, v in enumerate(values)
+    }
+
+
+def test_quarantine_rows_carry_pii_anonymised_as_declared(spark: SparkSession) -> None:
+    """hash, drop and generalise as clean does: no PII value of the row stays in the clear."""
+    day = date(2026, 11, 1)
+    df = spark.createDataFrame(
+        [
+            (
+                "C1",
+                "ana@example.com",
+                "Ana Lima",
+                34,
+                -5,
+                "f1",
+                "tenure=-5 outside [0.0, 600.0]",
+                day,
+            )
+        ],
+        f"id string, email string, name string, age int, tenure int, _source_file string, "
+        f"{REASON} string, run_date date",
+    )
+    pii = {
+        "email": PiiRule(method="hash"),
+        "name": PiiRule(method="drop"),
+        "age": PiiRule(method="generalise", band=10),
+    }
+    out = quarantine_rows(df, pii=pii, secret=SECRET)
+    assert out.columns == ["raw_row", "reason", "source_file", "run_date"]
+    row = out.first()
+    assert row is not None
+    assert json.loads(row.raw_row) == {
+        "id": "C1",
+        "email": hmac.new(SECRET, b"ana@example.com", hashlib.sha256).hexdigest(),
+        "age": "30-39",
+        "tenure": -5,
+        "_source_file": "f1",
+    }
+    assert (row.reason, row.source_file, row.run_date) == (
+        "tenure=-5 outside [0.0, 600.0]",
+        "f1",
+        day,
+    )
+
+
+def test_a_range_reason_never_quotes_a_pii_value(spark: SparkSession) -> None:
+    df = spark.createDataFrame([("a", 17, 7), ("b", 30, -1)], "id string, age int, tenure int")
+    flagged = flag_invalid_rows(
+        df,
+        keys=["id"],
+        valid_range={"age": RangeRule(min=18), "tenure": RangeRule(min=0)},
+        pii={"age"},
+    )
+    reasons = {r.id: r[REASON] for r in flagged.collect()}
+    assert reasons == {"a": "age outside [18.0, inf]", "b": "tenure=-1 outside [0.0, inf]"}
 
 
 def test_clip_outliers_keeps_nulls(spark: SparkSession) -> None:
