@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from prescore import serving, tables
+from prescore import publish_log, serving, tables
 
 if TYPE_CHECKING:
     from prescore.config import Settings, UseCase
@@ -31,7 +31,7 @@ def base_views(settings: Settings, usecase: UseCase) -> dict[str, str]:
 
     sources = {
         "prediction_runs": (usecase.predictions_table, ""),
-        "publish_events": (serving.PUBLISH_LOG, f" where usecase = '{usecase.name}'"),
+        "publish_events": (publish_log.PUBLISH_LOG, f" where usecase = '{usecase.name}'"),
         "shadow_runs": (shadow_table(usecase), ""),
         "monitoring_runs": (monitoring_table(usecase), ""),
     }

@@ -38,10 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for stage in STAGES:
         _stage_args(commands.add_parser(stage, help=f"run the {stage} stage for one run date"))
+    commands.choices["publish"].add_argument(
+        "--serve-older",
+        action="store_true",
+        help="serve the run date even if it is older than the one served (default: a backfill "
+        "is published and logged, not served)",
+    )
     _stage_args(commands.add_parser("run", help="run every stage in order, without Airflow"))
-    rollback = commands.add_parser("rollback", help="serve an earlier publish again (logged)")
+    rollback = commands.add_parser(
+        "rollback", help="serve the snapshot served before the current one again (logged)"
+    )
     rollback.add_argument("--usecase", required=True)
-    rollback.add_argument("--to", type=_run_date, help="run date to go back to (default: previous)")
+    rollback.add_argument(
+        "--to", type=_run_date, help="run date to go back to (default: one served snapshot back)"
+    )
     bi_views = commands.add_parser("bi-views", help="DuckDB file of sql/delta/ views for BI tools")
     bi_views.add_argument("--usecase", required=True)
     bi_views.add_argument("--out", required=True, help="DuckDB file to write (replaced)")
@@ -167,7 +177,8 @@ def dispatch(args: argparse.Namespace) -> None:
     from prescore.flow import run_flow, run_stage
 
     ctx = RunContext.create(args.usecase, args.run_date, settings)
-    summary = run_flow(ctx) if args.command == "run" else run_stage(args.command, ctx)
+    options = {"serve_older": True} if getattr(args, "serve_older", False) else {}
+    summary = run_flow(ctx) if args.command == "run" else run_stage(args.command, ctx, **options)
     print(json.dumps(summary, default=str, indent=2))
 
 

@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple, cast
 import duckdb
 import numpy as np
 
-from prescore import keyindex, serving, tables
+from prescore import keyindex, publish_log, serving
 from prescore.config import Settings, UseCase, load_settings, load_usecase
 from prescore.keyindex import KeyIndex, KeyPart
 
@@ -92,7 +92,7 @@ class Scores:
         self._link = serving.current_path(self.settings, self.usecase)
         self._opened: tuple[str, KeyIndex] | None = None  # (link target, its key file)
         self._swap = threading.Lock()
-        self._history: tuple[str, list[tuple[datetime, str]]] | None = None  # (link target, log)
+        self._history: tuple[str, list[publish_log.Event]] | None = None  # (link target, log)
         self._past: dict[Path, KeyIndex] = {}  # key files of earlier snapshots, for as_of
 
     @property
@@ -198,15 +198,15 @@ class Scores:
     def _index_at(self, instant: datetime) -> KeyIndex:
         """The key file of the snapshot that was current at `instant`, per publish_log."""
         aware = instant.astimezone()  # naive means local time, as publish stamped published_at
-        current = [snapshot for at, snapshot in self._publish_history() if at <= aware]
-        if not current:
+        current = publish_log.current_at(self._publish_history(), aware)
+        if current is None:
             raise SnapshotNotFoundError(
                 f"use case {self.usecase.name!r}: nothing was published by {instant}"
             )
-        snapshot = Path(current[-1])
+        snapshot = self._link.parent / "snapshots" / current.snapshot_name
         if not snapshot.exists():
             raise SnapshotNotFoundError(
-                f"{snapshot}, current at {instant}, is no longer kept (the last "
+                f"{current.snapshot_name}, current at {instant}, is no longer kept (the last "
                 f"{self.settings.serving_snapshots_kept} are): republish its run date to look it up"
             )
         with self._swap:
@@ -214,19 +214,13 @@ class Scores:
                 self._past[snapshot] = open_key_file(snapshot)
             return self._past[snapshot]
 
-    def _publish_history(self) -> list[tuple[datetime, str]]:
-        """(published_at, snapshot) of every publish and rollback, oldest first; read again only
-        after the link moved (every publish and rollback moves it, after logging)."""
+    def _publish_history(self) -> list[publish_log.Event]:
+        """The served publish_log events, oldest first; read again only after the link moved
+        (every publish and rollback moves it, after logging)."""
         target = self._target()
         if self._history is None or self._history[0] != target:
-            rows = tables.read_with_duckdb(
-                self.settings,
-                serving.PUBLISH_LOG,
-                ["published_at", "snapshot"],
-                where="usecase = ?",
-                params=[self.usecase.name],
-            )
-            self._history = (target, sorted((cast(datetime, at), str(s)) for at, s in rows))
+            events = publish_log.read_with_duckdb(self.settings, self.usecase)
+            self._history = (target, publish_log.served_events(events, target))
         return self._history[1]
 
     def sample_keys(self, n: int) -> list[tuple[Any, ...]]:

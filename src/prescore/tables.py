@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from prescore.config import Settings
 
@@ -115,3 +115,10 @@ def append(df: DataFrame, settings: Settings, table: str) -> int:
     """Append rows (for logs, where every row is an event); returns the new version."""
     df.write.format("delta").mode("append").save(str(settings.table_path(table)))
     return latest_version(df.sparkSession, settings, table)
+
+
+def delete_where(spark: SparkSession, settings: Settings, table: str, condition: Column) -> None:
+    """Delete the rows matching `condition` in one Delta commit (a log's row that never took effect)."""
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(spark, _require(settings, table)).delete(condition)

@@ -21,7 +21,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from prescore import serving, tables
+from prescore import publish_log, serving, tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
 from prescore.lookup import Scores
@@ -86,7 +86,7 @@ def served_version(ctx: RunContext) -> str:
 
 
 def published_versions(spark: SparkSession, ctx: RunContext) -> list[str]:
-    log = tables.read(spark, ctx.settings, serving.PUBLISH_LOG).orderBy("published_at")
+    log = tables.read(spark, ctx.settings, publish_log.PUBLISH_LOG).orderBy("published_at")
     return [r.model_version for r in log.collect()]
 
 
