@@ -261,6 +261,18 @@ def move_pointer(staged: Path) -> None:
     os.replace(staged, staged.with_name(CURRENT))
 
 
+def snapshot_problem(snapshot: Path) -> str | None:
+    """Why a kept snapshot cannot be served (its DuckDB file or key file is damaged), or None:
+    checked before a rollback points readers at it."""
+    try:
+        keyindex.KeyIndex(keyindex.key_file(snapshot)).close()
+        with duckdb.connect(str(snapshot), read_only=True) as con:
+            con.execute(f"select count(*) from {PREDICTIONS}").fetchone()
+    except (OSError, ValueError, duckdb.Error) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None
+
+
 def pointer_target(settings: Settings, usecase: UseCase) -> str | None:
     """Where current.duckdb points (`snapshots/<name>.duckdb`), or None before the first publish."""
     try:

@@ -304,17 +304,23 @@ def rollback(
             e for e in publish_log.read(spark, settings, usecase) if e.action in publish_log.BUILT
         ]
         target = publish_log.rollback_target(stack, built, to)
-        wanted = f"run date {to}" if to else "a snapshot served before the current one"
+        wanted = f"run date {to}" if to else "earlier served snapshot"
         if target is None:
             raise LookupError(
                 f"{PUBLISH_LOG}: {usecase.name!r} has no {wanted} to roll back to "
                 f"(serving {stack[-1].snapshot_name})"
             )
-        path = serving.usecase_dir(settings, usecase) / target.snapshot
+        path = serving.usecase_dir(settings, usecase) / "snapshots" / target.snapshot_name
         if not path.exists():
             raise LookupError(
                 f"{usecase.name!r}: {wanted} ({target.snapshot_name}) is no longer kept (the last "
                 f"{settings.serving_snapshots_kept} are); republish run date {target.run_date} instead"
+            )
+        problem = serving.snapshot_problem(path)
+        if problem is not None:
+            raise LookupError(
+                f"{usecase.name!r}: {wanted} ({target.snapshot_name}) cannot be served: {problem}; "
+                f"republish run date {target.run_date} instead"
             )
         event = replace(
             target,
