@@ -623,7 +623,7 @@ def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         field = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        lines.append(f"{field}: {err['msg']}")
+        lines.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(lines)
 
 
