@@ -601,7 +601,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         hint = "" if path.parent.is_dir() else f" (is {HOME_VARIABLE} the project folder?)"
         raise ConfigError(f"{path}: file not found{hint}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as UTF-8 text: {exc}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -735,7 +739,9 @@ def _declared_entity(path: Path) -> str | None:
     """The `entity:` a use-case file declares, or None when it cannot be read (that file's own
     load reports why; here it must not break the use case being loaded)."""
     try:
-        data = yaml.load(path.read_text(), Loader=_FAST_LOADER)  # a safe loader, C or Python
+        data = yaml.load(
+            path.read_text(encoding="utf-8"), Loader=_FAST_LOADER
+        )  # a safe loader, C or Python
         entity = data.get("entity") if isinstance(data, dict) else None
         return _expand_env(entity, source=path) if isinstance(entity, str) else None
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError):
