@@ -115,7 +115,10 @@ def test_a_sibling_that_does_not_parse_breaks_no_other_usecase(conf_dir: Path) -
     assert load_usecase("churn", settings).entity == "customers"
     loaded = load_usecases(settings)
     assert sorted(loaded.usecases) == ["churn", "forecast"]
-    assert sorted(p.name for p in loaded.errors) == ["binary.yaml", "broken.yaml"]
+    errors = {path.name: str(error) for path, error in loaded.errors.items()}
+    assert sorted(errors) == ["binary.yaml", "broken.yaml"]
+    assert errors["broken.yaml"].startswith(f"{usecases / 'broken.yaml'}: not valid YAML")
+    assert errors["binary.yaml"].startswith(f"{usecases / 'binary.yaml'}: cannot be read as UTF-8")
 
 
 # ---------------------------------------------------------------- names in SQL
