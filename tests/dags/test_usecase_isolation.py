@@ -3,12 +3,18 @@
 A real DagBag parses dags/ against a copy of conf/ holding one more, broken, use-case file: the
 other use cases' DAGs load, and the broken file shows among the DagBag's import errors (what the
 DAG processor stores for the UI and `airflow dags list-import-errors`), naming the file, the
-field and the reason.
+field and the reason. The last test runs the real DAG processing into Airflow's database and
+reads back what `airflow dags list-import-errors` prints.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +101,41 @@ def test_a_file_named_otherwise_than_its_usecase_is_refused(dags_dir: Path, conf
 
     assert dag_ids == CHURN_DAGS | FORECAST_DAGS
     assert f"{renamed}: name: 'churn' differs from the file name 'churn_v2'" in errors
+
+
+@pytest.mark.slow
+def test_airflow_lists_the_broken_file_and_keeps_scheduling_the_others(
+    dags_dir: Path, conf_dir: Path, tmp_path: Path
+) -> None:
+    """What a data engineer sees: the metadata database after the real DAG parsing
+    (`airflow dags reserialize`) lists the broken file in `airflow dags list-import-errors`, and
+    the other use cases' DAGs are there, neither stale nor flagged with import errors."""
+    broken = _add_usecase(conf_dir, "x", name="x", entity="things", task="binari")
+    home = tmp_path / "airflow"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env |= {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_dir),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+    }
+    airflow = str(Path(sys.executable).with_name("airflow"))
+
+    def run(*args: str, status: int = 0) -> str:
+        done = subprocess.run(
+            [airflow, *args], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert done.returncode == status, done.stderr[-2000:]
+        return done.stdout
+
+    run("db", "migrate")
+    run("dags", "reserialize")
+    # The command exits 1 when there are import errors, as a check in a deploy script would want.
+    listed = run("dags", "list-import-errors", "-o", "json", status=1).splitlines()
+    errors = json.loads(next(line for line in listed if line.startswith("[")))  # after log lines
+    assert [e["filepath"] for e in errors] == ["prescore_config_check.py"]
+    assert f"{broken}: task: Input should be 'binary' or 'regression'" in errors[0]["error"]
+    with sqlite3.connect(home / "airflow.db") as db:
+        dags = db.execute("select dag_id, is_stale, has_import_errors from dag").fetchall()
+    assert sorted(dags) == [(dag_id, 0, 0) for dag_id in sorted(CHURN_DAGS | FORECAST_DAGS)]
