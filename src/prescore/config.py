@@ -483,7 +483,8 @@ class UseCase(_Strict):
     categorical_features: dict[Column, list[str]] = Field(default_factory=dict)
     pii: dict[Column, PiiRule] = Field(default_factory=dict)
     cleaning: CleaningSettings = CleaningSettings()
-    expectations: str  # suite file name (without .json) in expectations/
+    # The suite's file name (without .json) in expectations/: a plain name, never a path.
+    expectations: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     split: SplitSettings = SplitSettings()
     model: ModelSettings = ModelSettings()
     score: ScoreSettings = ScoreSettings()

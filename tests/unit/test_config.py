@@ -208,3 +208,11 @@ def _merged(data: dict[str, Any], edit: dict[str, Any]) -> dict[str, Any]:
         old = merged.get(key)
         merged[key] = _merged(old, new) if isinstance(new, dict) and isinstance(old, dict) else new
     return merged
+
+
+@pytest.mark.parametrize("suite", ["../../etc/passwd", "/abs/suite", "sub/suite", ".hidden"])
+def test_expectation_suite_is_a_file_name_never_a_path(conf_dir: Path, suite: str) -> None:
+    path = conf_dir / "usecases" / "churn.yaml"
+    _edit(path, "expectations: raw_customers", f"expectations: {suite}")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: expectations: String should"):
+        load_usecase("churn", load_settings(conf_dir))
