@@ -12,6 +12,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from prescore.flow import STAGES
+from prescore.identifiers import check_usecase_name
 
 if TYPE_CHECKING:
     from prescore.config import Settings
@@ -26,8 +27,22 @@ def _run_date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"run date must be YYYY-MM-DD, got {value!r}") from exc
 
 
+def _usecase(value: str) -> str:
+    """A use-case name, refused before any path is built from it (`../../x` never reaches conf/)."""
+    try:
+        return check_usecase_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _usecase_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--usecase", required=True, type=_usecase, help="name of a file in conf/usecases/"
+    )
+
+
 def _stage_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--usecase", required=True, help="name of a file in conf/usecases/")
+    _usecase_arg(parser)
     parser.add_argument(
         "--run-date", required=True, type=_run_date, help="logical date, YYYY-MM-DD"
     )
@@ -48,21 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser(
         "rollback", help="serve the snapshot served before the current one again (logged)"
     )
-    rollback.add_argument("--usecase", required=True)
+    _usecase_arg(rollback)
     rollback.add_argument(
         "--to", type=_run_date, help="run date to go back to (default: one served snapshot back)"
     )
     bi_views = commands.add_parser("bi-views", help="DuckDB file of sql/delta/ views for BI tools")
-    bi_views.add_argument("--usecase", required=True)
+    _usecase_arg(bi_views)
     bi_views.add_argument("--out", required=True, help="DuckDB file to write (replaced)")
     promote = commands.add_parser("promote", help="make a registered model version @champion")
-    promote.add_argument("--usecase", required=True)
+    _usecase_arg(promote)
     promote.add_argument("--version", required=True, help="registered model version number")
     promote.add_argument("--reason", default="promoted by hand", help="noted on the version")
     rollback_model = commands.add_parser(
         "rollback-model", help="make the previous @champion the champion again"
     )
-    rollback_model.add_argument("--usecase", required=True)
+    _usecase_arg(rollback_model)
     datagen = commands.add_parser("datagen", help="write seeded demo landing files")
     _stage_args(datagen)
     datagen.add_argument("--rows", type=int, default=100_000, help="rows; series for a time series")
@@ -71,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--history-days", type=int, default=0, help="time series: also land the days before"
     )
     lookup = commands.add_parser("lookup", help="look up published scores by key")
-    lookup.add_argument("--usecase", required=True)
+    _usecase_arg(lookup)
     lookup.add_argument("keys", nargs="*", help="key values (composite keys: comma separated)")
     lookup.add_argument("--sample", type=int, default=0, help="also look up the first N keys")
     lookup.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -81,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument(
         "--usecase",
+        type=_usecase,
         action="append",
         dest="usecases",
         help="answer only this use case (repeatable; default: serve.usecases, else all)",

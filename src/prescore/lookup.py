@@ -21,6 +21,7 @@ import numpy as np
 
 from prescore import keyindex, publish_log, serving
 from prescore.config import Settings, UseCase, load_settings, load_usecase
+from prescore.identifiers import quote_identifier
 from prescore.keyindex import KeyIndex, KeyPart
 
 Freshness = Literal["fresh", "stale", "expired", "missing"]
@@ -225,7 +226,7 @@ class Scores:
 
     def sample_keys(self, n: int) -> list[tuple[Any, ...]]:
         """The first n keys in key order, read from the snapshot with DuckDB: for demos and smoke checks."""
-        columns = ", ".join(f'"{k}"' for k in self.usecase.published_keys)
+        columns = ", ".join(quote_identifier(k) for k in self.usecase.published_keys)
         sql = f"select {columns} from {serving.PREDICTIONS} order by {columns} limit ?"
         snapshot = str(self.snapshot)
         with duckdb.connect(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from prescore import keyindex
+from prescore.identifiers import quote_identifier, quote_literal
 
 if TYPE_CHECKING:
     from prescore.config import Settings, UseCase
@@ -154,7 +155,7 @@ class PredictionFiles:
             return cls(paths, keys, types, _constant_columns(con, paths, candidates))
 
     def select(self, columns: list[str]) -> str:
-        quoted = ", ".join(f'"{c}"' for c in columns)
+        quoted = ", ".join(quote_identifier(c) for c in columns)
         return f"select {quoted} from read_parquet(?)"
 
 
@@ -176,7 +177,7 @@ def _constant_columns(
     names = [c for c in candidates if (c,) in same]
     if not names:
         return {}
-    texts = ", ".join(f'cast("{c}" as varchar)' for c in names)
+    texts = ", ".join(f"cast({quote_identifier(c)} as varchar)" for c in names)
     first = con.execute(f"select {texts} from read_parquet(?) limit 1", [paths]).fetchone()
     return dict(zip(names, first or (), strict=True))
 
@@ -192,14 +193,14 @@ def _write_duckdb_file(
         # Stored in key order and not indexed: a `where <key> = ?` in SQL skips every row group
         # whose key range misses (zone maps), and an ART index would cost two thirds of the
         # build. Lookups by key go through the key file; publish has checked the keys are unique.
-        key_list = ", ".join(f'"{k}"' for k in files.keys)
-        into = ", ".join(f'"{c}"' for c in stored)
+        key_list = ", ".join(quote_identifier(k) for k in files.keys)
+        into = ", ".join(quote_identifier(c) for c in stored)
         con.execute(
             f"insert into {PREDICTIONS} ({into}) {files.select(stored)} order by {key_list}",
             [files.paths],
         )
         for name, select in views.items():
-            con.execute(f'create view "{name}" as {select}')
+            con.execute(f"create view {quote_identifier(name)} as {select}")
         rows = con.execute(f"select count(*) from {PREDICTIONS}").fetchone()[0]  # type: ignore[index]
         con.execute("checkpoint")
     return int(rows)
@@ -214,11 +215,12 @@ def _create_table(types: dict[str, str], constants: dict[str, str]) -> str:
     """
     columns = []
     for name, kind in types.items():
+        column = f"{quote_identifier(name)} {kind}"  # kind: a type DuckDB itself described
         if name in constants:
-            value = constants[name].replace("'", "''")
-            columns.append(f"\"{name}\" {kind} generated always as (cast('{value}' as {kind}))")
+            value = quote_literal(constants[name])
+            columns.append(f"{column} generated always as (cast({value} as {kind}))")
         else:
-            columns.append(f'"{name}" {kind}')
+            columns.append(column)
     return f"create table {PREDICTIONS} ({', '.join(columns)})"
 
 

@@ -11,6 +11,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prescore.identifiers import quote_identifier
+
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
@@ -69,7 +71,7 @@ def read_with_duckdb(
     JVM (lookups). `where` is SQL over `columns`, its values bound as `params`."""
     import duckdb
 
-    selected = ", ".join(f'"{c}"' for c in columns)
+    selected = ", ".join(quote_identifier(c) for c in columns)
     with duckdb.connect() as con:
         con.load_extension(str(duckdb_delta_extension()))
         sql = f"select {selected} from delta_scan(?) where {where}"
