@@ -1,14 +1,23 @@
 """Key lookups over the published scores: `Scores("churn").get("C00000042")`.
 
 The client answers from the key file of the snapshot current.duckdb points at (see keyindex.py):
-memory-mapped, no query engine on the path. Each call reads the link (one readlink); when a publish
-or a rollback moved it, the call opens the new snapshot's key file, so answers follow the link
-without a restart, and each call answers wholly from one snapshot.
+read into memory, no query engine on the path. Each call reads the link (one readlink); when a
+publish or a rollback moved it, the call opens the new snapshot's key file, so answers follow the
+link without a restart, and each call answers wholly from one snapshot.
+
+Each call also stats the snapshot's two files (DuckDB and key file) and compares device, inode,
+size and mtime with what was opened. Published files never change, so a difference is damage (a
+copy over it, a truncation, a delete): the file is read and checked again, and when that fails the
+calls raise SnapshotDamagedError until the link moves or the file is whole again. Answering on
+from the copy in memory would hide the damage from the operator while SQL readers of the same
+file fail, and a restart would lose it; failing names the file and the cure (publish or rollback).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, time, timedelta
@@ -23,16 +32,52 @@ from prescore import keyindex, serving, tables
 from prescore.config import Settings, UseCase, load_settings, load_usecase
 from prescore.keyindex import KeyIndex, KeyPart
 
+log = logging.getLogger(__name__)
 Freshness = Literal["fresh", "stale", "expired", "missing"]
 KeyValue = str | int | Sequence[str | int]
+Signature = tuple[int, int, int, int]  # a file's device, inode, size and mtime in ns
+_NAMED_RUN_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})-v\d+\.")  # serving.snapshot_path's names
 
 
 class SnapshotNotFoundError(FileNotFoundError):
     """Nothing has been published for this use case yet (or not with a key file)."""
 
 
+class NothingPublishedError(SnapshotNotFoundError):
+    """The use case has no current.duckdb: nothing was ever published."""
+
+
 class SnapshotUnreadableError(RuntimeError):
     """The published snapshot's key file exists but cannot be read (corrupt, or another format)."""
+
+
+class SnapshotDamagedError(SnapshotUnreadableError):
+    """A file of the snapshot being served changed on disk after it was opened, and is no longer
+    a whole snapshot (truncated, deleted, or replaced by something unreadable)."""
+
+
+def file_signature(path: str) -> Signature | None:
+    """(device, inode, size, mtime) of a file, or None when it cannot be stat'ed."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+class Served(NamedTuple):
+    """The snapshot lookups answer from: where the link pointed, its key file in memory, and both
+    files' signatures when they were opened."""
+
+    target: str
+    index: KeyIndex
+    database: str
+    key_file: str
+    signatures: tuple[Signature | None, Signature]
+
+    def intact(self) -> bool:
+        """Whether both files are still the ones opened (two stats)."""
+        return (file_signature(self.database), file_signature(self.key_file)) == self.signatures
 
 
 class Score(NamedTuple):
@@ -90,7 +135,11 @@ class Scores:
         self._now = now
         self._stale_after = timedelta(hours=self.usecase.score.stale_after_hours)
         self._link = serving.current_path(self.settings, self.usecase)
-        self._opened: tuple[str, KeyIndex] | None = None  # (link target, its key file)
+        self._opened: Served | None = None
+        # Why the link target cannot be served, kept by (target, its files' signatures): a damaged
+        # file is read once, not at every call, and again once it changes.
+        self._broken: tuple[tuple[str, tuple[Signature | None, ...]], type[Exception], str] | None
+        self._broken = None
         self._swap = threading.Lock()
         self._history: tuple[str, list[tuple[datetime, str]]] | None = None  # (link target, log)
         self._past: dict[Path, KeyIndex] = {}  # key files of earlier snapshots, for as_of
@@ -99,30 +148,86 @@ class Scores:
     def snapshot(self) -> Path:
         """The snapshot file lookups answer from right now."""
         self._index()
-        assert self._opened is not None  # _index opened it
-        return self._link.parent / self._opened[0]
+        opened = self._opened
+        assert opened is not None  # _index opened it
+        return Path(opened.database)
+
+    def check_served(self) -> str:
+        """The file name of the snapshot served, once both its files are there, readable and the
+        ones opened; else SnapshotNotFoundError or SnapshotUnreadableError saying why."""
+        self._index()
+        opened = self._opened
+        assert opened is not None  # _index opened it
+        for path in (opened.database, opened.key_file):
+            if not os.access(path, os.R_OK):
+                raise SnapshotUnreadableError(f"{path} is not readable")
+        return Path(opened.database).name
 
     def _target(self) -> str:
         try:
             return os.readlink(self._link)
         except FileNotFoundError as exc:
-            raise SnapshotNotFoundError(
+            raise NothingPublishedError(
                 f"no published snapshot for use case {self.usecase.name!r} at {self._link}: run publish first"
             ) from exc
 
     def _index(self) -> KeyIndex:
-        """The key file of the snapshot the link points at; reopened only when the link moved."""
+        """The key file of the snapshot the link points at; opened again only when the link moved
+        or one of the snapshot's files changed."""
         target = self._target()
         opened = self._opened  # one read: another thread may swap it meanwhile
-        if opened is not None and opened[0] == target:
-            return opened[1]
+        if opened is not None and opened.target == target and opened.intact():
+            return opened.index
+        return self._reopen()
+
+    def _reopen(self) -> KeyIndex:
+        """Open the snapshot the link points at now, or raise why it cannot be served (the same
+        reason, without reading the files again, until they or the link change)."""
         with self._swap:
-            if self._opened is None or self._opened[0] != target:
-                fresh = open_key_file(self._link.parent / target)
-                previous, self._opened = self._opened, (target, fresh)
-                if previous is not None:
-                    previous[1].close()
-            return self._opened[1]
+            target = self._target()
+            database = str(self._link.parent / target)
+            key_file = str(keyindex.key_file(Path(database)))
+            now = (file_signature(database), file_signature(key_file))
+            opened = self._opened
+            if opened is not None and opened.target == target and opened.signatures == now:
+                return opened.index
+            if self._broken is not None and self._broken[0] == (target, now):
+                raise self._broken[1](self._broken[2])
+            try:
+                fresh = self._open(target, database, key_file)
+            except (SnapshotNotFoundError, SnapshotUnreadableError) as exc:
+                failure: Exception = exc
+                if opened is not None and opened.target == target:
+                    # The files answered from until now changed: stop answering from them.
+                    failure = SnapshotDamagedError(
+                        f"use case {self.usecase.name!r}: the served snapshot {Path(target).name} "
+                        f"changed on disk after it was opened: {exc}; publish or roll back"
+                    )
+                    self._opened = None
+                    log.error("%s", failure)
+                self._broken = ((target, now), type(failure), str(failure))
+                if failure is exc:
+                    raise
+                raise failure from exc
+            if opened is not None and opened.target == target:
+                log.warning("%s: the served snapshot's files were replaced; reopened", database)
+            self._opened, self._broken = fresh, None
+            return fresh.index
+
+    def _open(self, target: str, database: str, key_file: str) -> Served:
+        """The snapshot at `database` with its key file read and checked."""
+        signature = file_signature(database)
+        if signature is None:
+            raise SnapshotNotFoundError(
+                f"use case {self.usecase.name!r}: current.duckdb points at {database}, which is missing"
+            )
+        index = open_key_file(Path(database))
+        named = _NAMED_RUN_DATE.match(Path(target).name)
+        if named and named[1] != index.run_date.isoformat():  # a key file copied over another
+            raise SnapshotUnreadableError(
+                f"{key_file} holds run date {index.run_date}, not the {named[1]} its name says"
+            )
+        return Served(target, index, database, key_file, (signature, index.signature))
 
     def _canonical(self, keys: Sequence[object], index: KeyIndex) -> list[tuple[KeyPart, ...]]:
         try:
@@ -242,7 +347,7 @@ class Scores:
     def close(self) -> None:
         with self._swap:
             if self._opened is not None:
-                self._opened[1].close()
+                self._opened.index.close()
                 self._opened = None
             for index in self._past.values():
                 index.close()
@@ -258,6 +363,6 @@ def open_key_file(snapshot: Path) -> KeyIndex:
         )
     try:
         return KeyIndex(path)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+    except Exception as exc:  # whatever a damaged file makes the reader raise (ArrowInvalid, ...)
         # Not a ValueError: to a caller, that means a bad key.
         raise SnapshotUnreadableError(f"cannot read the key file {path}: {exc}") from exc

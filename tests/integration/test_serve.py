@@ -182,7 +182,7 @@ def test_unknown_use_case_is_404(http: httpx.Client) -> None:
         http.post("/v1/nope/scores:batch", json={"keys": ["C00000001"]}),
     ):
         assert response.status_code == 404
-        assert "unknown use case 'nope'" in response.json()["detail"]
+        assert response.json()["detail"] == "unknown use case 'nope'"  # the known ones unlisted
         assert_no_internals(response.text)
 
 
@@ -281,7 +281,7 @@ def test_injected_keys_are_refused_or_missing_never_500(
 
 
 @pytest.mark.reliability
-def test_corrupt_snapshot_is_500_with_a_short_json_error_and_not_ready(
+def test_corrupt_snapshot_is_503_naming_the_file_and_only_that_use_case_unready(
     serve_settings: Settings, churn: UseCase, snapshots: tuple[Path, Path], http: httpx.Client
 ) -> None:
     corrupt = snapshots[0].with_name("2026-11-05-v99.duckdb")
@@ -290,11 +290,17 @@ def test_corrupt_snapshot_is_500_with_a_short_json_error_and_not_ready(
     serving.point_current_to(serve_settings, churn, corrupt)
     try:
         response = http.get("/v1/churn/scores/C00000001")
-        assert response.status_code == 500
-        assert response.json() == {"detail": "internal error"}
+        assert response.status_code == 503
+        assert "2026-11-05-v99.keys.arrow" in response.json()["detail"]
+        assert str(serve_settings.state_dir) not in response.text
+        assert_no_internals(response.text)
         ready = http.get("/readyz")
-        assert ready.status_code == 503
-        assert "churn" in ready.json()["unready"]
+        assert ready.status_code == 200  # churn_by_tenure still answers: the host stays in
+        assert ready.json()["status"] == "degraded"
+        assert ready.json()["usecases"]["churn"]["ready"] is False
+        assert ready.json()["usecases"]["churn_by_tenure"]["ready"] is True
+        assert http.get("/readyz/churn").status_code == 503
+        assert http.get("/v1/churn_by_tenure/scores/C00000010,3").status_code == 200
     finally:
         serving.point_current_to(serve_settings, churn, snapshots[0])
     assert http.get("/v1/churn/scores/C00000001").status_code == 200
@@ -311,8 +317,9 @@ def test_readyz_and_lookups_are_503_until_a_snapshot_is_published(
     with running(create_app(fresh_settings, [churn])) as http:
         before = http.get("/readyz")
         assert before.status_code == 503
-        assert list(before.json()["unready"]) == ["churn"]
-        assert "no published snapshot" in before.json()["unready"]["churn"]
+        assert before.json()["status"] == "not ready"
+        assert before.json()["usecases"]["churn"]["ready"] is False
+        assert "no published snapshot" in before.json()["usecases"]["churn"]["reason"]
         assert http.get("/healthz").status_code == 200
         lookup = http.get("/v1/churn/scores/C00000001")
         assert lookup.status_code == 503
@@ -321,7 +328,10 @@ def test_readyz_and_lookups_are_503_until_a_snapshot_is_published(
         publish_snapshot(fresh_settings, churn, [("C00000001", 0.25)], 1)
         after = http.get("/readyz")
         assert after.status_code == 200
-        assert after.json() == {"status": "ready", "snapshots": {"churn": "2026-11-05-v1.duckdb"}}
+        assert after.json() == {
+            "status": "ready",
+            "usecases": {"churn": {"ready": True, "snapshot": "2026-11-05-v1.duckdb"}},
+        }
         assert http.get("/v1/churn/scores/C00000001").json()["score"] == 0.25
 
 
@@ -424,7 +434,7 @@ def test_prescore_serve_starts_answers_the_use_cases_asked_and_stops_on_sigterm(
                 time.sleep(0.1)
         assert response.json() == {"status": "ok"}
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-        assert list(ready.json()["unready"]) == ["churn"]  # forecast is not served: not waited for
+        assert list(ready.json()["usecases"]) == ["churn"]  # forecast is not served: not waited for
         assert (
             httpx.get(f"http://127.0.0.1:{port}/v1/forecast/scores/S1", timeout=5).status_code
             == 404
