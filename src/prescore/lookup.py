@@ -198,12 +198,12 @@ class Scores:
             except (SnapshotNotFoundError, SnapshotUnreadableError) as exc:
                 failure: Exception = exc
                 if opened is not None and opened.target == target:
-                    # The files answered from until now changed: stop answering from them.
+                    # The files answered from until now changed: stop answering from them (kept
+                    # only to recognise them, and dropped once the link moves).
                     failure = SnapshotDamagedError(
                         f"use case {self.usecase.name!r}: the served snapshot {Path(target).name} "
                         f"changed on disk after it was opened: {exc}; publish or roll back"
                     )
-                    self._opened = None
                     log.error("%s", failure)
                 self._broken = ((target, now), type(failure), str(failure))
                 if failure is exc:

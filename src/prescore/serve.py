@@ -475,7 +475,7 @@ def lookup_errors(usecase: str) -> Iterator[None]:
     except NothingPublishedError:
         raise HTTPException(503, f"nothing published for use case {usecase!r} yet") from None
     except (SnapshotNotFoundError, SnapshotUnreadableError) as exc:
-        log.warning("use case %r cannot answer: %s", usecase, exc)
+        # Not logged here, at every request: the client logs a damaged snapshot once.
         raise HTTPException(503, without_paths(str(exc))) from None
     except ValueError as exc:
         raise HTTPException(422, without_paths(str(exc))) from None
