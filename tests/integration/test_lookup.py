@@ -6,6 +6,8 @@ Snapshots are built from Parquet written with pyarrow, by serving.build_snapshot
 from __future__ import annotations
 
 import gc
+import re
+import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -21,7 +23,13 @@ import pytest
 
 from prescore import keyindex, serving
 from prescore.config import Settings, UseCase
-from prescore.lookup import Score, Scores, SnapshotNotFoundError
+from prescore.lookup import (
+    Score,
+    Scores,
+    SnapshotDamagedError,
+    SnapshotNotFoundError,
+    SnapshotUnreadableError,
+)
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)
@@ -407,14 +415,14 @@ def test_prune_removes_snapshots_with_their_key_files(
 
 
 def mapped_key_files(folder: Path) -> set[str]:
-    """Key files under `folder` this process has memory-mapped right now."""
+    """Key files under `folder` this process has memory-mapped right now (none: they are read)."""
     with open("/proc/self/maps") as maps:
         paths = {line.split()[-1] for line in maps if line.rstrip().endswith(keyindex.SUFFIX)}
     return {p for p in paths if p.startswith(str(folder))}
 
 
 @pytest.mark.reliability
-def test_hot_swap_answers_from_one_whole_snapshot_and_unmaps_the_old(
+def test_hot_swap_answers_from_one_whole_snapshot_and_maps_no_file(
     fresh_settings: Settings, churn: UseCase
 ) -> None:
     """A reader looping get and get_many while the pointer moves A -> B -> A ... sees only A or B."""
@@ -459,5 +467,90 @@ def test_hot_swap_answers_from_one_whole_snapshot_and_unmaps_the_old(
     serving.point_current_to(fresh_settings, churn, second)
     assert scores.get(KEYS[0]).model_version == "2"
     gc.collect()
-    assert mapped_key_files(fresh_settings.state_dir) == {str(keyindex.key_file(second))}
+    # Read into memory, never mapped: a file truncated under a mapping would kill the process.
+    assert mapped_key_files(fresh_settings.state_dir) == set()
     scores.close()
+
+
+# ---------------------------------------------------------------- damaged files (issue 17)
+
+
+def rewrite_key_file(path: Path, **changes: pa.Array) -> None:
+    """Rewrite a key file with some columns replaced, its metadata kept: a damaged file that
+    still parses as Arrow."""
+    with pa.OSFile(str(path)) as source:
+        batch = pa.ipc.open_file(source).get_batch(0)
+    columns = {name: changes.get(name, batch.column(name)) for name in batch.schema.names}
+    damaged = pa.RecordBatch.from_pydict(columns).replace_schema_metadata(batch.schema.metadata)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, damaged.schema) as writer:
+        writer.write_batch(damaged)
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(
+    "bucket_start",
+    [
+        list(range(len(KEYS) - 1, -1, -1)),  # out of order
+        [0] * (len(KEYS) - 1) + [10**9],  # past the last row
+        [5] * len(KEYS),  # not from row 0: the first rows could never be found
+    ],
+    ids=["out-of-order", "past-the-end", "not-from-row-0"],
+)
+def test_a_key_file_with_a_damaged_bucket_directory_is_unreadable_never_a_wrong_answer(
+    fresh_settings: Settings, churn: UseCase, bucket_start: list[int]
+) -> None:
+    snapshot = publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
+    path = keyindex.key_file(snapshot)
+    rewrite_key_file(path, bucket_start=pa.array(bucket_start, pa.int64()))
+    with pytest.raises(SnapshotUnreadableError, match=re.escape(path.name)):
+        Scores(churn, fresh_settings).get_many(KEYS)
+
+
+@pytest.mark.reliability
+def test_a_served_key_file_deleted_or_replaced_after_open_stops_answering_until_whole(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    snapshot = publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
+    path = keyindex.key_file(snapshot)
+    whole = path.read_bytes()
+    scores = Scores(churn, fresh_settings)
+    assert scores.get(KEYS[7]).score == 0.007
+    path.unlink()
+    for _ in range(2):  # and again: the reason is kept, not re-read
+        with pytest.raises(SnapshotDamagedError, match=r"2026-11-05-v1\.duckdb changed on disk"):
+            scores.get(KEYS[7])
+        with pytest.raises(SnapshotDamagedError):
+            scores.get_many(KEYS[:3])
+    path.write_bytes(whole[: len(whole) // 2])  # a half copy over it
+    with pytest.raises(SnapshotDamagedError, match="cannot read the key file"):
+        scores.get(KEYS[7])
+    path.write_bytes(whole)  # whole again: the same snapshot answers again
+    assert scores.get(KEYS[7]).score == 0.007
+    snapshot.unlink()  # the DuckDB file is part of the snapshot too
+    with pytest.raises(SnapshotDamagedError, match="missing"):
+        scores.get(KEYS[7])
+    # A publish (the link moves) cures it.
+    fixed = publish(fresh_settings, churn, [(k, 0.5) for k in KEYS], 2)
+    assert scores.get(KEYS[7]).score == 0.5
+    assert scores.check_served() == fixed.name
+
+
+@pytest.mark.reliability
+def test_a_key_file_of_another_run_date_copied_over_the_served_one_is_refused(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    snapshot = publish(fresh_settings, churn, [(k, 0.1) for k in KEYS])
+    other = serving.snapshot_path(fresh_settings, churn, RUN_DATE - timedelta(days=1), 9)
+    parquet = write_predictions(fresh_settings.state_dir / "o.parquet", churn, [("C1", 0.9)], "9")
+    serving.build_snapshot(
+        other,
+        parquet_files=[str(parquet)],
+        run_date=RUN_DATE - timedelta(days=1),
+        keys=churn.published_keys,
+        views={},
+    )
+    scores = Scores(churn, fresh_settings)
+    assert scores.get(KEYS[0]).score == 0.1
+    shutil.copyfile(keyindex.key_file(other), keyindex.key_file(snapshot))
+    with pytest.raises(SnapshotDamagedError, match="holds run date 2026-11-04"):
+        scores.get("C1")
