@@ -6,8 +6,11 @@ Snapshots are built from Parquet written with pyarrow, by serving.build_snapshot
 from __future__ import annotations
 
 import gc
+import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -554,3 +557,32 @@ def test_a_key_file_of_another_run_date_copied_over_the_served_one_is_refused(
     shutil.copyfile(keyindex.key_file(other), keyindex.key_file(snapshot))
     with pytest.raises(SnapshotDamagedError, match="holds run date 2026-11-04"):
         scores.get("C1")
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_prescore_lookup_json_prints_one_parsable_line_per_key(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
+    env = {
+        **os.environ,
+        "PRESCORE_ENV": "test",
+        "PRESCORE_STATE_DIR": str(fresh_settings.state_dir),
+    }
+    prescore = str(Path(sys.executable).with_name("prescore"))
+    done = subprocess.run(
+        [prescore, "lookup", "--usecase", "churn", "--json", KEYS[42], "C99999999"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]  # JSON lines only
+    assert [line["key"] for line in lines] == [[KEYS[42]], ["C99999999"]]
+    assert lines[0]["score"] == pytest.approx(0.042)
+    assert (lines[0]["model_version"], lines[0]["run_date"]) == ("1", RUN_DATE.isoformat())
+    assert (lines[1]["score"], lines[1]["freshness"]) == (None, "missing")
+    assert "2026-11-05-v1.duckdb" in done.stderr  # the snapshot answered from, beside the data
