@@ -5,10 +5,12 @@ read into memory, no query engine on the path. Each call reads the link (one rea
 publish or a rollback moved it, the call opens the new snapshot's key file, so answers follow the
 link without a restart, and each call answers wholly from one snapshot.
 
-Each call also stats the snapshot's two files (DuckDB and key file) and compares device, inode,
-size and mtime with what was opened. Published files never change, so a difference is damage (a
-copy over it, a truncation, a delete): the file is read and checked again, and when that fails the
-calls raise SnapshotDamagedError until the link moves or the file is whole again. Answering on
+At most every `check_every` seconds (0.1), a call also stats the snapshot's two files (DuckDB and
+key file) and compares device, inode, size and mtime with what was opened: two stats cost about as
+much as the rest of a single-key lookup, and until the check the answers still come whole from
+the copy in memory. Published files never change, so a difference is damage (a copy over it, a
+truncation, a delete): the file is read and checked again, and when that fails the calls raise
+SnapshotDamagedError until the link moves or the file is whole again. Answering on
 from the copy in memory would hide the damage from the operator while SQL readers of the same
 file fail, and a restart would lose it; failing names the file and the cure (publish or rollback).
 """
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from functools import partial
 from pathlib import Path
+from time import monotonic
 from typing import Any, Literal, NamedTuple, cast
 
 import duckdb
@@ -127,7 +130,10 @@ class Scores:
         usecase: str | UseCase,
         settings: Settings | None = None,
         now: Callable[[], datetime] = datetime.now,
+        check_every: float = 0.1,
     ) -> None:
+        """`check_every`: seconds between checks that the served files are the ones opened (0:
+        at every call)."""
         self.settings = settings or load_settings()
         self.usecase = (
             usecase if isinstance(usecase, UseCase) else load_usecase(usecase, self.settings)
@@ -136,6 +142,8 @@ class Scores:
         self._stale_after = timedelta(hours=self.usecase.score.stale_after_hours)
         self._link = serving.current_path(self.settings, self.usecase)
         self._opened: Served | None = None
+        self._check_every = check_every
+        self._next_check = 0.0  # monotonic time of the next check of the served files
         # Why the link target cannot be served, kept by (target, its files' signatures): a damaged
         # file is read once, not at every call, and again once it changes.
         self._broken: tuple[tuple[str, tuple[Signature | None, ...]], type[Exception], str] | None
@@ -155,7 +163,7 @@ class Scores:
     def check_served(self) -> str:
         """The file name of the snapshot served, once both its files are there, readable and the
         ones opened; else SnapshotNotFoundError or SnapshotUnreadableError saying why."""
-        self._index()
+        self._index(check=True)
         opened = self._opened
         assert opened is not None  # _index opened it
         for path in (opened.database, opened.key_file):
@@ -171,13 +179,18 @@ class Scores:
                 f"no published snapshot for use case {self.usecase.name!r} at {self._link}: run publish first"
             ) from exc
 
-    def _index(self) -> KeyIndex:
+    def _index(self, *, check: bool = False) -> KeyIndex:
         """The key file of the snapshot the link points at; opened again only when the link moved
-        or one of the snapshot's files changed."""
+        or one of the snapshot's files changed (checked when `check`, else every check_every)."""
         target = self._target()
         opened = self._opened  # one read: another thread may swap it meanwhile
-        if opened is not None and opened.target == target and opened.intact():
-            return opened.index
+        if opened is not None and opened.target == target:
+            moment = monotonic()
+            if moment < self._next_check and not check:
+                return opened.index
+            if opened.intact():
+                self._next_check = moment + self._check_every
+                return opened.index
         return self._reopen()
 
     def _reopen(self) -> KeyIndex:
@@ -190,6 +203,7 @@ class Scores:
             now = (file_signature(database), file_signature(key_file))
             opened = self._opened
             if opened is not None and opened.target == target and opened.signatures == now:
+                self._next_check = monotonic() + self._check_every
                 return opened.index
             if self._broken is not None and self._broken[0] == (target, now):
                 raise self._broken[1](self._broken[2])
@@ -206,12 +220,14 @@ class Scores:
                     )
                     log.error("%s", failure)
                 self._broken = ((target, now), type(failure), str(failure))
+                self._next_check = float("-inf")  # no call answers from the held copy now
                 if failure is exc:
                     raise
                 raise failure from exc
             if opened is not None and opened.target == target:
                 log.warning("%s: the served snapshot's files were replaced; reopened", database)
             self._opened, self._broken = fresh, None
+            self._next_check = monotonic() + self._check_every
             return fresh.index
 
     def _open(self, target: str, database: str, key_file: str) -> Served:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
@@ -516,7 +517,7 @@ def test_a_served_key_file_deleted_or_replaced_after_open_stops_answering_until_
     snapshot = publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
     path = keyindex.key_file(snapshot)
     whole = path.read_bytes()
-    scores = Scores(churn, fresh_settings)
+    scores = Scores(churn, fresh_settings, check_every=0)  # checks the files at every call
     assert scores.get(KEYS[7]).score == 0.007
     path.unlink()
     for _ in range(2):  # and again: the reason is kept, not re-read
@@ -552,7 +553,7 @@ def test_a_key_file_of_another_run_date_copied_over_the_served_one_is_refused(
         keys=churn.published_keys,
         views={},
     )
-    scores = Scores(churn, fresh_settings)
+    scores = Scores(churn, fresh_settings, check_every=0)
     assert scores.get(KEYS[0]).score == 0.1
     shutil.copyfile(keyindex.key_file(other), keyindex.key_file(snapshot))
     with pytest.raises(SnapshotDamagedError, match="holds run date 2026-11-04"):
@@ -586,3 +587,20 @@ def test_prescore_lookup_json_prints_one_parsable_line_per_key(
     assert (lines[0]["model_version"], lines[0]["run_date"]) == ("1", RUN_DATE.isoformat())
     assert (lines[1]["score"], lines[1]["freshness"]) == (None, "missing")
     assert "2026-11-05-v1.duckdb" in done.stderr  # the snapshot answered from, beside the data
+
+
+def test_between_checks_a_deleted_served_file_is_answered_from_memory_then_refused(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    """The files are stat'ed at most every check_every seconds: until then the answers come
+    whole from the copy read at open, never from the damaged file."""
+    snapshot = publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
+    scores = Scores(churn, fresh_settings, check_every=0.5)
+    assert scores.get(KEYS[3]).score == 0.003
+    keyindex.key_file(snapshot).unlink()
+    assert scores.get(KEYS[3]).score == 0.003  # within the interval: from memory
+    time.sleep(0.6)
+    with pytest.raises(SnapshotDamagedError):
+        scores.get(KEYS[3])
+    with pytest.raises(SnapshotDamagedError):
+        scores.check_served()  # readiness always checks
