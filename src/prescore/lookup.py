@@ -6,13 +6,13 @@ publish or a rollback moved it, the call opens the new snapshot's key file, so a
 link without a restart, and each call answers wholly from one snapshot.
 
 At most every `check_every` seconds (0.1), a call also stats the snapshot's two files (DuckDB and
-key file) and compares device, inode, size and mtime with what was opened: two stats cost about as
-much as the rest of a single-key lookup, and until the check the answers still come whole from
-the copy in memory. Published files never change, so a difference is damage (a copy over it, a
+key file) and compares device, inode, size and mtime with what was opened: two stats cost about
+half a single-key lookup (measured), and until the check the answers still come whole from the
+copy in memory. Published files never change, so a difference is damage (a copy over it, a
 truncation, a delete): the file is read and checked again, and when that fails the calls raise
-SnapshotDamagedError until the link moves or the file is whole again. Answering on
-from the copy in memory would hide the damage from the operator while SQL readers of the same
-file fail, and a restart would lose it; failing names the file and the cure (publish or rollback).
+SnapshotDamagedError until the link moves or the file is whole again. Answering on from the copy
+in memory would hide the damage from the operator while SQL readers of the same file fail, and a
+restart would lose it; failing names the file and the cure (publish or rollback).
 """
 
 from __future__ import annotations
