@@ -207,11 +207,12 @@ class Scores:
                 return opened.index
             if self._broken is not None and self._broken[0] == (target, now):
                 raise self._broken[1](self._broken[2])
+            same = opened is not None and opened.target == target
             try:
-                fresh = self._open(target, database, key_file)
+                fresh = self._open(target, database, key_file, whole_database=same)
             except (SnapshotNotFoundError, SnapshotUnreadableError) as exc:
                 failure: Exception = exc
-                if opened is not None and opened.target == target:
+                if same:
                     # The files answered from until now changed: stop answering from them (kept
                     # only to recognise them, and dropped once the link moves).
                     failure = SnapshotDamagedError(
@@ -224,14 +225,17 @@ class Scores:
                 if failure is exc:
                     raise
                 raise failure from exc
-            if opened is not None and opened.target == target:
+            if same:
                 log.warning("%s: the served snapshot's files were replaced; reopened", database)
             self._opened, self._broken = fresh, None
             self._next_check = monotonic() + self._check_every
             return fresh.index
 
-    def _open(self, target: str, database: str, key_file: str) -> Served:
-        """The snapshot at `database` with its key file read and checked."""
+    def _open(
+        self, target: str, database: str, key_file: str, *, whole_database: bool = False
+    ) -> Served:
+        """The snapshot at `database` with its key file read and checked; with `whole_database`
+        (a served file changed: only then, it costs a DuckDB open), the DuckDB file too."""
         signature = file_signature(database)
         if signature is None:
             raise SnapshotNotFoundError(
@@ -243,6 +247,8 @@ class Scores:
             raise SnapshotUnreadableError(
                 f"{key_file} holds run date {index.run_date}, not the {named[1]} its name says"
             )
+        if whole_database:
+            _check_database(database, index.size)
         return Served(target, index, database, key_file, (signature, index.signature))
 
     def _canonical(self, keys: Sequence[object], index: KeyIndex) -> list[tuple[KeyPart, ...]]:
@@ -368,6 +374,22 @@ class Scores:
             for index in self._past.values():
                 index.close()
             self._past.clear()
+
+
+def _check_database(database: str, rows: int) -> None:
+    """SnapshotUnreadableError unless the DuckDB file opens and holds `rows` predictions (DuckDB
+    raises on a truncated file instead of reading past its end)."""
+    sql = f"select count(*) from {serving.PREDICTIONS}"
+    try:
+        with duckdb.connect(
+            database, read_only=True, config={"enable_external_access": False}
+        ) as con:
+            row = con.execute(sql).fetchone()
+    except duckdb.Error as exc:
+        raise SnapshotUnreadableError(f"cannot read {database}: {exc}") from exc
+    if row is None or row[0] != rows:
+        found = None if row is None else row[0]
+        raise SnapshotUnreadableError(f"{database} holds {found} predictions, its key file {rows}")
 
 
 def open_key_file(snapshot: Path) -> KeyIndex:

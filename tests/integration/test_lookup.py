@@ -604,3 +604,17 @@ def test_between_checks_a_deleted_served_file_is_answered_from_memory_then_refus
         scores.get(KEYS[3])
     with pytest.raises(SnapshotDamagedError):
         scores.check_served()  # readiness always checks
+
+
+@pytest.mark.reliability
+def test_a_served_duckdb_file_truncated_in_place_stops_the_lookups_too(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    """The DuckDB file is half of the snapshot (SQL readers use it): cut in place while the key
+    file stays whole, the client stops answering rather than serve a snapshot SQL cannot read."""
+    snapshot = publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
+    scores = Scores(churn, fresh_settings, check_every=0)
+    assert scores.get(KEYS[3]).score == 0.003
+    os.truncate(snapshot, snapshot.stat().st_size // 2)
+    with pytest.raises(SnapshotDamagedError, match=f"cannot read .*{snapshot.name}"):
+        scores.get(KEYS[3])
