@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default: serve.port)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="listen on a non-loopback host without serve.auth (anyone reaching it reads scores)",
+    )
+    serve.add_argument(
         "--usecase",
         type=_usecase,
         action="append",
@@ -110,10 +115,12 @@ def _lookup(args: argparse.Namespace) -> None:
     scores = Scores(args.usecase)
     keys: list[object] = [tuple(k.split(",")) if "," in k else k for k in args.keys]
     keys += scores.sample_keys(args.sample) if args.sample else []
-    print(f"# {args.usecase}: answered from the published snapshot {scores.snapshot}")
+    # With --json, stdout holds JSON lines only: the header goes to stderr.
+    header = f"# {args.usecase}: answered from the published snapshot {scores.snapshot}"
+    print(header, file=sys.stderr if args.json else sys.stdout)
     for result in scores.get_many(keys):
         if args.json:
-            print(json.dumps(result.__dict__, default=str))
+            print(json.dumps(result._asdict(), default=str))
             continue
         key = ",".join(map(str, result.key))
         score = "-" if result.score is None else f"{result.score:.4f}"
@@ -158,7 +165,13 @@ def dispatch(args: argparse.Namespace) -> None:
         if args.usecases:
             only = settings.serve.model_copy(update={"usecases": args.usecases})
             settings = settings.model_copy(update={"serve": only})
-        serve(settings, host=args.host, port=args.port, access_log=args.access_log)
+        serve(
+            settings,
+            host=args.host,
+            port=args.port,
+            access_log=args.access_log,
+            insecure=args.insecure,
+        )
         return
     if args.command == "datagen":
         from prescore.datagen import write_landing

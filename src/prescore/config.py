@@ -75,12 +75,20 @@ class AirflowSettings(_Strict):
         return url
 
 
+class ServeAuth(_Strict):
+    """Bearer tokens for `prescore serve`, read from the environment only (comma-separated)."""
+
+    tokens_env: str = Field("PRESCORE_API_TOKENS", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class ServeSettings(_Strict):
-    """`prescore serve`: where the HTTP app listens and how many keys one batch may ask for."""
+    """`prescore serve`: where the HTTP app listens, how much one request may ask for, and who."""
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_batch: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1)  # a larger request body is refused with 413
+    auth: ServeAuth | None = None  # None: no authentication (then loopback only, or --insecure)
     usecases: list[str] | None = None  # the use cases answered; None: every file in conf/usecases/
 
 
