@@ -45,7 +45,14 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, StrictInt, StrictStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prescore.config import ServeAuth, Settings, UseCase, list_usecases, load_usecase
+from prescore.config import (
+    ConfigError,
+    ServeAuth,
+    Settings,
+    UseCase,
+    list_usecases,
+    load_usecases,
+)
 from prescore.lookup import (
     NothingPublishedError,
     Score,
@@ -402,12 +409,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def servable_usecases(settings: Settings) -> list[UseCase]:
+    """serve.usecases, else every use case in conf/usecases/. A file that does not load is
+    logged and left out, so one bad file never takes the others' lookups down; ConfigError when
+    nothing asked for loads."""
+    loaded = load_usecases(settings)
+    wanted = settings.serve.usecases or list_usecases(settings)
+    for path, error in loaded.errors.items():
+        if path.stem in wanted:
+            log.error("not serving %r: %s", path.stem, error)
+    unknown = [n for n in wanted if n not in loaded.usecases and n not in list_usecases(settings)]
+    if unknown:
+        log.error("not serving %s: no such file in conf/usecases/", ", ".join(map(repr, unknown)))
+    servable = [loaded.usecases[name] for name in wanted if name in loaded.usecases]
+    if not servable:
+        reasons = "; ".join(str(e) for e in loaded.errors.values()) or f"unknown {unknown}"
+        raise ConfigError(f"no use case to serve: {reasons}")
+    return servable
+
+
 def create_app(settings: Settings, usecases: Sequence[UseCase] | None = None) -> FastAPI:
     """The app for `usecases` (default: serve.usecases, else every file in conf/usecases/), one
     client each."""
     if usecases is None:
-        names = settings.serve.usecases or list_usecases(settings)
-        usecases = [load_usecase(name, settings) for name in names]
+        usecases = servable_usecases(settings)
     clients = {usecase.name: Scores(usecase, settings) for usecase in usecases}
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(clients))

@@ -29,6 +29,8 @@ from prescore.config import (
     load_usecases,
 )
 from prescore.identifiers import quote_identifier, quote_literal
+from prescore.serve import create_app
+from support import running
 
 pytestmark = pytest.mark.reliability
 
@@ -182,3 +184,18 @@ def test_a_snapshot_built_from_hostile_column_names_runs_none_of_them(tmp_path: 
         views = con.execute("select view_name from duckdb_views() where not internal").fetchall()
         assert views == [(view,)]
         assert con.execute(f"select count(*) from {quote_identifier(view)}").fetchone() == (3,)
+
+
+def test_the_server_answers_the_valid_usecases_while_a_broken_file_sits_beside_them(
+    conf_dir: Path, tmp_path: Path
+) -> None:
+    """One invalid use-case file costs the HTTP service only that use case."""
+    (conf_dir / "usecases" / "x.yaml").write_text("name: x\nentity: [not, a, name]\n")
+    settings = load_settings(conf_dir, env="test").model_copy(
+        update={"state_dir": tmp_path / "state"}
+    )
+    with running(create_app(settings)) as http:
+        ready = http.get("/readyz").json()
+        assert set(ready["usecases"]) == {"churn", "forecast"}
+        assert http.get("/v1/x/scores/a").status_code == 404
+        assert http.get("/v1/churn/scores/a").status_code == 503  # nothing published yet
