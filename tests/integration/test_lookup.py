@@ -410,10 +410,9 @@ def test_a_failed_key_file_leaves_no_snapshot(fresh_settings: Settings, churn: U
 def test_prune_removes_snapshots_with_their_key_files(
     fresh_settings: Settings, churn: UseCase
 ) -> None:
-    settings = fresh_settings.model_copy(update={"serving_snapshots_kept": 1})
-    old = build(settings, churn, [("C1", 0.1)], 1)
-    new = publish(settings, churn, [("C1", 0.2)], 2)
-    serving.prune_snapshots(settings, churn, keep={new.resolve()})
+    old = build(fresh_settings, churn, [("C1", 0.1)], 1)
+    new = publish(fresh_settings, churn, [("C1", 0.2)], 2)
+    serving.prune_snapshots(fresh_settings, churn, keep={new.name})
     assert not old.exists() and not keyindex.key_file(old).exists()
     assert new.exists() and keyindex.key_file(new).exists()
 
