@@ -13,59 +13,25 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import date
 from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from prescore import keyindex, serving
 from prescore.config import ServeAuth, Settings, UseCase
 from prescore.lookup import Scores
 from prescore.serve import create_app
-from support import running
+from support import publish_snapshot, running
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)
-SCORED_AT = datetime.now().replace(microsecond=0) - timedelta(hours=1)  # fresh while tests run
 KEYS = [f"C{i:08d}" for i in range(300)]
 TRACEBACK_MARKERS = ("Traceback", 'File "', "duckdb.", "pyarrow.")
-
-
-def publish_snapshot(
-    settings: Settings, usecase: UseCase, rows: list[tuple[Any, ...]], version: int
-) -> Path:
-    """Write predictions as Parquet, build snapshot v<version> from them and point current at it.
-
-    rows: one (key values..., score) tuple per key; model_version is str(version).
-    """
-    n = len(rows)
-    columns: dict[str, Any] = {k: [r[i] for r in rows] for i, k in enumerate(usecase.keys)}
-    table = pa.table(
-        {
-            **columns,
-            "score": pa.array([r[-1] for r in rows], pa.float64()),
-            "model_name": [f"prescore-{usecase.name}"] * n,
-            "model_version": [str(version)] * n,
-            "model_run_id": ["run"] * n,
-            "features_version": pa.array([0] * n, pa.int64()),
-            "scored_at": pa.array([SCORED_AT] * n, pa.timestamp("us")),
-            "valid_until": pa.array([SCORED_AT + timedelta(days=7)] * n, pa.timestamp("us")),
-        }
-    )
-    parquet = settings.state_dir / f"{usecase.name}-v{version}.parquet"
-    parquet.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, parquet)
-    snapshot, _ = serving.build_usecase_snapshot(
-        settings, usecase, RUN_DATE, version, [str(parquet)]
-    )
-    serving.point_current_to(settings, usecase, snapshot)
-    return snapshot
 
 
 def assert_no_internals(text: str) -> None:

@@ -15,52 +15,22 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from prescore import keyindex, serving
-from prescore.config import Settings, UseCase, load_usecase
+from prescore import keyindex
+from prescore.config import Settings, load_usecase
+from support import publish_snapshot
 
 pytestmark = pytest.mark.reliability
 RUN_DATE = date(2026, 11, 5)
-SCORED_AT = datetime.now().replace(microsecond=0) - timedelta(hours=1)  # fresh while tests run
 CUSTOMERS = [f"C{i:06d}" for i in range(500)]
 SERIES = [(f"S{s:03d}", f"I{i:03d}") for s in range(10) for i in range(10)]
 TARGETS = [RUN_DATE + timedelta(days=d) for d in range(1, 8)]
-
-
-def publish(
-    settings: Settings, usecase: UseCase, rows: list[tuple[Any, ...]], version: int
-) -> Path:
-    """Snapshot v<version> of rows (published key values..., score), made current."""
-    n = len(rows)
-    keys = usecase.published_keys
-    table = pa.table(
-        {
-            **{k: [r[i] for r in rows] for i, k in enumerate(keys)},
-            "score": pa.array([r[-1] for r in rows], pa.float64()),
-            "model_name": [f"prescore-{usecase.name}"] * n,
-            "model_version": [str(version)] * n,
-            "model_run_id": ["run"] * n,
-            "features_version": pa.array([0] * n, pa.int64()),
-            "scored_at": pa.array([SCORED_AT] * n, pa.timestamp("us")),
-            "valid_until": pa.array([SCORED_AT + timedelta(days=7)] * n, pa.timestamp("us")),
-        }
-    )
-    parquet = settings.state_dir / f"{usecase.name}-v{version}.parquet"
-    parquet.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, parquet)
-    snapshot, _ = serving.build_usecase_snapshot(
-        settings, usecase, RUN_DATE, version, [str(parquet)]
-    )
-    serving.point_current_to(settings, usecase, snapshot)
-    return snapshot
 
 
 def churn_score(i: int) -> float:
@@ -113,7 +83,11 @@ def two_usecases(settings: Settings, tmp_path: Path) -> tuple[Settings, Path, Pa
             (series, target) for series in SERIES for target in TARGETS
         )
     ]
-    return state, publish(state, churn, churn_rows, 1), publish(state, forecast, forecast_rows, 1)
+    return (
+        state,
+        publish_snapshot(state, churn, churn_rows, 1),
+        publish_snapshot(state, forecast, forecast_rows, 1),
+    )
 
 
 @pytest.fixture
@@ -206,7 +180,7 @@ def test_damaged_served_files_take_down_only_their_use_case(
         readiness["churn"] = one.status_code
         phase[0] = "republished"
         churn = load_usecase("churn", state)
-        publish(state, churn, [(k, churn_score(i)) for i, k in enumerate(CUSTOMERS)], 2)
+        publish_snapshot(state, churn, [(k, churn_score(i)) for i, k in enumerate(CUSTOMERS)], 2)
         time.sleep(0.5)
     finally:
         for reader in (churn_reader, forecast_reader):
