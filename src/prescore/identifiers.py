@@ -21,32 +21,22 @@ _USECASE_NAME = re.compile(USECASE_NAME)
 _IDENTIFIER = re.compile(IDENTIFIER)
 
 
-def is_usecase_name(value: str) -> bool:
-    return _USECASE_NAME.fullmatch(value) is not None
-
-
-def is_identifier(value: str) -> bool:
-    return _IDENTIFIER.fullmatch(value) is not None
+def _matching(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if pattern.fullmatch(value) is None:
+        raise ValueError(f"{value!r} is not {what}")
+    return value
 
 
 def check_usecase_name(value: str) -> str:
     """`value` if it is a use-case name, else a ValueError saying what one looks like."""
-    if not is_usecase_name(value):
-        raise ValueError(
-            f"{value!r} is not a use-case name: 1 to 40 lowercase letters, digits or _, "
-            "starting with a letter"
-        )
-    return value
+    what = "a use-case name: 1 to 40 lowercase letters, digits or _, starting with a letter"
+    return _matching(value, _USECASE_NAME, what)
 
 
 def check_identifier(value: str) -> str:
     """`value` if it is a safe column name, else a ValueError saying what one looks like."""
-    if not is_identifier(value):
-        raise ValueError(
-            f"{value!r} is not a safe column name: letters, digits or _, "
-            "starting with a letter or _"
-        )
-    return value
+    what = "a safe column name: letters, digits or _, starting with a letter or _"
+    return _matching(value, _IDENTIFIER, what)
 
 
 def _without_nul(name: str) -> str:
