@@ -7,7 +7,7 @@ Layout under <state_dir>/serving/<usecase>/:
 
 A reader opens current.duckdb (BI, SQL) or its key file (lookups) and gets one whole snapshot; a
 publish writes new files beside the old ones, and only then moves the link, so nobody ever opens a
-half-written file. Published files are read-only (0444), and one publish or rollback of a use case
+half-written file. Published files are read-only (no write bit), and one publish or rollback of a use case
 runs at a time (`publish_lock`).
 """
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 PREDICTIONS = "predictions"
 CURRENT = "current.duckdb"
 LOCK = "publish.lock"
-READ_ONLY = 0o444
+WRITE_BITS = 0o222
 
 
 class SnapshotWriteError(OSError):
@@ -95,8 +95,8 @@ def build_snapshot(
             rows = _write_duckdb_file(partial, files, run_date, views)
             if key_rows.result() != rows:  # the same files read twice: they changed underneath
                 raise SnapshotWriteError(f"{target}: the Parquet files changed while read")
-        partial_keys.chmod(READ_ONLY)
-        partial.chmod(READ_ONLY)
+        for done in (partial_keys, partial):
+            done.chmod(done.stat().st_mode & ~WRITE_BITS)  # read-only; the umask's read bits kept
         os.replace(partial_keys, keyindex.key_file(target))
         os.replace(partial, target)
     except BaseException as exc:
