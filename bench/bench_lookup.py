@@ -5,7 +5,7 @@ generated with numpy and published as prescore publishes them (`serving.build_sn
 `point_current_to`). Then, round after round, each subject answers the same requests:
 
 - baseline: a Python dict from key to score, in this process (the limit: no I/O, no checks);
-- prescore: `Scores.get` for one key, `Scores.get_many` for a batch (the key file, memory-mapped);
+- prescore: `Scores.get` for one key, `Scores.get_many` for a batch (the key file, read into memory);
 - DuckDB: SQL on the snapshot's `predictions` table (sorted by key, no index: the BI and ad hoc way in), one query per request;
 - Feast: bench/feast/measure.py in its own environment (SQLite online store), when installed.
 - prescore HTTP: `prescore serve` in a subprocess on loopback, 4 client processes at once, each

@@ -34,6 +34,13 @@ task, dates and error and POSTs them as JSON to the webhook, if one is set. A fa
 (validate or publish check) exits 1, so its task fails and every later task ends upstream_failed
 without running: nothing is published and current.duckdb keeps pointing at the last good snapshot.
 
+One bad use case never hides the others: a use-case file that does not load (invalid, misnamed,
+or on an entity another use case has) loses its own two DAGs and nothing else. A file that raises
+would lose every DAG in it, so this file does not raise for one use case; prescore_config_check.py
+beside it raises instead, holding no DAG, so each broken file and its error show as an Airflow
+import error (the UI's "DAG Import Errors", `airflow dags list-import-errors`) while the other
+use cases keep running. A broken conf/base.yaml still fails this file: every DAG needs it.
+
 Wiring only, so it is cheap to parse: this file reads the YAML config and builds operators. It
 never imports pyspark, mlflow, xgboost or great_expectations; the stage jobs do, under spark-submit.
 """
@@ -60,9 +67,9 @@ from prescore.config import (
     HOME_VARIABLE,
     Settings,
     UseCase,
-    list_usecases,
     load_settings,
     load_usecase,
+    load_usecases,
 )
 from prescore.flow import STAGES
 from prescore.spark import jars_packages, source_packages, spark_conf
@@ -312,10 +319,14 @@ def build_train_dag(usecase: UseCase, settings: Settings) -> DAG:
 
 
 def build_dags() -> dict[str, DAG]:
+    """The two DAGs of every valid use case. An invalid use-case file loses only its own DAGs:
+    it is logged here, and prescore_config_check.py reports it as an Airflow import error."""
     settings = load_settings()
+    loaded = load_usecases(settings)
+    for error in loaded.errors.values():
+        log.error("prescore: use case skipped, its DAGs are not built: %s", error)
     dags = {}
-    for name in list_usecases(settings):
-        usecase = load_usecase(name, settings)
+    for usecase in loaded.usecases.values():
         for dag in (build_score_dag(usecase, settings), build_train_dag(usecase, settings)):
             dags[dag.dag_id] = dag
     return dags

@@ -10,13 +10,18 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import uvicorn
 from fastapi import FastAPI
+
+from prescore import serving
+from prescore.config import Settings, UseCase
 
 # The session's whole-flow run (the `flow` fixture in conftest.py): its run date and its log file,
 # under the flow's state folder.
@@ -97,3 +102,40 @@ def webhook_server(path: str = "/hooks/prescore") -> Iterator[tuple[str, list[di
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+SNAPSHOT_RUN_DATE = date(2026, 11, 5)
+SCORED_AT = datetime.now().replace(microsecond=0) - timedelta(hours=1)  # fresh while tests run
+
+
+def publish_snapshot(
+    settings: Settings, usecase: UseCase, rows: list[tuple[Any, ...]], version: int
+) -> Path:
+    """Write predictions as Parquet, build snapshot v<version> from them and point current at it.
+
+    rows: one (key values..., score) tuple per key; model_version is str(version).
+    """
+    n = len(rows)
+    columns: dict[str, Any] = {
+        k: [r[i] for r in rows] for i, k in enumerate(usecase.published_keys)
+    }
+    table = pa.table(
+        {
+            **columns,
+            "score": pa.array([r[-1] for r in rows], pa.float64()),
+            "model_name": [f"prescore-{usecase.name}"] * n,
+            "model_version": [str(version)] * n,
+            "model_run_id": ["run"] * n,
+            "features_version": pa.array([0] * n, pa.int64()),
+            "scored_at": pa.array([SCORED_AT] * n, pa.timestamp("us")),
+            "valid_until": pa.array([SCORED_AT + timedelta(days=7)] * n, pa.timestamp("us")),
+        }
+    )
+    parquet = settings.state_dir / f"{usecase.name}-v{version}.parquet"
+    parquet.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, parquet)
+    snapshot, _ = serving.build_usecase_snapshot(
+        settings, usecase, SNAPSHOT_RUN_DATE, version, [str(parquet)]
+    )
+    serving.point_current_to(settings, usecase, snapshot)
+    return snapshot

@@ -1,7 +1,9 @@
--- One row per publish or rollback of this use case, with the time it stopped being served.
+-- One row per publish or rollback of this use case (what readers were served), with the time it stopped being served.
 -- `publish_events` is the publish_log Delta table of one use case (prescore bi-views defines it).
+-- Backfills (an older run date published but not served) never moved the pointer: left out.
 with events as (
     select * from publish_events
+    where action in ('publish', 'rollback')
 ),
 
 final as (

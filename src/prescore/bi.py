@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from prescore import serving, tables
+from prescore import publish_log, serving, tables
+from prescore.identifiers import quote_identifier, quote_literal
 
 if TYPE_CHECKING:
     from prescore.config import Settings, UseCase
@@ -31,12 +32,15 @@ def base_views(settings: Settings, usecase: UseCase) -> dict[str, str]:
 
     sources = {
         "prediction_runs": (usecase.predictions_table, ""),
-        "publish_events": (serving.PUBLISH_LOG, f" where usecase = '{usecase.name}'"),
+        "publish_events": (
+            publish_log.PUBLISH_LOG,
+            f" where usecase = {quote_literal(usecase.name)}",
+        ),
         "shadow_runs": (shadow_table(usecase), ""),
         "monitoring_runs": (monitoring_table(usecase), ""),
     }
     return {
-        name: f"select * from delta_scan('{_quoted(settings.table_path(table))}'){where}"
+        name: f"select * from delta_scan({quote_literal(str(settings.table_path(table)))}){where}"
         for name, (table, where) in sources.items()
         if tables.exists(settings, table)
     }
@@ -54,7 +58,7 @@ def build_bi_views(settings: Settings, usecase: UseCase, target: Path) -> dict[s
     with duckdb.connect(str(partial)) as con:
         con.load_extension(str(tables.duckdb_delta_extension()))
         for name, select in base_views(settings, usecase).items():
-            con.execute(f'create view "{name}" as {select}')
+            con.execute(f"create view {quote_identifier(name)} as {select}")
         pending = dict(views)
         while pending:  # views may read other views: create each once what it reads exists
             ready = [n for n, sql in pending.items() if _try_create(con, n, sql)]
@@ -69,7 +73,7 @@ def build_bi_views(settings: Settings, usecase: UseCase, target: Path) -> dict[s
 
 def _try_create(con: duckdb.DuckDBPyConnection, name: str, select: str) -> bool:
     try:
-        con.execute(f'create view "{name}" as {select}')
+        con.execute(f"create view {quote_identifier(name)} as {select}")
     except duckdb.CatalogException:  # a table or view it reads does not exist (yet)
         return False
     return True
@@ -78,7 +82,3 @@ def _try_create(con: duckdb.DuckDBPyConnection, name: str, select: str) -> bool:
 def load_statement() -> str:
     """What a DuckDB session runs before querying the file's views."""
     return f"load '{tables.duckdb_delta_extension()}';"
-
-
-def _quoted(path: Path) -> str:
-    return str(path).replace("'", "''")

@@ -13,6 +13,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from prescore.flow import STAGES
+from prescore.identifiers import check_usecase_name
 
 if TYPE_CHECKING:
     from prescore.config import Settings
@@ -29,8 +30,22 @@ def _run_date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"run date must be YYYY-MM-DD, got {value!r}") from exc
 
 
+def _usecase(value: str) -> str:
+    """A use-case name, refused before any path is built from it (`../../x` never reaches conf/)."""
+    try:
+        return check_usecase_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _usecase_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--usecase", required=True, type=_usecase, help="name of a file in conf/usecases/"
+    )
+
+
 def _stage_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--usecase", required=True, help="name of a file in conf/usecases/")
+    _usecase_arg(parser)
     parser.add_argument(
         "--run-date", required=True, type=_run_date, help="logical date, YYYY-MM-DD"
     )
@@ -41,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for stage in STAGES:
         _stage_args(commands.add_parser(stage, help=f"run the {stage} stage for one run date"))
+    commands.choices["publish"].add_argument(
+        "--serve-older",
+        action="store_true",
+        help="serve the run date even if it is older than the one served (default: a backfill "
+        "is published and logged, not served)",
+    )
     _stage_args(commands.add_parser("run", help="run every stage in order, without Airflow"))
     _stage_args(
         commands.add_parser(
@@ -48,20 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
             help="delete and vacuum raw and quarantine run dates older than retention_days",
         )
     )
-    rollback = commands.add_parser("rollback", help="serve an earlier publish again (logged)")
-    rollback.add_argument("--usecase", required=True)
-    rollback.add_argument("--to", type=_run_date, help="run date to go back to (default: previous)")
+    rollback = commands.add_parser(
+        "rollback", help="serve the snapshot served before the current one again (logged)"
+    )
+    _usecase_arg(rollback)
+    rollback.add_argument(
+        "--to", type=_run_date, help="run date to go back to (default: one served snapshot back)"
+    )
     bi_views = commands.add_parser("bi-views", help="DuckDB file of sql/delta/ views for BI tools")
-    bi_views.add_argument("--usecase", required=True)
+    _usecase_arg(bi_views)
     bi_views.add_argument("--out", required=True, help="DuckDB file to write (replaced)")
     promote = commands.add_parser("promote", help="make a registered model version @champion")
-    promote.add_argument("--usecase", required=True)
+    _usecase_arg(promote)
     promote.add_argument("--version", required=True, help="registered model version number")
     promote.add_argument("--reason", default="promoted by hand", help="noted on the version")
     rollback_model = commands.add_parser(
         "rollback-model", help="make the previous @champion the champion again"
     )
-    rollback_model.add_argument("--usecase", required=True)
+    _usecase_arg(rollback_model)
     datagen = commands.add_parser("datagen", help="write seeded demo landing files")
     _stage_args(datagen)
     datagen.add_argument("--rows", type=int, default=100_000, help="rows; series for a time series")
@@ -70,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--history-days", type=int, default=0, help="time series: also land the days before"
     )
     lookup = commands.add_parser("lookup", help="look up published scores by key")
-    lookup.add_argument("--usecase", required=True)
+    _usecase_arg(lookup)
     lookup.add_argument("keys", nargs="*", help="key values (composite keys: comma separated)")
     lookup.add_argument("--sample", type=int, default=0, help="also look up the first N keys")
     lookup.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -79,7 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default: serve.port)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="listen on a non-loopback host without serve.auth (anyone reaching it reads scores)",
+    )
+    serve.add_argument(
         "--usecase",
+        type=_usecase,
         action="append",
         dest="usecases",
         help="answer only this use case (repeatable; default: serve.usecases, else all)",
@@ -93,10 +124,12 @@ def _lookup(args: argparse.Namespace) -> None:
     scores = Scores(args.usecase)
     keys: list[object] = [tuple(k.split(",")) if "," in k else k for k in args.keys]
     keys += scores.sample_keys(args.sample) if args.sample else []
-    print(f"# {args.usecase}: answered from the published snapshot {scores.snapshot}")
+    # With --json, stdout holds JSON lines only: the header goes to stderr.
+    header = f"# {args.usecase}: answered from the published snapshot {scores.snapshot}"
+    print(header, file=sys.stderr if args.json else sys.stdout)
     for result in scores.get_many(keys):
         if args.json:
-            print(json.dumps(result.__dict__, default=str))
+            print(json.dumps(result._asdict(), default=str))
             continue
         key = ",".join(map(str, result.key))
         score = "-" if result.score is None else f"{result.score:.4f}"
@@ -141,7 +174,13 @@ def dispatch(args: argparse.Namespace) -> None:
         if args.usecases:
             only = settings.serve.model_copy(update={"usecases": args.usecases})
             settings = settings.model_copy(update={"serve": only})
-        serve(settings, host=args.host, port=args.port, access_log=args.access_log)
+        serve(
+            settings,
+            host=args.host,
+            port=args.port,
+            access_log=args.access_log,
+            insecure=args.insecure,
+        )
         return
     if args.command == "datagen":
         from prescore.datagen import write_landing
@@ -181,7 +220,8 @@ def dispatch(args: argparse.Namespace) -> None:
 
         print(json.dumps(retention.run(ctx), indent=2))
         return
-    summary = run_flow(ctx) if args.command == "run" else run_stage(args.command, ctx)
+    options = {"serve_older": True} if getattr(args, "serve_older", False) else {}
+    summary = run_flow(ctx) if args.command == "run" else run_stage(args.command, ctx, **options)
     print(json.dumps(summary, default=str, indent=2))
 
 

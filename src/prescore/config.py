@@ -9,10 +9,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from prescore.identifiers import USECASE_NAME, check_identifier, check_usecase_name
 
 # The folder holding conf/, expectations/, sql/ and jobs/: $PRESCORE_HOME, else the checkout this
 # package is installed from (src/prescore/ -> ../..). Stage jobs launched with the package as
@@ -65,12 +75,20 @@ class AirflowSettings(_Strict):
         return url
 
 
+class ServeAuth(_Strict):
+    """Bearer tokens for `prescore serve`, read from the environment only (comma-separated)."""
+
+    tokens_env: str = Field("PRESCORE_API_TOKENS", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class ServeSettings(_Strict):
-    """`prescore serve`: where the HTTP app listens and how many keys one batch may ask for."""
+    """`prescore serve`: where the HTTP app listens, how much one request may ask for, and who."""
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_batch: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1)  # a larger request body is refused with 413
+    auth: ServeAuth | None = None  # None: no authentication (then loopback only, or --insecure)
     usecases: list[str] | None = None  # the use cases answered; None: every file in conf/usecases/
 
 
@@ -126,6 +144,9 @@ class Settings(_Strict):
 
 TARGET_DATE = "target_date"  # the day a time-series prediction is for (prescore.timeseries)
 ColumnType = Literal["string", "int", "long", "double", "boolean", "date", "timestamp"]
+# A column name a use case declares or uses: a safe identifier (prescore.identifiers), checked
+# wherever it appears, so the error names the field and the value.
+Column = Annotated[str, AfterValidator(check_identifier)]
 Severity = Literal["error", "warn"]
 
 
@@ -143,7 +164,7 @@ class SourceSettings(_Strict):
 
     format: Literal["csv", "parquet", "json", "delta", "jdbc"]
     path: str | None = None  # relative to the state folder's landing/ unless absolute
-    schema_: dict[str, ColumnType] = Field(alias="schema")
+    schema_: dict[Column, ColumnType] = Field(alias="schema")
     options: dict[str, str] = Field(default_factory=dict)
     url: str | None = None  # jdbc:<subprotocol>:..., without credentials
     table: str | None = None  # jdbc: a table name, or
@@ -225,14 +246,14 @@ class OutlierRule(_Strict):
 
 
 class CleaningSettings(_Strict):
-    fill: dict[str, float | int | str] = Field(
+    fill: dict[Column, float | int | str] = Field(
         default_factory=dict
     )  # constants (= impute constant)
-    impute: dict[str, ImputeRule] = Field(default_factory=dict)
-    clip: dict[str, RangeRule] = Field(default_factory=dict)  # fixed bounds
-    outliers: dict[str, OutlierRule] = Field(default_factory=dict)
-    valid_range: dict[str, RangeRule] = Field(default_factory=dict)
-    drop_columns: list[str] = Field(default_factory=list)  # declared columns left out of clean
+    impute: dict[Column, ImputeRule] = Field(default_factory=dict)
+    clip: dict[Column, RangeRule] = Field(default_factory=dict)  # fixed bounds
+    outliers: dict[Column, OutlierRule] = Field(default_factory=dict)
+    valid_range: dict[Column, RangeRule] = Field(default_factory=dict)
+    drop_columns: list[Column] = Field(default_factory=list)  # declared columns left out of clean
     max_quarantined_fraction: float = Field(0.05, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -403,7 +424,7 @@ class TimeSeriesSettings(_Strict):
     day ahead it predicts.
     """
 
-    date_column: str
+    date_column: Column
     horizon_days: int = Field(ge=1, le=366)
     lags: list[int] = Field(default_factory=lambda: [0, 7])
     rolling_means: list[int] = Field(default_factory=list)
@@ -458,19 +479,20 @@ class TimeSeriesSettings(_Strict):
 
 
 class UseCase(_Strict):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(pattern=f"^{USECASE_NAME}$")  # = the file name: conf/usecases/<name>.yaml
     entity: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
     source: SourceSettings
-    keys: list[str] = Field(min_length=1)
-    event_time: str
-    label: str
+    keys: list[Column] = Field(min_length=1)
+    event_time: Column
+    label: Column
     task: Literal["binary", "regression"]
-    numeric_features: list[str] = Field(default_factory=list)
-    categorical_features: dict[str, list[str]] = Field(default_factory=dict)
-    pii: dict[str, PiiRule] = Field(default_factory=dict)
+    numeric_features: list[Column] = Field(default_factory=list)
+    categorical_features: dict[Column, list[str]] = Field(default_factory=dict)
+    pii: dict[Column, PiiRule] = Field(default_factory=dict)
     cleaning: CleaningSettings = CleaningSettings()
-    expectations: str  # suite file name (without .json) in expectations/
+    # The suite's file name (without .json) in expectations/: a plain name, never a path.
+    expectations: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     split: SplitSettings = SplitSettings()
     model: ModelSettings = ModelSettings()
     score: ScoreSettings = ScoreSettings()
@@ -591,7 +613,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         hint = "" if path.parent.is_dir() else f" (is {HOME_VARIABLE} the project folder?)"
         raise ConfigError(f"{path}: file not found{hint}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as UTF-8 text: {exc}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -613,7 +639,7 @@ def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         field = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        lines.append(f"{field}: {err['msg']}")
+        lines.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(lines)
 
 
@@ -637,16 +663,110 @@ def load_settings(conf_dir: Path | None = None, env: str | None = None) -> Setti
 
 
 def load_usecase(name: str, settings: Settings) -> UseCase:
-    """Load conf/usecases/<name>.yaml."""
-    path = settings.conf_dir / "usecases" / f"{name}.yaml"
+    """Load conf/usecases/<name>.yaml: valid, named after its file, alone on its entity.
+
+    `name` must be a use-case name before any path is built from it, so `../x` never reaches
+    the file system. The entity check reads only the `entity:` of the other files.
+    """
+    try:
+        check_usecase_name(name)
+    except ValueError as exc:
+        raise ConfigError(f"use case {exc}") from None
+    path = _usecases_dir(settings) / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(list_usecases(settings)) or "none"
         raise ConfigError(f"{path}: no use case named {name!r} (known: {known})")
+    usecase = _load_usecase_file(path)
+    others = {p: _declared_entity(p) for p in _usecase_files(settings) if p.name != path.name}
+    _refuse_shared_entity(path, usecase.entity, others)
+    return usecase
+
+
+class LoadedUseCases(NamedTuple):
+    """Every file of conf/usecases/, each loaded on its own."""
+
+    usecases: dict[str, UseCase]  # by name, the valid ones
+    errors: dict[Path, ConfigError]  # by file, why it was not loaded
+
+
+def load_usecases(settings: Settings) -> LoadedUseCases:
+    """Load every use case, each file once; a bad file is reported in `errors`, never raised, so
+    it costs only its own use case (the DAGs, the server and the checks load the others)."""
+    files = _usecase_files(settings)
+    valid: dict[Path, UseCase] = {}
+    errors: dict[Path, ConfigError] = {}
+    for path in files:
+        try:
+            valid[path] = _load_usecase_file(path)
+        except ConfigError as exc:
+            errors[path] = exc
+    entities = {p: valid[p].entity if p in valid else _declared_entity(p) for p in files}
+    for path, usecase in list(valid.items()):
+        others = {p: e for p, e in entities.items() if p != path}
+        try:
+            _refuse_shared_entity(path, usecase.entity, others)
+        except ConfigError as exc:
+            errors[path] = exc
+            del valid[path]
+    return LoadedUseCases({u.name: u for u in valid.values()}, dict(sorted(errors.items())))
+
+
+def list_usecases(settings: Settings) -> list[str]:
+    """The name of every file in conf/usecases/, valid or not."""
+    return [path.stem for path in _usecase_files(settings)]
+
+
+def _usecases_dir(settings: Settings) -> Path:
+    return settings.conf_dir / "usecases"
+
+
+def _usecase_files(settings: Settings) -> list[Path]:
+    return sorted(_usecases_dir(settings).glob("*.yaml"))
+
+
+def _load_usecase_file(path: Path) -> UseCase:
+    """One use-case file, validated, its `name:` the file's name."""
     try:
-        return UseCase.model_validate(_read_yaml(path))
+        check_usecase_name(path.stem)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: the file name is not a use-case name: {exc}") from None
+    data = _read_yaml(path)
+    name = data.get("name")
+    if isinstance(name, str) and name != path.stem:
+        raise ConfigError(
+            f"{path}: name: {name!r} differs from the file name {path.stem!r}: a use case is "
+            f"named after its file, conf/usecases/<name>.yaml"
+        )
+    try:
+        return UseCase.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from exc
 
 
-def list_usecases(settings: Settings) -> list[str]:
-    return sorted(p.stem for p in (settings.conf_dir / "usecases").glob("*.yaml"))
+# The C parser when PyYAML has it: the entity check reads every other use-case file.
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _declared_entity(path: Path) -> str | None:
+    """The `entity:` a use-case file declares, or None when it cannot be read (that file's own
+    load reports why; here it must not break the use case being loaded)."""
+    try:
+        data = yaml.load(
+            path.read_text(encoding="utf-8"), Loader=_FAST_LOADER
+        )  # a safe loader, C or Python
+        entity = data.get("entity") if isinstance(data, dict) else None
+        return _expand_env(entity, source=path) if isinstance(entity, str) else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError):
+        return None
+
+
+def _refuse_shared_entity(path: Path, entity: str, others: dict[Path, str | None]) -> None:
+    """Two use cases on one entity would write the same raw, clean, quarantine, validation and
+    profile tables, each run replacing the other's rows: refuse it, naming both files."""
+    shared = sorted(str(p) for p, other in others.items() if other == entity)
+    if shared:
+        raise ConfigError(
+            f"{path}: entity: {entity!r} is also the entity of {', '.join(shared)}: use cases "
+            f"on one entity would overwrite each other's raw_{entity}, clean_{entity}, "
+            f"quarantine_{entity} and validation_{entity} tables; give each its own entity"
+        )

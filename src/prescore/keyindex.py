@@ -1,4 +1,4 @@
-"""The key file: a memory-mapped hash index beside each serving snapshot, for sub-millisecond lookups.
+"""The key file: a hash index beside each serving snapshot, read into memory, for sub-millisecond lookups.
 
 `snapshots/<run_date>-v<N>.keys.arrow` is an Arrow IPC file with one record batch, one row per key:
 
@@ -23,12 +23,18 @@ escaped as \\x01\\x02 and \\x00 as \\x01\\x01; an integer part is its decimal te
 (a forecast's target_date) is its ISO text YYYY-MM-DD, given as a date or that text; composite keys
 are joined with \\x00. Within one arity the encoding is injective, even once numpy drops the zero
 padding. The width w is the longest encoded key, so a use case with long keys pays w bytes a row.
+
+Why read into memory and not memory-map: a mapped file truncated in place (a careless copy, a
+prune from another host over NFS) kills the whole process with SIGBUS at its next read, every use
+case with it. A private copy costs the file's size in each serving process (about 25 bytes a key)
+and a read at open (about 0.1 s per 10M keys from the page cache); lookups read the same arrays.
+Every file is checked at open (column sizes, the bucket directory), so a damaged one raises
+ValueError there, never a crash or a wrong answer later.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import re
 import reprlib
@@ -259,8 +265,8 @@ def write_key_file(
 
     `constants` gives, as text, the stamps known to be the same on every row (then `predictions`
     need not hold them); the others are read from `predictions`, and kept once if they turn out
-    to be constant too. Written under a temporary name and renamed: a reader that mapped the
-    previous file of the same name keeps reading it, whole.
+    to be constant too. Written under a temporary name and renamed: a reader never sees a
+    half-written file under the final name.
     """
     constants = constants or {}
     kinds = [key_kind(predictions.schema.field(k)) for k in keys]
@@ -317,7 +323,8 @@ def _stamp_text(name: str, text: str) -> str:
 
 
 def _view(array: pa.Array, dtype: np.dtype) -> np.ndarray:
-    """A numpy view of a null-free fixed-width Arrow array's values: no copy, straight off the map."""
+    """A numpy view of a null-free fixed-width Arrow array's values, no copy; ValueError when its
+    buffer is shorter than its length says (a damaged file)."""
     if len(array) == 0:
         return np.empty(0, dtype)
     return np.frombuffer(
@@ -326,12 +333,19 @@ def _view(array: pa.Array, dtype: np.dtype) -> np.ndarray:
 
 
 class KeyIndex:
-    """One key file, memory-mapped read-only; every array is a view of the mapping."""
+    """One key file, read whole into this process's memory and checked; every array is a view of
+    that copy, so nothing done to the file afterwards can reach a lookup."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = pa.memory_map(str(path))
-        self._batch = pa.ipc.open_file(self._file).get_batch(0)
+        with pa.OSFile(str(path)) as source:  # read, not mapped: see the module docstring
+            status = os.fstat(source.fileno())
+            # What was read: the caller compares it with the file later to notice a change.
+            self.signature = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+            reader = pa.ipc.open_file(source)
+            if reader.num_record_batches != 1:
+                raise ValueError(f"{reader.num_record_batches} record batches, not 1")
+            self._batch = reader.get_batch(0)
         meta = {k.decode(): v.decode() for k, v in (self._batch.schema.metadata or {}).items()}
         if meta.get("format") != FORMAT:
             raise ValueError(
@@ -341,6 +355,7 @@ class KeyIndex:
         self.kinds: list[KeyKind] = json.loads(meta["kinds"])
         self.run_date = date.fromisoformat(meta["run_date"])
         self.size = self._batch.num_rows
+        self._batch.validate()  # every buffer as long as num_rows needs
         self.key_dtype = np.dtype(f"S{self._batch.schema.field('key').type.byte_width}")
         self._keys = _view(self._batch.column("key"), self.key_dtype)
         self._bucket_start = _view(self._batch.column("bucket_start"), np.dtype(np.int64))
@@ -353,15 +368,25 @@ class KeyIndex:
             for name in TIMES
             if name not in self.constants
         }
-        self._page_in()
+        self._check()
 
-    def _page_in(self) -> None:
-        """Read one byte of every page once, at open (about 10 ms for 10M keys, from the page cache).
-
-        Measured: without it, the first ~20 batches after a swap each took 3-4 ms longer, finding
-        their pages not yet mapped into the process."""
-        for array in (self._keys, self._bucket_start, self.score, *self._times.values()):
-            np.add.reduce(array.view(np.uint8)[:: mmap.PAGESIZE])
+    def _check(self) -> None:
+        """ValueError unless the file is whole: one key kind per key column, every column
+        num_rows long and without nulls, and a bucket directory that starts at row 0 and only
+        moves forward within the rows (find reads rows between consecutive starts)."""
+        if len(self.keys) != len(self.kinds) or not set(self.kinds) <= {"string", "int", "date"}:
+            raise ValueError(f"key columns {self.keys} do not match their kinds {self.kinds}")
+        columns = {"key", "score", "bucket_start", *self._times}
+        columns |= {name for name in STAMPS if name not in self.constants}
+        for name in columns:
+            column = self._batch.column(name)  # KeyError when missing: caught as damage too
+            if len(column) != self.size or column.null_count:
+                raise ValueError(f"column {name!r}: {len(column)} values for {self.size} rows")
+        starts = self._bucket_start
+        if self.size and (
+            starts[0] != 0 or starts[-1] > self.size or bool((np.diff(starts) < 0).any())
+        ):
+            raise ValueError("the bucket directory is out of order or out of range")
 
     def needles(self, keys: Sequence[tuple[KeyPart, ...]]) -> np.ndarray:
         """Canonical keys as needles of this file's 'S<w>' dtype.
@@ -429,6 +454,6 @@ class KeyIndex:
         return list(self._batch.column(name).take(rows).to_pylist())
 
     def close(self) -> None:
-        """Close the file. The mapping goes when its last view does (Arrow counts them), so a
-        lookup still running on this index in another thread finishes safely."""
-        self._file.close()
+        """Nothing to release but memory: the file was closed once read, and the arrays go when
+        their last view does, so a lookup still running on this index in another thread finishes
+        safely. Kept so callers need not know how the file is held."""

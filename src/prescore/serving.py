@@ -7,34 +7,45 @@ Layout under <state_dir>/serving/<usecase>/:
 
 A reader opens current.duckdb (BI, SQL) or its key file (lookups) and gets one whole snapshot; a
 publish writes new files beside the old ones, and only then moves the link, so nobody ever opens a
-half-written file.
+half-written file. Published files are read-only (no write bit), and one publish or rollback of a use case
+runs at a time (`publish_lock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import secrets
+import socket
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 
 from prescore import keyindex
+from prescore.identifiers import quote_identifier, quote_literal
 
 if TYPE_CHECKING:
     from prescore.config import Settings, UseCase
 
 PREDICTIONS = "predictions"
-PUBLISH_LOG = "publish_log"  # Delta table: one row per publish or rollback (stages/publish.py)
 CURRENT = "current.duckdb"
+LOCK = "publish.lock"
+WRITE_BITS = 0o222
 
 
 class SnapshotWriteError(OSError):
     """A snapshot or the pointer could not be written (disk full, permission denied, ...).
     Nothing was published: readers keep the snapshot they had."""
+
+
+class PublishLockedError(RuntimeError):
+    """Another publish or rollback of the use case holds its lock; nothing was done."""
 
 
 def usecase_dir(settings: Settings, usecase: UseCase) -> Path:
@@ -72,17 +83,20 @@ def build_snapshot(
     The DuckDB file is built under a temporary name and renamed once both are complete, so
     `target` exists only when complete, and a snapshot that exists always has its key file.
     """
-    partial = target.with_suffix(".partial")
-    partial_keys = target.with_name(f"{target.stem}.partial{keyindex.SUFFIX}")
+    # Names no other build shares, even of the same snapshot: a second process never unlinks ours.
+    unique = f"{os.getpid()}-{secrets.token_hex(4)}"
+    partial = target.with_name(f"{target.stem}.{unique}.partial")
+    partial_keys = target.with_name(f"{target.stem}.{unique}.partial{keyindex.SUFFIX}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial.unlink(missing_ok=True)
         files = PredictionFiles.scan(parquet_files, keys)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="key-file") as pool:
             key_rows = pool.submit(_write_key_file, partial_keys, files, run_date)
             rows = _write_duckdb_file(partial, files, run_date, views)
             if key_rows.result() != rows:  # the same files read twice: they changed underneath
                 raise SnapshotWriteError(f"{target}: the Parquet files changed while read")
+        for done in (partial_keys, partial):
+            done.chmod(done.stat().st_mode & ~WRITE_BITS)  # read-only; the umask's read bits kept
         os.replace(partial_keys, keyindex.key_file(target))
         os.replace(partial, target)
     except BaseException as exc:
@@ -141,7 +155,7 @@ class PredictionFiles:
             return cls(paths, keys, types, _constant_columns(con, paths, candidates))
 
     def select(self, columns: list[str]) -> str:
-        quoted = ", ".join(f'"{c}"' for c in columns)
+        quoted = ", ".join(quote_identifier(c) for c in columns)
         return f"select {quoted} from read_parquet(?)"
 
 
@@ -163,7 +177,7 @@ def _constant_columns(
     names = [c for c in candidates if (c,) in same]
     if not names:
         return {}
-    texts = ", ".join(f'cast("{c}" as varchar)' for c in names)
+    texts = ", ".join(f"cast({quote_identifier(c)} as varchar)" for c in names)
     first = con.execute(f"select {texts} from read_parquet(?) limit 1", [paths]).fetchone()
     return dict(zip(names, first or (), strict=True))
 
@@ -179,14 +193,14 @@ def _write_duckdb_file(
         # Stored in key order and not indexed: a `where <key> = ?` in SQL skips every row group
         # whose key range misses (zone maps), and an ART index would cost two thirds of the
         # build. Lookups by key go through the key file; publish has checked the keys are unique.
-        key_list = ", ".join(f'"{k}"' for k in files.keys)
-        into = ", ".join(f'"{c}"' for c in stored)
+        key_list = ", ".join(quote_identifier(k) for k in files.keys)
+        into = ", ".join(quote_identifier(c) for c in stored)
         con.execute(
             f"insert into {PREDICTIONS} ({into}) {files.select(stored)} order by {key_list}",
             [files.paths],
         )
         for name, select in views.items():
-            con.execute(f'create view "{name}" as {select}')
+            con.execute(f"create view {quote_identifier(name)} as {select}")
         rows = con.execute(f"select count(*) from {PREDICTIONS}").fetchone()[0]  # type: ignore[index]
         con.execute("checkpoint")
     return int(rows)
@@ -201,11 +215,12 @@ def _create_table(types: dict[str, str], constants: dict[str, str]) -> str:
     """
     columns = []
     for name, kind in types.items():
+        column = f"{quote_identifier(name)} {kind}"  # kind: a type DuckDB itself described
         if name in constants:
-            value = constants[name].replace("'", "''")
-            columns.append(f"\"{name}\" {kind} generated always as (cast('{value}' as {kind}))")
+            value = quote_literal(constants[name])
+            columns.append(f"{column} generated always as (cast({value} as {kind}))")
         else:
-            columns.append(f'"{name}" {kind}')
+            columns.append(column)
     return f"create table {PREDICTIONS} ({', '.join(columns)})"
 
 
@@ -223,21 +238,23 @@ def _write_key_file(path: Path, files: PredictionFiles, run_date: date) -> int:
 
 def point_current_to(settings: Settings, usecase: UseCase, snapshot: Path) -> None:
     """Move current.duckdb to `snapshot` in one rename (a relative symlink, so the folder can move)."""
-    move_pointer(stage_pointer(settings, usecase, snapshot))
+    move_pointer(stage_pointer(settings, usecase, snapshot.name))
 
 
-def stage_pointer(settings: Settings, usecase: UseCase, snapshot: Path) -> Path:
+def stage_pointer(settings: Settings, usecase: UseCase, snapshot_name: str) -> Path:
     """Write the link that will replace current.duckdb, beside it; readers see nothing yet.
 
     Everything that can fail for lack of space or rights happens here, before anything is logged:
-    the move that follows is a rename within the folder."""
+    the move that follows is a rename within the folder. The link is relative
+    (`snapshots/<name>`), so the state folder can be moved or copied whole."""
     link = current_path(settings, usecase)
-    staged = link.with_name(f".{CURRENT}.{os.getpid()}")
+    staged = link.with_name(f".{CURRENT}.{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        staged.unlink(missing_ok=True)
-        staged.symlink_to(snapshot.relative_to(link.parent))
+        staged.symlink_to(f"snapshots/{snapshot_name}")
     except OSError as exc:
-        raise SnapshotWriteError(f"{link}: could not stage the move to {snapshot}: {exc}") from exc
+        raise SnapshotWriteError(
+            f"{link}: could not stage the move to {snapshot_name}: {exc}"
+        ) from exc
     return staged
 
 
@@ -246,13 +263,61 @@ def move_pointer(staged: Path) -> None:
     os.replace(staged, staged.with_name(CURRENT))
 
 
-def prune_snapshots(settings: Settings, usecase: UseCase, keep: set[Path]) -> list[Path]:
-    """Delete old snapshots and their key files, keeping the newest `serving_snapshots_kept` and
-    those in `keep`. The snapshot goes first: a key file without a snapshot is never served."""
+def snapshot_problem(snapshot: Path) -> str | None:
+    """Why a kept snapshot cannot be served (its DuckDB file or key file is damaged), or None:
+    checked before a rollback points readers at it."""
+    try:
+        keyindex.KeyIndex(keyindex.key_file(snapshot)).close()
+        with duckdb.connect(str(snapshot), read_only=True) as con:
+            con.execute(f"select count(*) from {PREDICTIONS}").fetchone()
+    except (OSError, ValueError, duckdb.Error) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None
+
+
+def pointer_target(settings: Settings, usecase: UseCase) -> str | None:
+    """Where current.duckdb points (`snapshots/<name>.duckdb`), or None before the first publish."""
+    try:
+        return os.readlink(current_path(settings, usecase))
+    except FileNotFoundError:
+        return None
+
+
+def prune_snapshots(settings: Settings, usecase: UseCase, keep: set[str]) -> list[Path]:
+    """Delete every snapshot, with its key file, whose file name is not in `keep`. The snapshot
+    goes first: a key file without a snapshot is never served."""
     folder = usecase_dir(settings, usecase) / "snapshots"
-    files = sorted(folder.glob("*.duckdb"), key=lambda p: p.stat().st_mtime, reverse=True)
-    doomed = [p for p in files[settings.serving_snapshots_kept :] if p.resolve() not in keep]
+    doomed = [p for p in sorted(folder.glob("*.duckdb")) if p.name not in keep]
     for path in doomed:
         path.unlink(missing_ok=True)
         keyindex.key_file(path).unlink(missing_ok=True)
     return doomed
+
+
+@contextlib.contextmanager
+def publish_lock(settings: Settings, usecase: UseCase, what: str) -> Iterator[None]:
+    """Hold the use case's publish lock while `what` (a publish or rollback) runs, or raise
+    PublishLockedError naming the holder. An flock: it goes with its process, so a killed
+    publish never leaves the use case locked."""
+    folder = usecase_dir(settings, usecase)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise PublishLockedError(
+                f"use case {usecase.name!r}: another publish or rollback is running ({holder}); "
+                f"try again when it ends (lock {path})"
+            ) from None
+        lock.truncate(0)
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        lock.write(f"{what} by pid {os.getpid()} on {socket.gethostname()} since {since}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+            fcntl.flock(lock, fcntl.LOCK_UN)

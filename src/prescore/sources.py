@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prescore.identifiers import quote_spark_identifier
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
@@ -96,7 +98,7 @@ def check_values(
     options: dict[str, str],
 ) -> None:
     """One pass over the files as text: refuse the first value that is not of its declared type."""
-    ddl = ", ".join(f"`{c}` string" for c in declared)
+    ddl = ", ".join(f"{quote_spark_identifier(c)} string" for c in declared)
     reader = spark.read.format(source_format).schema(ddl).options(**options)
     if source_format == "csv":
         reader = reader.option("header", "true")

@@ -12,8 +12,10 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prescore.identifiers import quote_identifier
+
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from prescore.config import Settings
 
@@ -72,7 +74,7 @@ def read_with_duckdb(
     JVM (lookups). `where` is SQL over `columns`, its values bound as `params`."""
     import duckdb
 
-    selected = ", ".join(f'"{c}"' for c in columns)
+    selected = ", ".join(quote_identifier(c) for c in columns)
     with duckdb.connect() as con:
         con.load_extension(str(duckdb_delta_extension()))
         sql = f"select {selected} from delta_scan(?) where {where}"
@@ -183,3 +185,10 @@ def vacuum_removed_files(spark: SparkSession, settings: Settings, table: str) ->
     if last is None or last["operation"] != "VACUUM END":
         return 0
     return int(last["operationMetrics"].get("numDeletedFiles", 0))
+
+
+def delete_where(spark: SparkSession, settings: Settings, table: str, condition: Column) -> None:
+    """Delete the rows matching `condition` in one Delta commit (a log's row that never took effect)."""
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(spark, _require(settings, table)).delete(condition)

@@ -262,15 +262,16 @@ def test_task_passes_prescore_and_mlflow_env_at_run_time_only(
     assert [e.extra for e in outlet_events.values()] == [{"run_date": RUN_DATE}]
 
 
-def test_dag_file_parses_fast_without_heavy_imports(dags_dir: Path) -> None:
-    """The DAG processor parses the file every few minutes: no Spark, MLflow, XGBoost or GE."""
+@pytest.mark.parametrize("dag_file", ["prescore_dags.py", "prescore_config_check.py"])
+def test_dag_file_parses_fast_without_heavy_imports(dags_dir: Path, dag_file: str) -> None:
+    """The DAG processor parses each file every few minutes: no Spark, MLflow, XGBoost or GE."""
     probe = textwrap.dedent(
         f"""
         import importlib.util, json, sys, time
         import airflow.sdk
         from airflow.configuration import conf
         started = time.perf_counter()
-        path = {str(dags_dir / "prescore_dags.py")!r}
+        path = {str(dags_dir / dag_file)!r}
         spec = importlib.util.spec_from_file_location("prescore_dags", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -15,14 +15,15 @@ DAG makes):
    partial run. raw and clean are replaced, not doubled; the scores are published.
 4. `airflow dags test prescore_churn_score D2`: the next date of a two-day backfill.
 5. `airflow tasks test prescore_churn_score score D1`: a retry of the score task for D1 after D2
-   ran: pred D1 is replaced, D2 left alone.
+   ran: pred D1 is replaced, D2 left alone. Then the publish task of D1 again: an older date
+   published after a newer one is a backfill, logged but not served; D2 stays current.
 6. D3 with a corrupt landing file: the run fails at ingest, every later task ends
    upstream_failed, the webhook hears of it, and current.duckdb still serves D2.
 
 `airflow tasks test` exits 0 even when its task fails (Airflow 3.3), so step 5 reads the task
 state it logs; `dags test` exits non-zero when its run fails, and the task states of each run
 come from the metadata database. Delta tables are read back with DuckDB's delta extension (no JVM
-in the test process). The six steps spark-submit 18 jobs, each one needed by an assertion
+in the test process). The six steps spark-submit 19 jobs, each one needed by an assertion
 (~20-40 s each on a quiet 2-core machine, twice that when the machine is busy); the measured
 times are printed at the end.
 """
@@ -45,6 +46,7 @@ from airflow_deploy import (
 )
 from airflow_deploy import webhook as webhook  # the fixture, for new_deployment's alerts
 
+from prescore import publish_log
 from prescore.lookup import Scores
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -137,7 +139,20 @@ def retried_score(deployment: Deployment, backfilled: dict[str, Any]) -> dict[st
 
 
 @pytest.fixture(scope="module")
-def failed_d3(deployment: Deployment, retried_score: dict[str, Any]) -> dict[str, Any]:
+def republished_d1(deployment: Deployment, retried_score: dict[str, Any]) -> dict[str, Any]:
+    """Step 5, continued: D1's publish task again, after D2 was published and served."""
+    dep = deployment
+    before = dep.current_snapshot()
+    dep.task_test(SCORE_DAG, "publish", D1)
+    return {
+        "before": before,
+        "after": dep.current_snapshot(),
+        "events": publish_log.read_with_duckdb(dep.settings, dep.usecase),
+    }
+
+
+@pytest.fixture(scope="module")
+def failed_d3(deployment: Deployment, republished_d1: dict[str, Any]) -> dict[str, Any]:
     """Step 6: D3's landing file is not Parquet at all."""
     dep = deployment
     before = dep.current_snapshot()
@@ -219,6 +234,17 @@ def test_retried_score_task_leaves_no_duplicate_predictions(
 ) -> None:
     for table in _tables(deployment):
         assert retried_score[table] == backfilled[table], table
+
+
+@pytest.mark.reliability
+def test_an_older_date_published_after_a_newer_one_is_logged_not_served(
+    republished_d1: dict,
+) -> None:
+    assert republished_d1["after"] == republished_d1["before"]
+    assert D2 in republished_d1["after"]
+    last = republished_d1["events"][-1]
+    assert (last.action, last.run_date.isoformat()) == ("backfill", D1)
+    assert last.snapshot.startswith("snapshots/")  # relative: the state folder can move
 
 
 def test_lookups_answer_from_the_published_snapshot(

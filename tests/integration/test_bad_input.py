@@ -11,7 +11,7 @@ import pytest
 import xgboost
 from pyspark.sql import SparkSession
 
-from prescore import registry, serving, tables
+from prescore import publish_log, registry, serving, tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
 from prescore.lookup import Scores
@@ -71,7 +71,7 @@ def served(
 
 def assert_still_served(spark: SparkSession, state: Settings, churn: UseCase, snapshot) -> None:
     assert serving.current_path(state, churn).resolve() == snapshot
-    assert tables.read(spark, state, publish.PUBLISH_LOG).count() == 1
+    assert tables.read(spark, state, publish_log.PUBLISH_LOG).count() == 1
     assert tables.latest_version(spark, state, churn.predictions_table) == 0
     assert Scores(churn, state).get("a").score == pytest.approx(0.1)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore import serving, tables
+from prescore import publish_log, serving, tables
 from prescore.config import PublishSettings, Settings, UseCase
 from prescore.context import RunContext
 from prescore.stages import publish
@@ -123,11 +123,15 @@ def test_drifted_candidate_is_not_published_and_the_pointer_stays(
             fresh_settings, churn, RUN_DATE, first["predictions_version"]
         ).resolve()
     )
-    log = tables.read(spark, fresh_settings, publish.PUBLISH_LOG).collect()
+    log = tables.read(spark, fresh_settings, publish_log.PUBLISH_LOG).collect()
     assert [(r.action, r.predictions_version) for r in log] == [("publish", 0)]
 
     steady = predictions(spark, beta_scores(2, 5, seed=3), version="2")
     tables.replace_run(steady, fresh_settings, churn.predictions_table, RUN_DATE)
     assert publish.run(ctx)["predictions_version"] == 2
-    log = tables.read(spark, fresh_settings, publish.PUBLISH_LOG).orderBy("published_at").collect()
+    log = (
+        tables.read(spark, fresh_settings, publish_log.PUBLISH_LOG)
+        .orderBy("published_at")
+        .collect()
+    )
     assert '"score_drift"' in log[-1].checks and "PSI 0.0" in log[-1].checks

@@ -6,8 +6,14 @@ Snapshots are built from Parquet written with pyarrow, by serving.build_snapshot
 from __future__ import annotations
 
 import gc
+import json
+import os
+import re
+import shutil
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
@@ -21,7 +27,13 @@ import pytest
 
 from prescore import keyindex, serving
 from prescore.config import Settings, UseCase
-from prescore.lookup import Score, Scores, SnapshotNotFoundError
+from prescore.lookup import (
+    Score,
+    Scores,
+    SnapshotDamagedError,
+    SnapshotNotFoundError,
+    SnapshotUnreadableError,
+)
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)
@@ -398,23 +410,22 @@ def test_a_failed_key_file_leaves_no_snapshot(fresh_settings: Settings, churn: U
 def test_prune_removes_snapshots_with_their_key_files(
     fresh_settings: Settings, churn: UseCase
 ) -> None:
-    settings = fresh_settings.model_copy(update={"serving_snapshots_kept": 1})
-    old = build(settings, churn, [("C1", 0.1)], 1)
-    new = publish(settings, churn, [("C1", 0.2)], 2)
-    serving.prune_snapshots(settings, churn, keep={new.resolve()})
+    old = build(fresh_settings, churn, [("C1", 0.1)], 1)
+    new = publish(fresh_settings, churn, [("C1", 0.2)], 2)
+    serving.prune_snapshots(fresh_settings, churn, keep={new.name})
     assert not old.exists() and not keyindex.key_file(old).exists()
     assert new.exists() and keyindex.key_file(new).exists()
 
 
 def mapped_key_files(folder: Path) -> set[str]:
-    """Key files under `folder` this process has memory-mapped right now."""
+    """Key files under `folder` this process has memory-mapped right now (none: they are read)."""
     with open("/proc/self/maps") as maps:
         paths = {line.split()[-1] for line in maps if line.rstrip().endswith(keyindex.SUFFIX)}
     return {p for p in paths if p.startswith(str(folder))}
 
 
 @pytest.mark.reliability
-def test_hot_swap_answers_from_one_whole_snapshot_and_unmaps_the_old(
+def test_hot_swap_answers_from_one_whole_snapshot_and_maps_no_file(
     fresh_settings: Settings, churn: UseCase
 ) -> None:
     """A reader looping get and get_many while the pointer moves A -> B -> A ... sees only A or B."""
@@ -459,5 +470,150 @@ def test_hot_swap_answers_from_one_whole_snapshot_and_unmaps_the_old(
     serving.point_current_to(fresh_settings, churn, second)
     assert scores.get(KEYS[0]).model_version == "2"
     gc.collect()
-    assert mapped_key_files(fresh_settings.state_dir) == {str(keyindex.key_file(second))}
+    # Read into memory, never mapped: a file truncated under a mapping would kill the process.
+    assert mapped_key_files(fresh_settings.state_dir) == set()
     scores.close()
+
+
+# ---------------------------------------------------------------- damaged files (issue 17)
+
+
+def rewrite_key_file(path: Path, **changes: pa.Array) -> None:
+    """Rewrite a key file with some columns replaced, its metadata kept: a damaged file that
+    still parses as Arrow."""
+    with pa.OSFile(str(path)) as source:
+        batch = pa.ipc.open_file(source).get_batch(0)
+    columns = {name: changes.get(name, batch.column(name)) for name in batch.schema.names}
+    damaged = pa.RecordBatch.from_pydict(columns).replace_schema_metadata(batch.schema.metadata)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, damaged.schema) as writer:
+        writer.write_batch(damaged)
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(
+    "bucket_start",
+    [
+        list(range(len(KEYS) - 1, -1, -1)),  # out of order
+        [0] * (len(KEYS) - 1) + [10**9],  # past the last row
+        [5] * len(KEYS),  # not from row 0: the first rows could never be found
+    ],
+    ids=["out-of-order", "past-the-end", "not-from-row-0"],
+)
+def test_a_key_file_with_a_damaged_bucket_directory_is_unreadable_never_a_wrong_answer(
+    fresh_settings: Settings, churn: UseCase, bucket_start: list[int]
+) -> None:
+    snapshot = publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
+    path = keyindex.key_file(snapshot)
+    rewrite_key_file(path, bucket_start=pa.array(bucket_start, pa.int64()))
+    with pytest.raises(SnapshotUnreadableError, match=re.escape(path.name)):
+        Scores(churn, fresh_settings).get_many(KEYS)
+
+
+@pytest.mark.reliability
+def test_a_served_key_file_deleted_or_replaced_after_open_stops_answering_until_whole(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    snapshot = publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
+    path = keyindex.key_file(snapshot)
+    whole = path.read_bytes()
+    scores = Scores(churn, fresh_settings, check_every=0)  # checks the files at every call
+    assert scores.get(KEYS[7]).score == 0.007
+    path.unlink()
+    for _ in range(2):  # and again: the reason is kept, not re-read
+        with pytest.raises(SnapshotDamagedError, match=r"2026-11-05-v1\.duckdb changed on disk"):
+            scores.get(KEYS[7])
+        with pytest.raises(SnapshotDamagedError):
+            scores.get_many(KEYS[:3])
+    path.write_bytes(whole[: len(whole) // 2])  # a half copy over it
+    with pytest.raises(SnapshotDamagedError, match="cannot read the key file"):
+        scores.get(KEYS[7])
+    path.write_bytes(whole)  # whole again: the same snapshot answers again
+    assert scores.get(KEYS[7]).score == 0.007
+    snapshot.unlink()  # the DuckDB file is part of the snapshot too
+    with pytest.raises(SnapshotDamagedError, match="missing"):
+        scores.get(KEYS[7])
+    # A publish (the link moves) cures it.
+    fixed = publish(fresh_settings, churn, [(k, 0.5) for k in KEYS], 2)
+    assert scores.get(KEYS[7]).score == 0.5
+    assert scores.check_served() == fixed.name
+
+
+@pytest.mark.reliability
+def test_a_key_file_of_another_run_date_copied_over_the_served_one_is_refused(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    snapshot = publish(fresh_settings, churn, [(k, 0.1) for k in KEYS])
+    other = serving.snapshot_path(fresh_settings, churn, RUN_DATE - timedelta(days=1), 9)
+    parquet = write_predictions(fresh_settings.state_dir / "o.parquet", churn, [("C1", 0.9)], "9")
+    serving.build_snapshot(
+        other,
+        parquet_files=[str(parquet)],
+        run_date=RUN_DATE - timedelta(days=1),
+        keys=churn.published_keys,
+        views={},
+    )
+    scores = Scores(churn, fresh_settings, check_every=0)
+    assert scores.get(KEYS[0]).score == 0.1
+    shutil.copyfile(keyindex.key_file(other), keyindex.key_file(snapshot))
+    with pytest.raises(SnapshotDamagedError, match="holds run date 2026-11-04"):
+        scores.get("C1")
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_prescore_lookup_json_prints_one_parsable_line_per_key(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
+    env = {
+        **os.environ,
+        "PRESCORE_ENV": "test",
+        "PRESCORE_STATE_DIR": str(fresh_settings.state_dir),
+    }
+    prescore = str(Path(sys.executable).with_name("prescore"))
+    done = subprocess.run(
+        [prescore, "lookup", "--usecase", "churn", "--json", KEYS[42], "C99999999"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]  # JSON lines only
+    assert [line["key"] for line in lines] == [[KEYS[42]], ["C99999999"]]
+    assert lines[0]["score"] == pytest.approx(0.042)
+    assert (lines[0]["model_version"], lines[0]["run_date"]) == ("1", RUN_DATE.isoformat())
+    assert (lines[1]["score"], lines[1]["freshness"]) == (None, "missing")
+    assert "2026-11-05-v1.duckdb" in done.stderr  # the snapshot answered from, beside the data
+
+
+def test_between_checks_a_deleted_served_file_is_answered_from_memory_then_refused(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    """The files are stat'ed at most every check_every seconds: until then the answers come
+    whole from the copy read at open, never from the damaged file."""
+    snapshot = publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
+    scores = Scores(churn, fresh_settings, check_every=0.5)
+    assert scores.get(KEYS[3]).score == 0.003
+    keyindex.key_file(snapshot).unlink()
+    assert scores.get(KEYS[3]).score == 0.003  # within the interval: from memory
+    time.sleep(0.6)
+    with pytest.raises(SnapshotDamagedError):
+        scores.get(KEYS[3])
+    with pytest.raises(SnapshotDamagedError):
+        scores.check_served()  # readiness always checks
+
+
+@pytest.mark.reliability
+def test_a_served_duckdb_file_truncated_in_place_stops_the_lookups_too(
+    fresh_settings: Settings, churn: UseCase
+) -> None:
+    """The DuckDB file is half of the snapshot (SQL readers use it): cut in place while the key
+    file stays whole, the client stops answering rather than serve a snapshot SQL cannot read."""
+    snapshot = publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
+    scores = Scores(churn, fresh_settings, check_every=0)
+    assert scores.get(KEYS[3]).score == 0.003
+    os.truncate(snapshot, snapshot.stat().st_size // 2)
+    with pytest.raises(SnapshotDamagedError, match=f"cannot read .*{snapshot.name}"):
+        scores.get(KEYS[3])

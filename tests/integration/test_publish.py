@@ -8,7 +8,7 @@ import duckdb
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore import serving, tables
+from prescore import publish_log, serving, tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
 from prescore.lookup import Scores, SnapshotNotFoundError, freshness
@@ -82,7 +82,7 @@ def test_failed_check_publishes_nothing_and_keeps_the_current_snapshot(
         fresh_settings, churn, RUN_DATE, first["predictions_version"]
     )
     assert scores.get("b").score == pytest.approx(0.2)
-    log = tables.read(spark, fresh_settings, publish.PUBLISH_LOG).collect()
+    log = tables.read(spark, fresh_settings, publish_log.PUBLISH_LOG).collect()
     assert [(r.action, r.predictions_version) for r in log] == [("publish", 0)]
 
 
@@ -142,14 +142,18 @@ def test_rollback_serves_the_previous_publish_and_logs_it(
 
     publish.rollback(spark, fresh_settings, churn)
     assert (scores.get("a").score, scores.get("a").model_version) == (pytest.approx(0.1), "1")
-    log = tables.read(spark, fresh_settings, publish.PUBLISH_LOG).orderBy("published_at").collect()
+    log = (
+        tables.read(spark, fresh_settings, publish_log.PUBLISH_LOG)
+        .orderBy("published_at")
+        .collect()
+    )
     assert [(r.action, r.predictions_version) for r in log] == [
         ("publish", 0),
         ("publish", 1),
         ("rollback", 0),
     ]
 
-    with pytest.raises(LookupError, match=r"no kept snapshot of run date 2026-01-01"):
+    with pytest.raises(LookupError, match=r"no run date 2026-01-01 to roll back to"):
         publish.rollback(spark, fresh_settings, churn, to=date(2026, 1, 1))
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,59 +13,25 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import date
 from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from prescore import keyindex, serving
-from prescore.config import Settings, UseCase
+from prescore.config import ServeAuth, Settings, UseCase
 from prescore.lookup import Scores
 from prescore.serve import create_app
-from support import running
+from support import publish_snapshot, running
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)
-SCORED_AT = datetime.now().replace(microsecond=0) - timedelta(hours=1)  # fresh while tests run
 KEYS = [f"C{i:08d}" for i in range(300)]
 TRACEBACK_MARKERS = ("Traceback", 'File "', "duckdb.", "pyarrow.")
-
-
-def publish_snapshot(
-    settings: Settings, usecase: UseCase, rows: list[tuple[Any, ...]], version: int
-) -> Path:
-    """Write predictions as Parquet, build snapshot v<version> from them and point current at it.
-
-    rows: one (key values..., score) tuple per key; model_version is str(version).
-    """
-    n = len(rows)
-    columns: dict[str, Any] = {k: [r[i] for r in rows] for i, k in enumerate(usecase.keys)}
-    table = pa.table(
-        {
-            **columns,
-            "score": pa.array([r[-1] for r in rows], pa.float64()),
-            "model_name": [f"prescore-{usecase.name}"] * n,
-            "model_version": [str(version)] * n,
-            "model_run_id": ["run"] * n,
-            "features_version": pa.array([0] * n, pa.int64()),
-            "scored_at": pa.array([SCORED_AT] * n, pa.timestamp("us")),
-            "valid_until": pa.array([SCORED_AT + timedelta(days=7)] * n, pa.timestamp("us")),
-        }
-    )
-    parquet = settings.state_dir / f"{usecase.name}-v{version}.parquet"
-    parquet.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, parquet)
-    snapshot, _ = serving.build_usecase_snapshot(
-        settings, usecase, RUN_DATE, version, [str(parquet)]
-    )
-    serving.point_current_to(settings, usecase, snapshot)
-    return snapshot
 
 
 def assert_no_internals(text: str) -> None:
@@ -182,7 +150,7 @@ def test_unknown_use_case_is_404(http: httpx.Client) -> None:
         http.post("/v1/nope/scores:batch", json={"keys": ["C00000001"]}),
     ):
         assert response.status_code == 404
-        assert "unknown use case 'nope'" in response.json()["detail"]
+        assert response.json()["detail"] == "unknown use case 'nope'"  # the known ones unlisted
         assert_no_internals(response.text)
 
 
@@ -281,7 +249,7 @@ def test_injected_keys_are_refused_or_missing_never_500(
 
 
 @pytest.mark.reliability
-def test_corrupt_snapshot_is_500_with_a_short_json_error_and_not_ready(
+def test_corrupt_snapshot_is_503_naming_the_file_and_only_that_use_case_unready(
     serve_settings: Settings, churn: UseCase, snapshots: tuple[Path, Path], http: httpx.Client
 ) -> None:
     corrupt = snapshots[0].with_name("2026-11-05-v99.duckdb")
@@ -290,11 +258,17 @@ def test_corrupt_snapshot_is_500_with_a_short_json_error_and_not_ready(
     serving.point_current_to(serve_settings, churn, corrupt)
     try:
         response = http.get("/v1/churn/scores/C00000001")
-        assert response.status_code == 500
-        assert response.json() == {"detail": "internal error"}
+        assert response.status_code == 503
+        assert "2026-11-05-v99.keys.arrow" in response.json()["detail"]
+        assert str(serve_settings.state_dir) not in response.text
+        assert_no_internals(response.text)
         ready = http.get("/readyz")
-        assert ready.status_code == 503
-        assert "churn" in ready.json()["unready"]
+        assert ready.status_code == 200  # churn_by_tenure still answers: the host stays in
+        assert ready.json()["status"] == "degraded"
+        assert ready.json()["usecases"]["churn"]["ready"] is False
+        assert ready.json()["usecases"]["churn_by_tenure"]["ready"] is True
+        assert http.get("/readyz/churn").status_code == 503
+        assert http.get("/v1/churn_by_tenure/scores/C00000010,3").status_code == 200
     finally:
         serving.point_current_to(serve_settings, churn, snapshots[0])
     assert http.get("/v1/churn/scores/C00000001").status_code == 200
@@ -311,8 +285,9 @@ def test_readyz_and_lookups_are_503_until_a_snapshot_is_published(
     with running(create_app(fresh_settings, [churn])) as http:
         before = http.get("/readyz")
         assert before.status_code == 503
-        assert list(before.json()["unready"]) == ["churn"]
-        assert "no published snapshot" in before.json()["unready"]["churn"]
+        assert before.json()["status"] == "not ready"
+        assert before.json()["usecases"]["churn"]["ready"] is False
+        assert "no published snapshot" in before.json()["usecases"]["churn"]["reason"]
         assert http.get("/healthz").status_code == 200
         lookup = http.get("/v1/churn/scores/C00000001")
         assert lookup.status_code == 503
@@ -321,7 +296,10 @@ def test_readyz_and_lookups_are_503_until_a_snapshot_is_published(
         publish_snapshot(fresh_settings, churn, [("C00000001", 0.25)], 1)
         after = http.get("/readyz")
         assert after.status_code == 200
-        assert after.json() == {"status": "ready", "snapshots": {"churn": "2026-11-05-v1.duckdb"}}
+        assert after.json() == {
+            "status": "ready",
+            "usecases": {"churn": {"ready": True, "snapshot": "2026-11-05-v1.duckdb"}},
+        }
         assert http.get("/v1/churn/scores/C00000001").json()["score"] == 0.25
 
 
@@ -424,7 +402,7 @@ def test_prescore_serve_starts_answers_the_use_cases_asked_and_stops_on_sigterm(
                 time.sleep(0.1)
         assert response.json() == {"status": "ok"}
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-        assert list(ready.json()["unready"]) == ["churn"]  # forecast is not served: not waited for
+        assert list(ready.json()["usecases"]) == ["churn"]  # forecast is not served: not waited for
         assert (
             httpx.get(f"http://127.0.0.1:{port}/v1/forecast/scores/S1", timeout=5).status_code
             == 404
@@ -435,6 +413,288 @@ def test_prescore_serve_starts_answers_the_use_cases_asked_and_stops_on_sigterm(
         log = process.stdout.read() if process.stdout else ""
         assert f"running on http://127.0.0.1:{port}" in log  # loopback unless --host says otherwise
         assert "Application shutdown complete" in log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+# ---------------------------------------------------------------- HTTP hardening (issue 17)
+
+
+def raw_exchange(http: httpx.Client, request: bytes, *, body_chunks: int = 0) -> str:
+    """Send `request` (then `body_chunks` 64 KiB HTTP chunks, never the last one) on a socket and
+    return what the server answers within 10 s: the answer cannot wait for a body never sent."""
+    with socket.create_connection((http.base_url.host, http.base_url.port), timeout=10) as sock:
+        sock.sendall(request)
+        chunk = b"%x\r\n%s\r\n" % (65536, b"k" * 65536)
+        for _ in range(body_chunks):
+            sock.sendall(chunk)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            received = sock.recv(65536)
+            assert received, f"connection closed after {answer!r}"
+            answer += received
+        return answer.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def small_body_http(
+    serve_settings: Settings, churn: UseCase, snapshots: tuple[Path, Path]
+) -> Iterator[httpx.Client]:
+    """The app with serve.max_body_bytes 100_000."""
+    limited = serve_settings.serve.model_copy(update={"max_body_bytes": 100_000})
+    with running(create_app(serve_settings.model_copy(update={"serve": limited}), [churn])) as c:
+        yield c
+
+
+def test_max_body_bytes_defaults_to_one_mebibyte(settings: Settings) -> None:
+    assert settings.serve.max_body_bytes == 1_048_576
+
+
+@pytest.mark.reliability
+def test_body_over_the_limit_by_content_length_is_413_before_it_is_sent(
+    small_body_http: httpx.Client,
+) -> None:
+    answer = raw_exchange(
+        small_body_http,
+        b"POST /v1/churn/scores:batch HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 54000000\r\n\r\n",
+    )
+    assert answer.startswith("HTTP/1.1 413"), answer[:200]
+    assert "request body over 100000 bytes" in answer
+
+
+@pytest.mark.reliability
+def test_chunked_body_over_the_limit_is_413_while_it_streams(
+    small_body_http: httpx.Client,
+) -> None:
+    answer = raw_exchange(
+        small_body_http,
+        b"POST /v1/churn/scores:batch HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        body_chunks=2,  # 128 KiB of a body that never ends
+    )
+    assert answer.startswith("HTTP/1.1 413"), answer[:200]
+
+
+def test_bodies_within_the_limit_chunked_or_not_are_answered(
+    small_body_http: httpx.Client,
+) -> None:
+    body = json.dumps({"keys": KEYS[:50]}).encode()
+    headers = {"content-type": "application/json"}
+    sized = small_body_http.post("/v1/churn/scores:batch", content=body, headers=headers)
+    parts = iter([body[:100], body[100:]])
+    chunked = small_body_http.post("/v1/churn/scores:batch", content=parts, headers=headers)
+    assert "content-length" not in chunked.request.headers
+    assert sized.status_code == chunked.status_code == 200
+    assert sized.json() == chunked.json()
+    assert len(sized.json()["scores"]) == 50
+
+
+@pytest.mark.reliability
+def test_a_key_that_is_not_valid_text_is_422_never_500(http: httpx.Client) -> None:
+    batch = http.post(
+        "/v1/churn/scores:batch",
+        content=b'{"keys": ["C00000001", "\\ud800"]}',
+        headers={"content-type": "application/json"},
+    )
+    assert batch.status_code == 422, batch.text
+    assert "not valid text" in batch.json()["detail"]
+    assert_no_internals(batch.text)
+    status, text = raw_get(http, "/v1/churn/scores/%ED%A0%80")  # a surrogate's UTF-8 bytes
+    assert status in (404, 422), text
+    assert_no_internals(text)
+
+
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/readyz", "/readyz/churn", "/metrics", "/v1/churn/scores/C00000001"]
+)
+def test_head_answers_wherever_get_does_with_headers_only(http: httpx.Client, path: str) -> None:
+    get, head = http.get(path), http.head(path)
+    assert head.status_code == get.status_code == 200
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.content == b""
+
+
+def test_head_of_a_post_only_route_is_405_like_get(http: httpx.Client) -> None:
+    assert http.head("/v1/churn/scores:batch").status_code == 405
+
+
+def test_readyz_of_one_use_case_and_of_an_unknown_one(http: httpx.Client) -> None:
+    one = http.get("/readyz/churn")
+    assert (one.status_code, one.json()) == (
+        200,
+        {"usecase": "churn", "ready": True, "snapshot": "2026-11-05-v1.duckdb"},
+    )
+    unknown = http.get("/readyz/nope")
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "unknown use case 'nope'"})
+
+
+def test_one_unpublished_use_case_leaves_the_host_ready_for_the_others(
+    fresh_settings: Settings, churn: UseCase, by_tenure: UseCase
+) -> None:
+    publish_snapshot(fresh_settings, churn, [("C00000001", 0.25)], 1)
+    with running(create_app(fresh_settings, [churn, by_tenure])) as http:
+        ready = http.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "degraded"
+        assert ready.json()["usecases"]["churn"] == {
+            "ready": True,
+            "snapshot": "2026-11-05-v1.duckdb",
+        }
+        assert ready.json()["usecases"]["churn_by_tenure"]["ready"] is False
+        assert http.get("/readyz/churn_by_tenure").status_code == 503
+        assert http.get("/readyz/churn").status_code == 200
+        assert str(fresh_settings.state_dir) not in ready.text  # file names only
+
+
+@pytest.mark.reliability
+def test_a_deleted_served_key_file_is_not_ready_and_503_and_the_path_stays_hidden(
+    fresh_settings: Settings, churn: UseCase, by_tenure: UseCase
+) -> None:
+    snapshot = publish_snapshot(fresh_settings, churn, [("C00000001", 0.25)], 1)
+    publish_snapshot(fresh_settings, by_tenure, [("C00000001", 3, 0.5)], 1)
+    with running(create_app(fresh_settings, [churn, by_tenure])) as http:
+        assert http.get("/v1/churn/scores/C00000001").json()["score"] == 0.25
+        keyindex.key_file(snapshot).unlink()
+        ready = http.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["usecases"]["churn"]["ready"] is False
+        assert "2026-11-05-v1.keys.arrow" in ready.json()["usecases"]["churn"]["reason"]
+        lookup = http.get("/v1/churn/scores/C00000001")
+        assert lookup.status_code == 503
+        assert "2026-11-05-v1" in lookup.json()["detail"]
+        assert http.get("/v1/churn_by_tenure/scores/C00000001,3").json()["score"] == 0.5
+        for text in (ready.text, lookup.text):
+            assert str(fresh_settings.state_dir) not in text
+
+
+TOKEN = "t0ken-for-tests-only"
+
+
+@pytest.fixture(scope="module")
+def authed_http(
+    serve_settings: Settings, churn: UseCase, snapshots: tuple[Path, Path]
+) -> Iterator[httpx.Client]:
+    """The app with serve.auth on, tokens from PRESCORE_TEST_TOKENS (two of them)."""
+    os.environ["PRESCORE_TEST_TOKENS"] = f"other-token, {TOKEN}"
+    authed = serve_settings.serve.model_copy(
+        update={"auth": ServeAuth(tokens_env="PRESCORE_TEST_TOKENS")}
+    )
+    try:
+        app = create_app(serve_settings.model_copy(update={"serve": authed}), [churn])
+    finally:
+        del os.environ["PRESCORE_TEST_TOKENS"]
+    with running(app) as client:
+        yield client
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong", "Bearer", "Basic " + TOKEN, TOKEN, "Bearer t0ken"]
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/churn/scores/C00000001"),
+        ("POST", "/v1/churn/scores:batch"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+    ],
+)
+def test_with_auth_a_missing_or_wrong_token_is_401_with_a_bearer_challenge(
+    authed_http: httpx.Client, authorization: str | None, method: str, path: str
+) -> None:
+    headers = {"authorization": authorization} if authorization is not None else {}
+    response = authed_http.request(method, path, headers=headers, json={"keys": ["C00000001"]})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert TOKEN not in response.text
+
+
+def test_with_auth_either_token_answers_and_probes_need_none(authed_http: httpx.Client) -> None:
+    for token in (TOKEN, "other-token"):
+        response = authed_http.get(
+            "/v1/churn/scores/C00000001", headers={"authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 200
+        assert response.json()["score"] == pytest.approx(score_v1(1))
+    for probe in ("/healthz", "/readyz", "/readyz/churn"):
+        assert authed_http.get(probe).status_code == 200
+
+
+def test_auth_without_tokens_in_its_variable_refuses_to_start(
+    serve_settings: Settings, churn: UseCase
+) -> None:
+    authed = serve_settings.serve.model_copy(update={"auth": ServeAuth(tokens_env="PRESCORE_NONE")})
+    with pytest.raises(ValueError, match="PRESCORE_NONE holds no token"):
+        create_app(serve_settings.model_copy(update={"serve": authed}), [churn])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "example.com"])
+def test_prescore_serve_refuses_a_non_loopback_host_without_auth_or_insecure(
+    tmp_path: Path, host: str
+) -> None:
+    env = {**os.environ, "PRESCORE_ENV": "test", "PRESCORE_STATE_DIR": str(tmp_path)}
+    prescore = str(Path(sys.executable).with_name("prescore"))
+    command = [prescore, "serve", "--host", host, "--port", str(free_port()), "--usecase", "churn"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    error = [line for line in done.stderr.splitlines() if "error" in line]
+    assert error == [
+        f"prescore serve: error: refusing to listen on {host} without authentication: "
+        "set serve.auth (tokens from an environment variable), or pass --insecure"
+    ]
+
+
+def test_prescore_serve_with_auth_from_conf_answers_tokens_and_never_logs_them(
+    tmp_path: Path,
+) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(Path(__file__).parents[2] / "conf", conf)
+    base = conf / "base.yaml"
+    base.write_text(base.read_text().replace("  auth:", "  auth: {tokens_env: MY_TOKENS}"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "PRESCORE_ENV": "test",
+        "PRESCORE_STATE_DIR": str(tmp_path / "state"),
+        "PRESCORE_CONF_DIR": str(conf),
+        "MY_TOKENS": TOKEN,
+    }
+    prescore = str(Path(sys.executable).with_name("prescore"))
+    command = [prescore, "serve", "--port", str(port), "--usecase", "churn", "--access-log"]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                httpx.get(f"{base_url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "prescore serve did not start"
+                time.sleep(0.1)
+        lookup = f"{base_url}/v1/churn/scores/C1"
+        assert httpx.get(lookup, timeout=5).status_code == 401
+        authorized = {"authorization": f"Bearer {TOKEN}"}
+        assert httpx.get(lookup, headers=authorized, timeout=5).status_code == 503  # unpublished
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        log = process.stdout.read() if process.stdout else ""
+        assert "/v1/churn/scores/C1" in log  # the access log is on
+        assert TOKEN not in log
     finally:
         if process.poll() is None:
             process.kill()

@@ -23,7 +23,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from prescore import serving, tables
+from prescore import publish_log, serving, tables
 from prescore.context import RunContext
 from prescore.datagen import landing_dir
 from prescore.flow import run_flow
@@ -63,7 +63,7 @@ class Published:
     def __init__(self, spark: SparkSession, ctx: RunContext) -> None:
         settings, usecase = ctx.settings, ctx.usecase
         self.link = os.readlink(serving.current_path(settings, usecase))
-        self.log_rows = tables.read(spark, settings, serving.PUBLISH_LOG).count()
+        self.log_rows = tables.read(spark, settings, publish_log.PUBLISH_LOG).count()
         self.raw_version = tables.latest_version(spark, settings, usecase.raw_table)
 
     def __eq__(self, other: object) -> bool:
@@ -204,7 +204,7 @@ def test_bad_rows_over_the_limit_fail_the_run_and_keep_the_published_pointer(
     assert not has_partition(spark, ctx, ctx.usecase.clean_table)
     assert not has_partition(spark, ctx, ctx.usecase.predictions_table)
     assert os.readlink(serving.current_path(ctx.settings, ctx.usecase)) == before.link
-    assert tables.read(spark, ctx.settings, serving.PUBLISH_LOG).count() == before.log_rows
+    assert tables.read(spark, ctx.settings, publish_log.PUBLISH_LOG).count() == before.log_rows
 
 
 def test_failed_error_expectation_stops_the_run_before_clean(
@@ -222,4 +222,4 @@ def test_failed_error_expectation_stops_the_run_before_clean(
     assert not has_partition(spark, ctx, ctx.usecase.clean_table)
     assert not has_partition(spark, ctx, ctx.usecase.predictions_table)
     assert os.readlink(serving.current_path(ctx.settings, ctx.usecase)) == before.link
-    assert tables.read(spark, ctx.settings, serving.PUBLISH_LOG).count() == before.log_rows
+    assert tables.read(spark, ctx.settings, publish_log.PUBLISH_LOG).count() == before.log_rows

@@ -5,10 +5,18 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from prescore.config import DEFAULT_CONF_DIR, ConfigError, load_settings, load_usecase
+from prescore.config import (
+    DEFAULT_CONF_DIR,
+    ConfigError,
+    load_settings,
+    load_usecase,
+    load_usecases,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -129,3 +137,82 @@ def test_cleaning_and_pii_rules_are_checked_at_load(
     with pytest.raises(ConfigError, match=re.escape(reason)) as caught:
         load_usecase("churn", load_settings(conf_dir))
     assert str(path) in str(caught.value)
+
+
+# ---------------------------------------------------------------- identity and column names
+
+
+def test_name_must_equal_the_file_name(conf_dir: Path) -> None:
+    usecases = conf_dir / "usecases"
+    text = (usecases / "churn.yaml").read_text().replace("entity: customers", "entity: others")
+    (usecases / "churn_copy.yaml").write_text(text)  # still says name: churn
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            f"{usecases / 'churn_copy.yaml'}: name: 'churn' differs from the file name 'churn_copy'"
+        ),
+    ):
+        load_usecase("churn_copy", load_settings(conf_dir))
+
+
+@pytest.mark.parametrize("stem", ["Churn2", "churn-2", "2churn", "a" * 41])
+def test_a_file_not_named_as_a_usecase_is_reported(conf_dir: Path, stem: str) -> None:
+    usecases = conf_dir / "usecases"
+    text = (usecases / "churn.yaml").read_text().replace("entity: customers", "entity: others")
+    (usecases / f"{stem}.yaml").write_text(text.replace("name: churn", f"name: {stem}"))
+    loaded = load_usecases(load_settings(conf_dir))
+    assert sorted(loaded.usecases) == ["churn", "forecast"]
+    [(path, error)] = loaded.errors.items()
+    assert path.name == f"{stem}.yaml"
+    assert f"{path}: the file name is not a use-case name: {stem!r}" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("usecase", "edit", "field", "value"),
+    [
+        ("churn", {"keys": ["customer id"]}, "keys.0", "customer id"),
+        ("churn", {"label": 'churned"'}, "label", 'churned"'),
+        ("churn", {"event_time": "updated_at; --"}, "event_time", "updated_at; --"),
+        ("churn", {"numeric_features": ["tenure_months", "1x"]}, "numeric_features.1", "1x"),
+        ("churn", {"categorical_features": {"plän": ["a"]}}, "categorical_features.plän", "plän"),
+        ("churn", {"pii": {"e mail": {"method": "drop"}}}, "pii.e mail", "e mail"),
+        (
+            "churn",
+            {"source": {"schema": {'x" , (select 42) as "y': "int"}}},
+            "source.schema",
+            'x" , (select 42) as "y',
+        ),
+        ("churn", {"cleaning": {"fill": {"a-b": 0}}}, "cleaning.fill.a-b", "a-b"),
+        ("churn", {"cleaning": {"drop_columns": ["x.y"]}}, "cleaning.drop_columns.0", "x.y"),
+        ("forecast", {"time_series": {"date_column": "da te"}}, "time_series.date_column", "da te"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_column_names_must_be_safe_identifiers(
+    conf_dir: Path, usecase: str, edit: dict[str, Any], field: str, value: str
+) -> None:
+    """Refused at load, naming the file, the field and the value."""
+    path = conf_dir / "usecases" / f"{usecase}.yaml"
+    data = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump(_merged(data, edit), allow_unicode=True))
+    with pytest.raises(ConfigError) as caught:
+        load_usecase(usecase, load_settings(conf_dir))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {field}")
+    assert f"{value!r} is not a safe column name" in message
+
+
+def _merged(data: dict[str, Any], edit: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(data)
+    for key, new in edit.items():
+        old = merged.get(key)
+        merged[key] = _merged(old, new) if isinstance(new, dict) and isinstance(old, dict) else new
+    return merged
+
+
+@pytest.mark.parametrize("suite", ["../../etc/passwd", "/abs/suite", "sub/suite", ".hidden"])
+def test_expectation_suite_is_a_file_name_never_a_path(conf_dir: Path, suite: str) -> None:
+    path = conf_dir / "usecases" / "churn.yaml"
+    _edit(path, "expectations: raw_customers", f"expectations: {suite}")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: expectations: String should"):
+        load_usecase("churn", load_settings(conf_dir))

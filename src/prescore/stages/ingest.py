@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from prescore import tables
 from prescore.datagen import landing_dir
+from prescore.identifiers import quote_spark_identifier
 from prescore.sources import (
     SPARK_TYPES,
     SourceSchemaError,
@@ -80,7 +81,9 @@ def landing_files(folder: Path, source: SourceSettings) -> list[Path]:
 
 def read_source(spark: SparkSession, files: list[Path], source: SourceSettings) -> DataFrame:
     """Read the landing files with the declared schema; FAILFAST so a bad record stops the read."""
-    ddl = ", ".join(f"`{c}` {SPARK_TYPES[t]}" for c, t in source.schema_.items())
+    ddl = ", ".join(
+        f"{quote_spark_identifier(c)} {SPARK_TYPES[t]}" for c, t in source.schema_.items()
+    )
     reader = spark.read.format(source.format).schema(ddl).options(**source.options)
     if source.format in ("csv", "json"):
         reader = reader.option("mode", "FAILFAST")

@@ -23,15 +23,16 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prescore import alerts, monitoring, registry, serving, tables
+from prescore import alerts, monitoring, publish_log, registry, tables
 from prescore.stages.clean import SPLIT
 from prescore.stages.score import SCORE
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, Row
+    from pyspark.sql import DataFrame
 
     from prescore.config import MonitoringSettings, UseCase
     from prescore.context import RunContext
+    from prescore.publish_log import Event
 
 log = logging.getLogger(__name__)
 SCHEMA = (
@@ -88,19 +89,13 @@ def judged(
 # ---------------------------------------------------------------- what was published
 
 
-def publishes(ctx: RunContext) -> list[Row]:
-    """This use case's publish events (not rollbacks), newest first."""
-    from pyspark.sql import functions as F
-
-    log_table = tables.read(ctx.spark, ctx.settings, serving.PUBLISH_LOG)
-    return (
-        log_table.where((F.col("usecase") == ctx.usecase.name) & (F.col("action") == "publish"))
-        .orderBy(F.col("published_at").desc())
-        .collect()
-    )
+def publishes(ctx: RunContext) -> list[Event]:
+    """This use case's publishes and backfills (not rollbacks), newest first."""
+    events = publish_log.read(ctx.spark, ctx.settings, ctx.usecase)
+    return [e for e in reversed(events) if e.action in publish_log.BUILT]
 
 
-def published_predictions(ctx: RunContext, entry: Row) -> DataFrame:
+def published_predictions(ctx: RunContext, entry: Event) -> DataFrame:
     return tables.read_run(
         ctx.spark,
         ctx.settings,
@@ -110,7 +105,7 @@ def published_predictions(ctx: RunContext, entry: Row) -> DataFrame:
     )
 
 
-def describe(entry: Row) -> str:
+def describe(entry: Event) -> str:
     return f"published run_date {entry.run_date} (predictions v{entry.predictions_version})"
 
 
@@ -191,7 +186,9 @@ def feature_measures(
 # ---------------------------------------------------------------- prediction drift
 
 
-def prediction_measures(ctx: RunContext, current: DataFrame, previous: Row | None) -> list[Measure]:
+def prediction_measures(
+    ctx: RunContext, current: DataFrame, previous: Event | None
+) -> list[Measure]:
     """The published scores against the previous run date's publish: PSI on the previous scores'
     deciles, and KS (stored, no threshold)."""
     limits = ctx.usecase.monitoring
@@ -216,12 +213,12 @@ def prediction_measures(ctx: RunContext, current: DataFrame, previous: Row | Non
 # ---------------------------------------------------------------- realized performance
 
 
-def outcome_window(ctx: RunContext, earlier: list[Row]) -> list[Row]:
+def outcome_window(ctx: RunContext, earlier: list[Event]) -> list[Event]:
     """The earlier publishes whose outcomes the current batch can hold, newest publish per run
     date: the previous run date's (its keys' labels are in today's batch), or, for a time-series
     use case, every run date within the horizon (their target dates may fall in today's batch)."""
     series = ctx.usecase.time_series
-    latest: dict[date, Row] = {}
+    latest: dict[date, Event] = {}
     for entry in earlier:  # newest first: keep the first per run date
         latest.setdefault(entry.run_date, entry)
     dates = sorted(latest, reverse=True)
@@ -248,7 +245,7 @@ def outcomes(predictions: DataFrame, labels: DataFrame, *, usecase: UseCase) -> 
 
 
 def realized_measures(
-    ctx: RunContext, current_clean: DataFrame, earlier: list[Row]
+    ctx: RunContext, current_clean: DataFrame, earlier: list[Event]
 ) -> list[Measure]:
     usecase, limits = ctx.usecase, ctx.usecase.monitoring
     names = ("auc",) if usecase.task == "binary" else ("rmse", "mae", "mape")
@@ -312,11 +309,11 @@ def realized(
 # ---------------------------------------------------------------- the stage
 
 
-def current_publish(ctx: RunContext, events: list[Row]) -> Row:
+def current_publish(ctx: RunContext, events: list[Event]) -> Event:
     found = next((e for e in events if e.run_date == ctx.run_date), None)
     if found is None:
         raise LookupError(
-            f"{serving.PUBLISH_LOG}: nothing published for {ctx.usecase.name!r} run_date "
+            f"{publish_log.PUBLISH_LOG}: nothing published for {ctx.usecase.name!r} run_date "
             f"{ctx.run_date}: run the publish stage first"
         )
     return found

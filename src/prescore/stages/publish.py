@@ -1,20 +1,22 @@
 """Publish: checks on the candidate predictions -> serving snapshot -> publish_log -> current pointer.
 
-Nothing becomes visible unless every check passed. The publish log (Delta, one row per publish or
-rollback) says which predictions version, model and snapshot each publish made current.
+Nothing becomes visible unless every check passed. The publish log (publish_log.py) says which
+predictions version, model and snapshot each publish made current. Serving moves forward only: a
+run date older than the one served (a backfill) is checked, built and logged, but not made current
+unless asked (`serve_older`). Rollback walks back one served snapshot per call. One publish or
+rollback of a use case runs at a time (serving.publish_lock).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from prescore import serving, tables
+from prescore import publish_log, serving, tables
 from prescore.monitoring import population_stability_index
 from prescore.stages.score import SCORE, scored_population
 
@@ -23,9 +25,10 @@ if TYPE_CHECKING:
 
     from prescore.config import PublishSettings, Settings, UseCase
     from prescore.context import RunContext
+    from prescore.publish_log import Event
 
 log = logging.getLogger(__name__)
-PUBLISH_LOG = serving.PUBLISH_LOG
+PUBLISH_LOG = publish_log.PUBLISH_LOG
 
 
 @dataclass(frozen=True)
@@ -135,42 +138,19 @@ def drift_check(
     )
 
 
-def published_reference(ctx: RunContext) -> tuple[DataFrame, str] | None:
-    """The predictions readers are served now (the latest publish or rollback), or None."""
-    from pyspark.sql import functions as F
-
-    usecase, settings = ctx.usecase, ctx.settings
-    if not tables.exists(settings, PUBLISH_LOG):
+def published_reference(ctx: RunContext, served: Event | None) -> tuple[DataFrame, str] | None:
+    """The predictions readers are served now, or None before the first publish."""
+    if served is None:
         return None
-    current = (
-        tables.read(ctx.spark, settings, PUBLISH_LOG)
-        .where(F.col("usecase") == usecase.name)
-        .orderBy(F.col("published_at").desc())
-        .first()
-    )
-    if current is None:
-        return None
-    version = current.predictions_version
-    frame = tables.read_run(
-        ctx.spark, settings, usecase.predictions_table, current.run_date, version
-    )
-    return frame, f"published {usecase.predictions_table} v{version} of {current.run_date}"
+    table, version = ctx.usecase.predictions_table, served.predictions_version
+    frame = tables.read_run(ctx.spark, ctx.settings, table, served.run_date, version)
+    return frame, f"published {table} v{version} of {served.run_date}"
 
 
 def data_files(df: DataFrame) -> list[str]:
     """The local Parquet files behind exactly this Delta version and run_date."""
     paths = df.select("_metadata.file_path").distinct().collect()
     return sorted(unquote(urlparse(row[0]).path) for row in paths)
-
-
-def publish_log_row(spark: SparkSession, **values: object) -> DataFrame:
-    """One publish_log row, stamped now; the schema is spelled out so a null never changes a type."""
-    schema = (
-        "usecase string, run_date date, action string, predictions_version bigint, model_name string, "
-        "model_version string, snapshot string, checks string, published_at timestamp"
-    )
-    row = {**values, "published_at": datetime.now()}
-    return spark.createDataFrame([row], schema=schema)
 
 
 @dataclass(frozen=True)
@@ -184,8 +164,9 @@ class Candidate:
     checks: list[CheckResult]
 
 
-def checked_candidate(ctx: RunContext) -> Candidate:
-    """The run date's candidate predictions, or PublishCheckError naming every failed check."""
+def checked_candidate(ctx: RunContext, served: Event | None) -> Candidate:
+    """The run date's candidate predictions, or PublishCheckError naming every failed check;
+    `served` is what readers get now, the drift check's reference."""
     usecase, settings = ctx.usecase, ctx.settings
     version = tables.latest_version(ctx.spark, settings, usecase.predictions_table)
     candidate = tables.read_run(
@@ -197,7 +178,7 @@ def checked_candidate(ctx: RunContext) -> Candidate:
         ctx.spark, settings, usecase, ctx.run_date, lineage["features_version"]
     )
     checks = candidate_checks(candidate, usecase=usecase, expected_rows=population)
-    reference = published_reference(ctx)
+    reference = published_reference(ctx, served)
     checks.append(
         drift_check(
             candidate,
@@ -214,40 +195,95 @@ def checked_candidate(ctx: RunContext) -> Candidate:
     return Candidate(candidate, version, lineage, population, checks)
 
 
-def run(ctx: RunContext) -> dict[str, object]:
-    usecase, settings = ctx.usecase, ctx.settings
-    candidate = checked_candidate(ctx)
-    version, lineage = candidate.version, candidate.lineage
-    snapshot, rows = serving.build_usecase_snapshot(
-        settings, usecase, ctx.run_date, version, data_files(candidate.frame)
-    )
-    if rows != candidate.population:
-        raise PublishCheckError(
-            f"{snapshot}: holds {rows} rows, expected {candidate.population}; not published"
+def run(ctx: RunContext, *, serve_older: bool = False) -> dict[str, object]:
+    """Check, build and log the run date's predictions, and serve them unless they are older than
+    what is served (then they are a backfill, unless `serve_older`)."""
+    usecase, settings, spark = ctx.usecase, ctx.settings, ctx.spark
+    with serving.publish_lock(settings, usecase, f"publish of {ctx.run_date}"):
+        served = current_events(spark, settings, usecase)
+        current = served[-1] if served else None
+        candidate = checked_candidate(ctx, current)
+        snapshot, rows = serving.build_usecase_snapshot(
+            settings, usecase, ctx.run_date, candidate.version, data_files(candidate.frame)
         )
-    entry = publish_log_row(
-        ctx.spark,
-        usecase=usecase.name,
-        run_date=ctx.run_date,
-        action="publish",
-        predictions_version=version,
-        model_name=lineage["model_name"],
-        model_version=lineage["model_version"],
-        snapshot=str(snapshot),
-        checks=json.dumps([asdict(c) for c in candidate.checks]),
+        if rows != candidate.population:
+            raise PublishCheckError(
+                f"{snapshot}: holds {rows} rows, expected {candidate.population}; not published"
+            )
+        moves = current is None or serve_older or ctx.run_date >= current.run_date
+        event = publish_log.Event(
+            usecase=usecase.name,
+            run_date=ctx.run_date,
+            action=publish_log.PUBLISH if moves else publish_log.BACKFILL,
+            predictions_version=candidate.version,
+            model_name=candidate.lineage["model_name"],
+            model_version=candidate.lineage["model_version"],
+            snapshot=publish_log.relative_snapshot(snapshot.name),
+            checks=json.dumps([asdict(c) for c in candidate.checks]),
+            published_at=datetime.now(),
+        )
+        if moves:
+            make_current(spark, settings, usecase, event)
+            served.append(event)
+        else:
+            publish_log.append(spark, settings, event)
+        prune(settings, usecase, served, also=snapshot.name)
+    summary: dict[str, object] = {
+        "predictions_version": candidate.version,
+        "rows": rows,
+        "snapshot": event.snapshot,
+        "served": moves,
+    }
+    if not moves:
+        assert current is not None  # only an older date than a served one is held back
+        summary["not_served_because"] = (
+            f"run date {ctx.run_date} is older than the served {current.run_date}: published as "
+            "a backfill; `prescore publish --serve-older` serves it"
+        )
+        log.warning("publish: %s %s", usecase.name, summary["not_served_because"])
+    log.info(
+        "publish: %s v%d (%d rows) -> %s",
+        usecase.predictions_table,
+        candidate.version,
+        rows,
+        snapshot.name,
     )
-    make_current(entry, settings, usecase, snapshot)
-    serving.prune_snapshots(settings, usecase, keep={snapshot.resolve()})
-    log.info("publish: %s v%d (%d rows) -> %s", usecase.predictions_table, version, rows, snapshot)
-    return {"predictions_version": version, "rows": rows, "snapshot": str(snapshot)}
+    return summary
 
 
-def make_current(entry: DataFrame, settings: Settings, usecase: UseCase, snapshot: Path) -> None:
+def current_events(spark: SparkSession, settings: Settings, usecase: UseCase) -> list[Event]:
+    """The served events, oldest first, after deleting a last one that never took effect (a
+    process killed between logging and moving the pointer). Call under the publish lock."""
+    pointer = serving.pointer_target(settings, usecase)
+    orphan = publish_log.drop_unserved(spark, settings, usecase, pointer)
+    if orphan is not None:
+        log.warning(
+            "%s: deleted the %s of %s (%s) from %s: it was logged but never served",
+            usecase.name,
+            orphan.action,
+            orphan.run_date,
+            orphan.snapshot_name,
+            PUBLISH_LOG,
+        )
+    return publish_log.served_events(publish_log.read(spark, settings, usecase), pointer)
+
+
+def prune(settings: Settings, usecase: UseCase, served: list[Event], *, also: str) -> None:
+    """Keep the snapshots the last `serving_snapshots_kept` rollbacks can reach and the last ones
+    served (for as_of), and `also`; delete the rest."""
+    kept = settings.serving_snapshots_kept
+    stack = publish_log.rollback_stack(served)
+    recent = list(dict.fromkeys(e.snapshot_name for e in reversed(served)))
+    keep = {e.snapshot_name for e in stack[-kept:]} | set(recent[:kept]) | {also}
+    serving.prune_snapshots(settings, usecase, keep)
+
+
+def make_current(spark: SparkSession, settings: Settings, usecase: UseCase, event: Event) -> None:
     """Stage the link, log, then move the link: the log never misses what readers can see, and
     a link that cannot be written (disk full, no rights) fails before anything is logged."""
-    staged = serving.stage_pointer(settings, usecase, snapshot)
+    staged = serving.stage_pointer(settings, usecase, event.snapshot_name)
     try:
-        tables.append(entry, settings, PUBLISH_LOG)
+        publish_log.append(spark, settings, event)
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
@@ -257,33 +293,47 @@ def make_current(entry: DataFrame, settings: Settings, usecase: UseCase, snapsho
 def rollback(
     spark: SparkSession, settings: Settings, usecase: UseCase, to: date | None = None
 ) -> dict[str, object]:
-    """Point current.duckdb back at an earlier publish (the previous one, or run date `to`)."""
-    from pyspark.sql import functions as F
-
-    history = (
-        tables.read(spark, settings, PUBLISH_LOG)
-        .where(F.col("usecase") == usecase.name)
-        .orderBy(F.col("published_at").desc())
-        .collect()
-    )
-    if not history:
-        raise LookupError(f"{PUBLISH_LOG}: nothing published for use case {usecase.name!r}")
-    current = history[0]
-    earlier = [r for r in history if r.action == "publish" and r.snapshot != current.snapshot]
-    if to is not None:
-        earlier = [r for r in earlier if r.run_date == to]
-    target = next((r for r in earlier if Path(r.snapshot).exists()), None)
-    if target is None:
-        wanted = f"run date {to}" if to else "an earlier publish"
-        raise LookupError(
-            f"{PUBLISH_LOG}: no kept snapshot of {wanted} for {usecase.name!r} "
-            f"(the last {settings.serving_snapshots_kept} are kept); republish that date instead"
+    """Serve again the snapshot served before the current one (or the nearest earlier one of run
+    date `to`): each call walks one step further back."""
+    with serving.publish_lock(settings, usecase, "rollback"):
+        served = current_events(spark, settings, usecase)
+        if not served:
+            raise LookupError(f"{PUBLISH_LOG}: nothing served for use case {usecase.name!r}")
+        stack = publish_log.rollback_stack(served)
+        built = [
+            e for e in publish_log.read(spark, settings, usecase) if e.action in publish_log.BUILT
+        ]
+        target = publish_log.rollback_target(stack, built, to)
+        wanted = f"run date {to}" if to else "earlier served snapshot"
+        if target is None:
+            raise LookupError(
+                f"{PUBLISH_LOG}: {usecase.name!r} has no {wanted} to roll back to "
+                f"(serving {stack[-1].snapshot_name})"
+            )
+        path = serving.usecase_dir(settings, usecase) / "snapshots" / target.snapshot_name
+        if not path.exists():
+            raise LookupError(
+                f"{usecase.name!r}: {wanted} ({target.snapshot_name}) is no longer kept (the last "
+                f"{settings.serving_snapshots_kept} are); republish run date {target.run_date} instead"
+            )
+        problem = serving.snapshot_problem(path)
+        if problem is not None:
+            raise LookupError(
+                f"{usecase.name!r}: {wanted} ({target.snapshot_name}) cannot be served: {problem}; "
+                f"republish run date {target.run_date} instead"
+            )
+        event = replace(
+            target,
+            action=publish_log.ROLLBACK,
+            snapshot=publish_log.relative_snapshot(target.snapshot_name),
+            published_at=datetime.now(),
         )
-    entry = publish_log_row(spark, **{**target.asDict(), "action": "rollback"})
-    make_current(entry, settings, usecase, Path(target.snapshot))
-    log.info("rollback: %s -> %s (run date %s)", usecase.name, target.snapshot, target.run_date)
+        make_current(spark, settings, usecase, event)
+    log.info(
+        "rollback: %s -> %s (run date %s)", usecase.name, target.snapshot_name, target.run_date
+    )
     return {
         "run_date": target.run_date,
-        "snapshot": target.snapshot,
+        "snapshot": event.snapshot,
         "model_version": target.model_version,
     }

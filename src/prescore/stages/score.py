@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from prescore import registry, tables, timeseries
 from prescore.config import TARGET_DATE
 from prescore.features import as_model_input
+from prescore.identifiers import quote_spark_identifier
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -135,7 +136,11 @@ def scored_by(
 
     keys, features = usecase.published_keys, usecase.features
     columns = [column for column, _, _ in models]
-    returns = ", ".join(f"`{c}` double" for c in columns) if len(columns) > 1 else "double"
+    returns = (
+        ", ".join(f"{quote_spark_identifier(c)} double" for c in columns)
+        if len(columns) > 1
+        else "double"
+    )
     scores = scores_udf(models, returns)(*(F.col(f) for f in features))
     inputs = df.select(*keys, *features).transform(as_model_input, features=features)
     if len(columns) == 1:
