@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prescore.identifiers import quote_identifier
+from prescore.identifiers import quote_identifier, quote_spark_identifier
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -171,11 +171,10 @@ def vacuum_removed_files(spark: SparkSession, settings: Settings, table: str) ->
     from delta.tables import DeltaTable
 
     path = str(settings.table_path(table))
-    quoted = path.replace("`", "``")
     before = spark.conf.get(RETENTION_CHECK, None)
     spark.conf.set(RETENTION_CHECK, "false")  # this session only, for this one command
     try:
-        spark.sql(f"VACUUM delta.`{quoted}` LITE RETAIN 0 HOURS").collect()
+        spark.sql(f"VACUUM delta.{quote_spark_identifier(path)} LITE RETAIN 0 HOURS").collect()
     finally:
         if before is None:
             spark.conf.unset(RETENTION_CHECK)
