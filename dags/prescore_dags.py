@@ -205,6 +205,7 @@ class StageSubmitOperator(SparkSubmitOperator):
         try:
             self.py_files = str(cached_bundle())  # the library travels with the job
             self.jars, self.packages = submitted_jars(self.jars, self.packages)
+            self._hook = None  # built from the attributes just set, not from an earlier try's
             super().execute(context)
         finally:
             self.py_files, self.jars, self.packages = declared

@@ -30,9 +30,9 @@ CACHE_VARIABLE = "PRESCORE_CACHE_DIR"
 STALE_SECONDS = 7 * 24 * 3600
 
 
-def package_files() -> dict[str, bytes]:
-    """Every file of the prescore package (no bytecode), by its path in the zip."""
-    package = Path(prescore.__file__).resolve().parent
+def package_files(package: Path | None = None) -> dict[str, bytes]:
+    """Every file of the package (prescore's by default; no bytecode), by its path in the zip."""
+    package = package or Path(prescore.__file__).resolve().parent
     return {
         path.relative_to(package.parent).as_posix(): path.read_bytes()
         for path in sorted(package.rglob("*"))
@@ -71,10 +71,10 @@ def bundle_cache_dir() -> Path:
     return Path(root) / "bundles"
 
 
-def cached_bundle(folder: Path | None = None) -> Path:
+def cached_bundle(folder: Path | None = None, package: Path | None = None) -> Path:
     """<folder>/prescore-<code version>.zip of the package as it is now, built only if missing."""
     folder = folder or bundle_cache_dir()
-    files = package_files()
+    files = package_files(package)
     target = folder / f"prescore-{code_version(files)}.zip"
     if target.is_file():
         os.utime(target)  # in use: not stale
