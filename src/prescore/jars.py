@@ -127,3 +127,17 @@ def resolve_with_spark(packages: str, conf: dict[str, str] | None = None) -> lis
 def ensure_local_jars(packages: str, conf: dict[str, str] | None = None) -> list[Path]:
     """The store's jars for `packages`, resolved through Spark and stored first if missing."""
     return local_jars(packages) or store_jars(packages, resolve_with_spark(packages, conf))
+
+
+def cds_archive(folder: Path | None = None) -> Path:
+    """The driver JVM's class-data-sharing archive (prescore.cds), made at setup for this Spark."""
+    from importlib.metadata import version
+
+    return (folder or jars_dir()) / "cds" / f"spark-{version('pyspark')}-driver.jsa"
+
+
+def cds_java_options(folder: Path | None = None) -> str | None:
+    """-XX:SharedArchiveFile=<archive> when setup made one; a JVM that finds it unusable (another
+    JDK, say) ignores it and starts as without it."""
+    archive = cds_archive(folder)
+    return f"-XX:SharedArchiveFile={archive}" if archive.is_file() else None

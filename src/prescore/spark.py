@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from prescore.jars import ensure_local_jars, jars_dir, local_jars
+from prescore.jars import cds_java_options, ensure_local_jars, jars_dir, local_jars
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -71,6 +71,10 @@ def spark_conf(settings: Settings, packages: Sequence[str] = ()) -> dict[str, st
         "spark.databricks.delta.replaceWhere.constraintCheck.enabled": "true",
         **settings.spark.conf,
     }
+    cds = cds_java_options()  # the driver's class-data-sharing archive, if setup made one
+    if cds:
+        named = conf.get("spark.driver.extraJavaOptions", "")
+        conf["spark.driver.extraJavaOptions"] = f"{named} {cds}".strip()
     return {k: v for k, v in conf.items() if k not in JAR_KEYS} | jar_conf(settings, packages)
 
 
@@ -133,12 +137,15 @@ def resolve_jars(settings: Settings) -> list[str]:
 
 if __name__ == "__main__":
     # `python -m prescore.spark`: resolve the packages once into the local jar store (setup and
-    # the image build call this; see scripts/fetch_delta_jars.sh for the offline fallback), then
-    # start a session from those jars to prove that Spark loads Delta.
+    # the image build call this; see scripts/fetch_delta_jars.sh for the offline fallback), make
+    # the driver's class-data-sharing archive (prescore.cds), then start a session from those
+    # jars to prove that Spark loads Delta.
+    from prescore.cds import dump_archive
     from prescore.config import load_settings
 
     settings = load_settings()
     resolved = resolve_jars(settings)
+    dump_archive(settings)
     session = get_spark(settings)
     session.range(1).count()
     print(f"Spark {session.version} with {'; '.join(resolved)}: ready (jars in {jars_dir()})")
