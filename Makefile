@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml constraints.txt | check-java
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $@
 
-# Delta's jars resolve from Maven Central through Ivy at the first session start and are cached.
-$(VENV)/.delta-jars: $(STAMP)
+# Delta's jars (and the use cases' JDBC drivers) resolve once, here, into a local jar store that
+# every task and session then loads from (prescore.jars): no Ivy resolution at run time.
+$(VENV)/.delta-jars: $(STAMP) $(wildcard conf/*.yaml conf/env/*.yaml conf/usecases/*.yaml)
 	@scripts/fetch_delta_jars.sh $(BIN)/python
 	@touch $@
 

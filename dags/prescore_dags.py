@@ -51,7 +51,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,7 +61,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, chain
 
 from prescore import alerts
-from prescore.bundle import build_bundle
+from prescore.bundle import cached_bundle
 from prescore.config import (
     HOME_VARIABLE,
     Settings,
@@ -72,7 +71,8 @@ from prescore.config import (
     load_usecases,
 )
 from prescore.flow import STAGES
-from prescore.spark import jars_packages, source_packages, spark_conf
+from prescore.jars import local_jars
+from prescore.spark import JAR_KEYS, jars_packages, source_packages, spark_conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -177,12 +177,14 @@ def job_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 class StageSubmitOperator(SparkSubmitOperator):
-    """spark-submit one stage job, with the job environment read when the task runs, and the
-    prescore package as --py-files, zipped then from the code the task runs (see prescore.bundle).
+    """spark-submit one stage job, with the job environment read when the task runs, the
+    prescore package as --py-files (the cached zip of the code the task runs, prescore.bundle),
+    and the packages as the local jars setup resolved for them (prescore.jars), if any.
 
     Reading it at run time, not at parse time, keeps secrets (PRESCORE_HMAC_KEY, MLflow
     credentials) out of the serialized DAG and out of the rendered-template records in the
-    metadata database, and lets a worker's environment win over the DAG processor's.
+    metadata database, and lets a worker's environment win over the DAG processor's; the jars
+    are looked up on the worker that runs spark-submit, where they must be.
     """
 
     def __init__(self, *, pyspark_python: str | None = None, **kwargs: Any) -> None:
@@ -200,9 +202,14 @@ class StageSubmitOperator(SparkSubmitOperator):
             env["PYSPARK_PYTHON"] = self.pyspark_python
         env[HOME_VARIABLE] = str(PROJECT_DIR)  # the job imports prescore from the zip below
         self.env_vars = {**env, **(self.env_vars or {})}
-        with tempfile.TemporaryDirectory(prefix="prescore-bundle-") as folder:
-            self.py_files = str(build_bundle(Path(folder)))  # the library travels with the job
+        declared = self.py_files, self.jars, self.packages
+        try:
+            self.py_files = str(cached_bundle())  # the library travels with the job
+            self.jars, self.packages = submitted_jars(self.jars, self.packages)
+            self._hook = None  # built from the attributes just set, not from an earlier try's
             super().execute(context)
+        finally:
+            self.py_files, self.jars, self.packages = declared
         # Say which day the new data or model is of, for whoever reads the asset event.
         events = context.get("outlet_events")
         if events is not None and self.application_args:
@@ -210,9 +217,20 @@ class StageSubmitOperator(SparkSubmitOperator):
                 events[asset].extra = {"run_date": self.application_args[-1]}
 
 
+def submitted_jars(jars: str | None, packages: str | None) -> tuple[str | None, str | None]:
+    """(--jars, --packages) for spark-submit: the local jars resolved at setup for exactly these
+    packages, ahead of any jars named, and no packages; else both as declared (Ivy resolves)."""
+    local = local_jars(packages) if packages else None
+    if local is None:
+        log.info("prescore: packages not resolved at setup; spark-submit resolves %s", packages)
+        return jars, packages
+    return ",".join([*(str(jar) for jar in local), *filter(None, [jars])]), None
+
+
 def submit_conf(settings: Settings) -> dict[str, str]:
-    """Spark settings for spark-submit; the jars (Delta, a JDBC driver) go through `packages`."""
-    return {k: v for k, v in spark_conf(settings).items() if k != "spark.jars.packages"}
+    """Spark settings for spark-submit; the jars (Delta, a JDBC driver) go through `packages`,
+    which the task turns into local `jars` when it runs (StageSubmitOperator)."""
+    return {k: v for k, v in spark_conf(settings).items() if k not in JAR_KEYS}
 
 
 def stage_task(
@@ -226,6 +244,7 @@ def stage_task(
         application_args=["--usecase", usecase.name, "--run-date", RUN_DATE_ARG],
         conn_id="spark_default",
         packages=jars_packages(settings, source_packages(usecase)),
+        jars=settings.spark.conf.get("spark.jars"),  # the jars conf names, if any
         conf=submit_conf(settings),
         name=f"prescore-{usecase.name}-{stage}",
         spark_binary=str(_LOCAL_SPARK_SUBMIT) if local_binary else None,

@@ -7,6 +7,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from prescore.jars import cds_java_options, ensure_local_jars, jars_dir, local_jars
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -35,13 +37,30 @@ def source_packages(usecase: UseCase) -> list[str]:
     return [usecase.source.driver_package] if usecase.source.driver_package else []
 
 
+# The settings that bring jars into a session; spark_conf sets them from jar_conf.
+JAR_KEYS = ("spark.jars", "spark.jars.packages")
+
+
+def jar_conf(settings: Settings, packages: Sequence[str] = ()) -> dict[str, str]:
+    """How the session gets Delta and the drivers: `spark.jars`, the local files setup resolved
+    for exactly these coordinates (see prescore.jars), else `spark.jars.packages` (Ivy resolves
+    them when the session starts). Jars conf names in spark.jars come after the resolved ones."""
+    coordinates = jars_packages(settings, packages)
+    local = local_jars(coordinates)
+    conf = {} if local else {"spark.jars.packages": coordinates}
+    jars = [*(str(jar) for jar in local or []), settings.spark.conf.get("spark.jars", "")]
+    if any(jars):
+        conf["spark.jars"] = ",".join(filter(None, jars))
+    return conf
+
+
 def spark_conf(settings: Settings, packages: Sequence[str] = ()) -> dict[str, str]:
     """Every Spark setting prescore needs, for a builder or a spark-submit --conf list.
 
-    Packages are resolved once, when the session starts: `packages` (a use case's JDBC driver)
+    The jars are loaded once, when the session starts: `packages` (a use case's JDBC driver)
     must be named by whoever builds the session for a stage.
     """
-    return {
+    conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
@@ -54,14 +73,18 @@ def spark_conf(settings: Settings, packages: Sequence[str] = ()) -> dict[str, st
         # whatever the JVM's own umask: the local one applies it with an explicit chmod.
         "spark.hadoop.fs.permissions.umask-mode": "027",
         **settings.spark.conf,
-        "spark.jars.packages": jars_packages(settings, packages),
     }
+    cds = cds_java_options()  # the driver's class-data-sharing archive, if setup made one
+    if cds:
+        named = conf.get("spark.driver.extraJavaOptions", "")
+        conf["spark.driver.extraJavaOptions"] = f"{named} {cds}".strip()
+    return {k: v for k, v in conf.items() if k not in JAR_KEYS} | jar_conf(settings, packages)
 
 
 def get_spark(settings: Settings, packages: Sequence[str] = ()) -> SparkSession:
     """The active session, or a new one with Delta on and `packages` (JDBC drivers) loaded.
 
-    Under spark-submit the launcher already chose the master and resolved --packages, and what it
+    Under spark-submit the launcher already chose the master and loaded the jars, and what it
     was given with --conf wins over conf/ (a cluster's python path, say); run from plain Python,
     conf decides everything.
     """
@@ -79,9 +102,7 @@ def get_spark(settings: Settings, packages: Sequence[str] = ()) -> SparkSession:
     }
     launcher = launcher_conf()
     if launcher is not None:  # the JVM is up, its packages resolved: fill in only what is unset
-        wanted = {
-            k: v for k, v in wanted.items() if k not in launcher and k != "spark.jars.packages"
-        }
+        wanted = {k: v for k, v in wanted.items() if k not in launcher and k not in JAR_KEYS}
     builder = SparkSession.builder
     for key, value in wanted.items():
         builder = builder.config(key, value)
@@ -104,12 +125,31 @@ def launcher_conf() -> dict[str, str] | None:
     return dict(SparkConf().getAll())
 
 
+def resolve_jars(settings: Settings) -> list[str]:
+    """Resolve, once, every set of packages the settings' sessions and stages ask for (Delta,
+    with each use case's JDBC driver), into the local jar store; returns the sets."""
+    from prescore.config import load_usecases
+
+    sets = [jars_packages(settings)]
+    for usecase in load_usecases(settings).usecases.values():
+        sets.append(jars_packages(settings, source_packages(usecase)))
+    for coordinates in dict.fromkeys(sets):
+        ensure_local_jars(coordinates, settings.spark.conf)
+    return list(dict.fromkeys(sets))
+
+
 if __name__ == "__main__":
-    # `python -m prescore.spark`: start a session once so that the Delta jars are resolved and
-    # cached (setup calls this; see scripts/fetch_delta_jars.sh for the offline fallback).
+    # `python -m prescore.spark`: resolve the packages once into the local jar store (setup and
+    # the image build call this; see scripts/fetch_delta_jars.sh for the offline fallback), make
+    # the driver's class-data-sharing archive (prescore.cds), then start a session from those
+    # jars to prove that Spark loads Delta.
+    from prescore.cds import dump_archive
     from prescore.config import load_settings
 
-    session = get_spark(load_settings())
+    settings = load_settings()
+    resolved = resolve_jars(settings)
+    dump_archive(settings)
+    session = get_spark(settings)
     session.range(1).count()
-    print(f"Spark {session.version} with {delta_package()}: ready")
+    print(f"Spark {session.version} with {'; '.join(resolved)}: ready (jars in {jars_dir()})")
     session.stop()

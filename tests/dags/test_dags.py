@@ -28,6 +28,7 @@ from airflow.timetables.assets import AssetOrTimeSchedule as CoreAssetOrTimeSche
 from airflow.timetables.base import DataInterval, TimeRestriction
 
 from prescore.config import AirflowSettings, ScheduleSettings, list_usecases, load_settings
+from prescore.jars import JARS_VARIABLE, store_jars
 from prescore.spark import delta_package
 from support import webhook_server
 
@@ -137,6 +138,7 @@ def test_each_task_brings_delta_through_spark_submit(dagbag: DagBag) -> None:
         for task in dag.tasks:
             assert task.packages.split(",")[0] == delta_package()
             assert "spark.jars.packages" not in task.conf
+            assert "spark.jars" not in task.conf  # local jars are picked when the task runs
             assert task.conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
             assert task._conn_id == "spark_default"
 
@@ -225,7 +227,7 @@ def test_retries_can_be_lowered_from_the_environment(
 
 
 def test_task_passes_prescore_and_mlflow_env_at_run_time_only(
-    dagbag: DagBag, monkeypatch: pytest.MonkeyPatch
+    dagbag: DagBag, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Secrets reach spark-submit's environment, but never the serialized DAG."""
     secret = "hmac-secret-for-test-only"
@@ -233,6 +235,8 @@ def test_task_passes_prescore_and_mlflow_env_at_run_time_only(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///tmp/mlflow.db")
     monkeypatch.setenv("UNRELATED_SETTING", "x")
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local[*]"}')
+    monkeypatch.setenv(JARS_VARIABLE, str(tmp_path / "no-jars"))  # nothing resolved: --packages
+    monkeypatch.setenv("PRESCORE_CACHE_DIR", str(tmp_path / "cache"))
     submitted: dict[str, Any] = {}
 
     def record_submit(hook: SparkSubmitHook, application: str = "", **_: Any) -> None:
@@ -260,6 +264,57 @@ def test_task_passes_prescore_and_mlflow_env_at_run_time_only(
     assert secret not in serialized
     # The clean asset's event says which day's clean data is new.
     assert [e.extra for e in outlet_events.values()] == [{"run_date": RUN_DATE}]
+
+
+def _submitted_command(task: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The spark-submit command the task runs (the submit itself recorded, not run)."""
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local[2]"}')
+    submitted: dict[str, list[str]] = {}
+
+    def record_submit(hook: SparkSubmitHook, application: str = "", **_: Any) -> None:
+        submitted["cmd"] = hook._build_spark_submit_command(application)
+
+    monkeypatch.setattr(SparkSubmitHook, "submit", record_submit)
+    logical = datetime.fromisoformat(f"{RUN_DATE}T00:00:00+00:00")
+    declared = task.application_args
+    task.application_args = _render(task, _dag_run(logical, logical))
+    try:
+        task.execute(context={"outlet_events": None})
+    finally:
+        task.application_args = declared
+    return submitted["cmd"]
+
+
+@pytest.mark.parametrize("resolved", [True, False], ids=["jars-resolved", "not-resolved"])
+def test_a_task_submits_the_local_jars_resolved_at_setup_else_the_packages(
+    dagbag: DagBag, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, resolved: bool
+) -> None:
+    """No Ivy resolution per task when setup resolved exactly the task's packages."""
+    store = tmp_path / "jars"
+    monkeypatch.setenv(JARS_VARIABLE, str(store))
+    monkeypatch.setenv("PRESCORE_CACHE_DIR", str(tmp_path / "cache"))
+    task = next(d for d in _dags(dagbag) if _kind(d) == "score").get_task("score")
+    if resolved:
+        fakes = [tmp_path / "io.delta_delta-spark.jar", tmp_path / "io.delta_delta-storage.jar"]
+        for fake in fakes:
+            fake.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+        store_jars(task.packages, fakes)
+        store_jars("io.delta:other:1.0", fakes[:1])  # another set: not the task's
+    cmd = _submitted_command(task, monkeypatch)
+
+    if resolved:
+        assert "--packages" not in cmd
+        assert cmd[cmd.index("--jars") + 1].split(",") == [
+            str(store / "files" / fake.name) for fake in fakes
+        ]
+    else:
+        assert "--jars" not in cmd
+        assert cmd[cmd.index("--packages") + 1] == task.packages
+    assert task.packages.split(",")[0] == delta_package()  # the task keeps its coordinates
+    bundle = Path(cmd[cmd.index("--py-files") + 1])
+    assert bundle.parent == tmp_path / "cache" / "bundles"
+    assert bundle.name.startswith("prescore-") and bundle.is_file()
+    assert _submitted_command(task, monkeypatch)[cmd.index("--py-files") + 1] == str(bundle)
 
 
 @pytest.mark.parametrize("dag_file", ["prescore_dags.py", "prescore_config_check.py"])
@@ -506,9 +561,18 @@ def test_drift_task_skips_unless_a_threshold_was_crossed(
     assert module.drift_signal("churn", day2.isoformat()) == ["feature_psi:monthly_charges"]
 
 
-def test_a_jdbc_source_brings_its_driver_to_every_task(dags_dir: Path) -> None:
-    """The driver's jar must be in the session when it starts: spark-submit --packages."""
+def test_a_jdbc_source_brings_its_driver_to_every_task(
+    dags_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The driver's jar must be in the session when it starts: spark-submit --packages, or the
+    local jars setup resolved for Delta and the driver together."""
     from prescore.config import load_usecase
+
+    store, other = tmp_path / "jars", tmp_path / "other-jars"
+    monkeypatch.setenv(JARS_VARIABLE, str(store))
+    delta_jar, driver_jar = tmp_path / "delta.jar", tmp_path / "sqlite-jdbc.jar"
+    delta_jar.write_bytes(b"delta")
+    driver_jar.write_bytes(b"driver")
 
     module = _dag_module(dags_dir)
     settings = load_settings()
@@ -524,3 +588,14 @@ def test_a_jdbc_source_brings_its_driver_to_every_task(dags_dir: Path) -> None:
         for task in dag.tasks:
             if hasattr(task, "packages"):
                 assert task.packages.split(",") == [delta_package(), driver], task.task_id
+                # Resolved at setup, the driver's jar is among the local jars spark-submit gets.
+                store_jars(task.packages, [delta_jar, driver_jar], store)
+                assert module.submitted_jars(None, task.packages) == (
+                    f"{store / 'files' / delta_jar.name},{store / 'files' / driver_jar.name}",
+                    None,
+                )
+                # Delta alone resolved is not the task's set: it resolves its packages.
+                store_jars(delta_package(), [delta_jar], other)
+                monkeypatch.setenv(JARS_VARIABLE, str(other))
+                assert module.submitted_jars(None, task.packages) == (None, task.packages)
+                monkeypatch.setenv(JARS_VARIABLE, str(store))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prescore.config import Settings
+from prescore.config import HOME_VARIABLE, PROJECT_ROOT, Settings
 from prescore.spark import delta_package
 
 pytestmark = pytest.mark.integration
@@ -49,3 +49,56 @@ def test_launcher_conf_wins_and_conf_fills_in_the_rest(settings: Settings, tmp_p
         "spark.databricks.delta.replaceWhere.constraintCheck.enabled": "true",
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     }
+
+
+DELTA_PROBE = """
+import json, sys
+import prescore
+from pyspark import SparkConf
+from prescore.config import load_settings
+from prescore.spark import get_spark
+spark = get_spark(load_settings())
+spark.range(3).write.format("delta").mode("overwrite").save(sys.argv[1])
+rows = spark.read.format("delta").load(sys.argv[1]).count()
+conf = SparkConf()
+print("PROBE " + json.dumps({
+    "rows": rows,
+    "jars": conf.get("spark.jars", ""),
+    "packages": conf.get("spark.jars.packages", ""),
+    "prescore": prescore.__file__,
+}))
+spark.stop()
+"""
+
+
+def test_a_job_runs_on_the_local_jars_and_the_cached_bundle(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """What a DAG task submits when setup resolved its packages: --jars of local files, the
+    cached bundle as --py-files; Delta writes and reads, prescore comes from the bundle."""
+    from prescore.bundle import cached_bundle
+    from prescore.jars import ensure_local_jars, jars_dir, local_jars
+
+    coordinates = delta_package()
+    jars = local_jars(coordinates) or ensure_local_jars(coordinates)  # setup's work, if not done
+    assert all(jar.is_relative_to(jars_dir()) for jar in jars)
+    bundle = cached_bundle(tmp_path / "bundles")
+    probe = tmp_path / "probe.py"
+    probe.write_text(DELTA_PROBE)
+    command = [
+        *(str(SPARK_SUBMIT), "--master", "local[1]", "--name", "local-jars"),
+        *("--jars", ",".join(map(str, jars)), "--py-files", str(bundle)),
+        *("--conf", "spark.ui.enabled=false"),
+        *(str(probe), str(tmp_path / "table")),
+    ]
+    env = {**os.environ, "PRESCORE_ENV": "test", "PYSPARK_PYTHON": sys.executable}
+    env[HOME_VARIABLE] = str(PROJECT_ROOT)  # as a task sets it: prescore is imported from a zip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert ":: resolving dependencies" not in done.stderr  # no Ivy at run time
+    line = next(line for line in done.stdout.splitlines() if line.startswith("PROBE "))
+    found = json.loads(line.removeprefix("PROBE "))
+    assert found["rows"] == 3
+    assert found["packages"] == ""
+    assert found["jars"].split(",") == [jar.as_uri() for jar in jars]
+    assert found["prescore"] == f"{bundle}/prescore/__init__.py"

@@ -1,0 +1,63 @@
+"""The local jar store: packages resolved once at setup, looked up by exactly their coordinates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from prescore.config import load_settings
+from prescore.jars import JARS_VARIABLE, cds_archive, local_jars, store_jars
+from prescore.spark import delta_package, jars_packages, spark_conf
+
+pytestmark = pytest.mark.unit
+
+DRIVER = "org.xerial:sqlite-jdbc:3.54.1.0"
+
+
+@pytest.fixture
+def jars(tmp_path: Path) -> list[Path]:
+    files = [tmp_path / "io.delta_delta-spark.jar", tmp_path / "org.xerial_sqlite-jdbc.jar"]
+    for path in files:
+        path.write_bytes(path.name.encode())
+    return files
+
+
+def test_a_set_is_found_by_exactly_its_coordinates(tmp_path: Path, jars: list[Path]) -> None:
+    store = tmp_path / "store"
+    stored = store_jars(f"{delta_package()}, {DRIVER}", jars, store)
+    assert stored == [store / "files" / jar.name for jar in jars]
+    assert [p.read_bytes() for p in stored] == [j.read_bytes() for j in jars]
+    assert local_jars(f"{delta_package()},{DRIVER},{DRIVER}", store) == stored  # same set
+    assert local_jars(delta_package(), store) is None  # a subset is another set
+    assert local_jars(f"{DRIVER},{delta_package()}", store) is None  # order decides the classpath
+    stored[1].unlink()
+    assert local_jars(f"{delta_package()},{DRIVER}", store) is None  # a jar gone: not resolved
+
+
+def test_a_session_gets_the_local_jars_when_resolved_else_the_packages(
+    tmp_path: Path, jars: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(env="test")  # adds the sqlite-jdbc driver's package
+    monkeypatch.setenv(JARS_VARIABLE, str(tmp_path / "store"))
+    conf = spark_conf(settings)
+    assert conf["spark.jars.packages"] == jars_packages(settings)
+    assert "spark.jars" not in conf and "spark.driver.extraJavaOptions" not in conf
+
+    stored = store_jars(jars_packages(settings), jars)
+    conf = spark_conf(settings)
+    assert "spark.jars.packages" not in conf
+    assert conf["spark.jars"] == ",".join(map(str, stored))
+
+
+def test_the_driver_uses_the_cds_archive_once_setup_made_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(env="test")
+    monkeypatch.setenv(JARS_VARIABLE, str(tmp_path / "store"))
+    assert "spark.driver.extraJavaOptions" not in spark_conf(settings)
+    archive = cds_archive()
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"archive")
+    options = spark_conf(settings)["spark.driver.extraJavaOptions"]
+    assert options == f"-XX:SharedArchiveFile={archive}"
