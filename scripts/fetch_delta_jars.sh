@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Resolve Spark's packages once, at setup: `python -m prescore.spark` resolves Delta (and each use
+# Resolve Spark's packages once, at setup: `python -m prescore.jvm_setup` resolves Delta (and each use
 # case's JDBC driver) through Spark's own Ivy resolver and keeps the jars in the local jar store
 # (prescore.jars), so that tasks and sessions start from local files instead of resolving
 # --packages every time. Both the default settings and the test suite's (conf/env/test.yaml adds
@@ -10,7 +10,7 @@ python=${1:-.venv/bin/python}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 resolve() {
-  "$python" -m prescore.spark >"$log" 2>&1 && PRESCORE_ENV=test "$python" -m prescore.spark >>"$log" 2>&1
+  "$python" -m prescore.jvm_setup >"$log" 2>&1 && PRESCORE_ENV=test "$python" -m prescore.jvm_setup >>"$log" 2>&1
 }
 if resolve; then
   tail -1 "$log"; exit 0

@@ -7,7 +7,7 @@ has no -XX:+AutoCreateSharedArchive: that is JDK 19+); `prescore.spark.spark_con
 every driver -XX:SharedArchiveFile through spark.driver.extraJavaOptions, for spark-submit tasks
 and in-process sessions alike. See bench/README.md (startup) for what it saves.
 
-Setup submits `warm_up` as the job: `python -m prescore.spark` calls `dump_archive`.
+Setup submits `warm_up` as the job: `python -m prescore.jvm_setup` calls `dump_archive`.
 """
 
 from __future__ import annotations

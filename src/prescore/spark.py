@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from prescore.jars import cds_java_options, ensure_local_jars, jars_dir, local_jars
+from prescore.jars import cds_java_options, local_jars
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -123,33 +123,3 @@ def launcher_conf() -> dict[str, str] | None:
 
     SparkContext._ensure_initialized()
     return dict(SparkConf().getAll())
-
-
-def resolve_jars(settings: Settings) -> list[str]:
-    """Resolve, once, every set of packages the settings' sessions and stages ask for (Delta,
-    with each use case's JDBC driver), into the local jar store; returns the sets."""
-    from prescore.config import load_usecases
-
-    sets = [jars_packages(settings)]
-    for usecase in load_usecases(settings).usecases.values():
-        sets.append(jars_packages(settings, source_packages(usecase)))
-    for coordinates in dict.fromkeys(sets):
-        ensure_local_jars(coordinates, settings.spark.conf)
-    return list(dict.fromkeys(sets))
-
-
-if __name__ == "__main__":
-    # `python -m prescore.spark`: resolve the packages once into the local jar store (setup and
-    # the image build call this; see scripts/fetch_delta_jars.sh for the offline fallback), make
-    # the driver's class-data-sharing archive (prescore.cds), then start a session from those
-    # jars to prove that Spark loads Delta.
-    from prescore.cds import dump_archive
-    from prescore.config import load_settings
-
-    settings = load_settings()
-    resolved = resolve_jars(settings)
-    dump_archive(settings)
-    session = get_spark(settings)
-    session.range(1).count()
-    print(f"Spark {session.version} with {'; '.join(resolved)}: ready (jars in {jars_dir()})")
-    session.stop()
