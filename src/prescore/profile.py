@@ -1,13 +1,14 @@
 """Profile of one batch: per-column statistics computed in Spark over a cached frame.
 
-Pass 1 is two aggregations (the arithmetic that Spark compiles, then the sketches it cannot): row
-count, nulls, min, max, mean, stddev, approximate quantiles (of a stable sample of the rows when
-they are many) and distinct counts of every column,
-and the Pearson correlation of every pair of numeric columns (features and label). Pass 2 counts
-what needs pass 1's results: the histogram bins of numeric columns (edges from pass 1's min and
-max) in one grouped count of integer codes, and the values of categoricals in one grouping by
-all of them at once (when pass 1's distinct counts say their combinations are few). The result
-is one row per column and run_date, as PROFILE_SCHEMA.
+Pass 1 is three aggregations: over every row, the arithmetic that Spark compiles (row count,
+nulls, min, max, mean, stddev) and then the sketches it cannot (distinct counts, text min and
+max); over a stable sample of the rows when they are many, the approximate quantiles and the
+Pearson correlation of every pair of numeric columns (features and label), both estimates whose
+sampling error at SAMPLE_ROWS rows is below what a profile reads. Pass 2 counts what needs pass
+1's results: the histogram bins of numeric columns (edges from pass 1's min and max) in one
+grouped count of integer codes, and the values of categoricals in one grouping by all of them at
+once (when pass 1's distinct counts say their combinations are few). The result is one row per
+column and run_date, as PROFILE_SCHEMA.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ if TYPE_CHECKING:
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 QUANTILE_ACCURACY = 1_000  # percentile_approx: relative error about 1/accuracy
-# Rows fed to percentile_approx, about: beyond this the quantiles come from a seeded-hash sample
-# of the rows, whose rank error (standard deviation sqrt(q(1 - q) / n): at most 0.0011, at the
-# median) is of the sketch's own 1/accuracy scale. Smaller frames feed every row.
-QUANTILE_SAMPLE_ROWS = 200_000
+# Rows fed to the quantiles and correlations, about: beyond this they come from a seeded-hash
+# sample of the rows. Its quantiles' rank error (standard deviation sqrt(q(1 - q) / n): at most
+# 0.0011, at the median) is of the sketch's own 1/accuracy scale, and a correlation's standard
+# error, (1 - r^2) / sqrt(n), is at most 0.0022. Smaller frames feed every row.
+SAMPLE_ROWS = 200_000
 SAMPLE_SEED = "prescore-profile-sample"  # hashed with the keys: the same rows on every run
-IN_SAMPLE = "__in_quantile_sample"
 DISTINCT_RSD = 0.05  # approx_count_distinct: relative standard deviation
 HISTOGRAM_BINS = 20
 TOP_VALUES = 10
@@ -120,18 +121,17 @@ def _pair(a: str, b: str) -> str:
     return f"corr__{a}__{b}"
 
 
-def summary_aggregates(
-    plan: ProfilePlan, *, sampled: bool = False
-) -> tuple[list[Column], list[Column]]:
-    """Every pass-1 statistic as an aggregate expression named `<stat>__<column>`, in two lists:
-    the arithmetic ones (counts, min, max, moments, correlations), which Spark compiles into one
-    tight loop, and the sketches (distinct counts, quantiles) with the min and max of text
-    columns, which it can only interpret (an aggregation holding any of these is interpreted
-    whole). When `sampled`, the quantiles see only the rows whose IN_SAMPLE column is true."""
+def summary_aggregates(plan: ProfilePlan) -> tuple[list[Column], list[Column], list[Column]]:
+    """Every pass-1 statistic as an aggregate expression named `<stat>__<column>`, in three lists:
+    the arithmetic ones over every row (counts, min, max, moments), which Spark compiles into one
+    tight loop; the sketches over every row (distinct counts, with the min and max of text
+    columns), which it can only interpret (an aggregation holding any of these is interpreted
+    whole); and the sampled ones (quantiles, correlations), which see the sample rows only."""
     from pyspark.sql import functions as F
 
     arithmetic = [F.count(F.lit(1)).alias("rows")]
     sketches = []
+    sampled = []
     for column, dtype in plan.dtypes.items():
         col = F.col(column)
         arithmetic.append(F.count(col).alias(f"nonnull__{column}"))
@@ -148,37 +148,34 @@ def summary_aggregates(
             arithmetic.append(F.min(value).alias(f"lo__{column}"))
             arithmetic.append(F.max(value).alias(f"hi__{column}"))
             probabilities = F.array(*[F.lit(q) for q in QUANTILES])
-            # A null is skipped by the sketch at no cost: the rows out of the sample are nulls.
-            sketched = F.when(F.col(IN_SAMPLE), value) if sampled else value
-            sketches.append(
-                F.percentile_approx(sketched, probabilities, QUANTILE_ACCURACY).alias(
-                    f"q__{column}"
-                )
+            sampled.append(
+                F.percentile_approx(value, probabilities, QUANTILE_ACCURACY).alias(f"q__{column}")
             )
     for i, a in enumerate(plan.correlated):
         for b in plan.correlated[i + 1 :]:
             pair = F.corr(F.col(a).cast("double"), F.col(b).cast("double"))
-            arithmetic.append(pair.alias(_pair(a, b)))
-    return arithmetic, sketches
+            sampled.append(pair.alias(_pair(a, b)))
+    return arithmetic, sketches, sampled
 
 
 def summarise(df: DataFrame, *, plan: ProfilePlan) -> dict[str, Any]:
-    """Pass 1: every statistic over the whole frame (any grain in), as `<stat>__<column>`; the
-    quantiles over a stable sample of QUANTILE_SAMPLE_ROWS rows, about, when there are more.
+    """Pass 1: every statistic (any grain in), as `<stat>__<column>`; the quantiles and
+    correlations over a stable sample of SAMPLE_ROWS rows, about, when there are more.
 
-    Two aggregations over the cached frame rather than one: a sketch in an aggregation stops Spark
-    from compiling any of it, and the arithmetic half interpreted costs far more than a second
-    scan of a cached frame (churn's 28 correlations on 200k rows: 19 s interpreted, 0.5 s
-    compiled, on 2 loaded cores).
+    Three aggregations over the cached frame rather than one: a sketch in an aggregation stops
+    Spark from compiling any of it, and a correlation's update is many times a mean's, so the
+    correlations of every pair over every row would cost more than the rest of the profile.
     """
-    arithmetic, _ = summary_aggregates(plan)
+    arithmetic, sketches, sampled = summary_aggregates(plan)
     with compiled_wide_rows(df.sparkSession, len(arithmetic)):
         stats = _one_row(df.agg(*arithmetic))
-    share = QUANTILE_SAMPLE_ROWS / stats["rows"] if stats["rows"] else 1.0
-    _, sketches = summary_aggregates(plan, sampled=share < 1.0)
-    if share < 1.0:
-        df = df.withColumn(IN_SAMPLE, in_sample(df, plan, share))
-    return stats | _one_row(df.agg(*sketches)) if sketches else stats
+    if sketches:
+        stats |= _one_row(df.agg(*sketches))
+    if sampled:
+        share = SAMPLE_ROWS / stats["rows"] if stats["rows"] else 1.0
+        sample = df.where(in_sample(df, plan, share)) if share < 1.0 else df
+        stats |= _one_row(sample.agg(*sampled))
+    return stats
 
 
 def in_sample(df: DataFrame, plan: ProfilePlan, share: float) -> Column:

@@ -121,37 +121,45 @@ def test_top_values_most_frequent_first(profiles: dict[str, ColumnProfile]) -> N
     assert profiles["plan"].loaded("top_values") == [["basic", 3], ["premium", 1]]
 
 
-def test_quantiles_of_a_large_frame_come_from_a_stable_sample_of_its_rows(
+def test_quantiles_and_correlations_of_a_large_frame_come_from_a_stable_sample_of_its_rows(
     spark: SparkSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 20,000 rows, 2,000 of which feed the sketch: value i is the (i + 1)/20,000 quantile.
-    monkeypatch.setattr(profile, "QUANTILE_SAMPLE_ROWS", 2_000)
-    rows = spark.range(20_000).selectExpr("concat('k', id) as id", "cast(id as double) as value")
+    monkeypatch.setattr(profile, "SAMPLE_ROWS", 2_000)
+    rows = spark.range(20_000).selectExpr(
+        "concat('k', id) as id", "cast(id as double) as value", "cast(id % 1000 as double) as cycle"
+    )
     plan = ProfilePlan(
-        dtypes={"id": "string", "value": "double"},
-        roles={"id": "key", "value": "feature"},
+        dtypes={"id": "string", "value": "double", "cycle": "double"},
+        roles={"id": "key", "value": "feature", "cycle": "feature"},
         histogram=[],
         top_values=[],
-        correlated=[],
+        correlated=["value", "cycle"],
     )
 
-    def quantiles(frame: DataFrame) -> dict[str, float]:
-        return {p.column: p for p in compute_profile(frame, plan=plan)}["value"].loaded("quantiles")
+    def value_profile(frame: DataFrame) -> ColumnProfile:
+        return {p.column: p for p in compute_profile(frame, plan=plan)}["value"]
 
     def picked(frame: DataFrame) -> set[str]:
         in_sample = profile.in_sample(frame, plan, 0.1)
         return {r.id for r in frame.where(in_sample).select("id").collect()}
 
-    sampled = quantiles(rows.repartition(3))
-    monkeypatch.setattr(profile, "QUANTILE_SAMPLE_ROWS", 20_000)
-    every_row = quantiles(rows)
+    sampled = value_profile(rows.repartition(3))
+    monkeypatch.setattr(profile, "SAMPLE_ROWS", 20_000)
+    every_row = value_profile(rows)
 
     assert 1_800 <= len(picked(rows.repartition(3))) <= 2_200
     assert picked(rows.repartition(3)) == picked(rows.repartition(1))  # however partitioned
-    assert sampled != every_row  # a sample: not the sketch of every row
-    for q, value in sampled.items():
+    assert sampled.rows == every_row.rows == 20_000  # counts and moments see every row
+    assert sampled.mean == every_row.mean
+    assert sampled.loaded("quantiles") != every_row.loaded("quantiles")  # a sample's sketch
+    for q, value in sampled.loaded("quantiles").items():
         # 4 standard deviations of a 2,000-row sample's rank error at most (0.011 at the median)
         assert abs((value + 1) / 20_000 - float(q)) <= 0.045
+    sampled_r = sampled.loaded("correlations")["cycle"]
+    every_r = every_row.loaded("correlations")["cycle"]
+    assert sampled_r != every_r  # from the sample's rows
+    assert abs(sampled_r - every_r) <= 0.09  # 4 standard errors of r on 2,000 rows
 
 
 def test_correlations_match_numpy_pairwise(profiles: dict[str, ColumnProfile]) -> None:
