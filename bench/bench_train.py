@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from bench import DATA_DIR, Measurement, best_times, spark_settings
 from prescore.config import UseCase
-from prescore.spark import get_spark
+from prescore.platform.spark import get_spark
 from prescore.stages import train
 
 if TYPE_CHECKING:

@@ -60,8 +60,6 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, chain
 
-from prescore import alerts
-from prescore.bundle import cached_bundle
 from prescore.config import (
     HOME_VARIABLE,
     Settings,
@@ -71,8 +69,10 @@ from prescore.config import (
     load_usecases,
 )
 from prescore.flow import STAGES
-from prescore.jars import local_jars
-from prescore.spark import JAR_KEYS, jars_packages, source_packages, spark_conf
+from prescore.platform import alerts
+from prescore.platform.bundle import cached_bundle
+from prescore.platform.jars import local_jars
+from prescore.platform.spark import JAR_KEYS, jars_packages, source_packages, spark_conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -178,8 +178,8 @@ def job_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 class StageSubmitOperator(SparkSubmitOperator):
     """spark-submit one stage job, with the job environment read when the task runs, the
-    prescore package as --py-files (the cached zip of the code the task runs, prescore.bundle),
-    and the packages as the local jars setup resolved for them (prescore.jars), if any.
+    prescore package as --py-files (the cached zip of the code the task runs, prescore.platform.bundle),
+    and the packages as the local jars setup resolved for them (prescore.platform.jars), if any.
 
     Reading it at run time, not at parse time, keeps secrets (PRESCORE_HMAC_KEY, MLflow
     credentials) out of the serialized DAG and out of the rendered-template records in the
@@ -273,7 +273,7 @@ def drift_signal(usecase_name: str, day: str) -> list[str]:
     monitoring_<usecase> with DuckDB, no Spark); none: the task skips, so no drift event."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from prescore import tables
+    from prescore.platform import tables
 
     settings = load_settings()
     table = f"monitoring_{load_usecase(usecase_name, settings).name}"

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import uvicorn
 from fastapi import FastAPI
 
-from prescore import serving
 from prescore.config import Settings, UseCase
+from prescore.serving import snapshot
 
 # The session's whole-flow run (the `flow` fixture in conftest.py): its run date and its log file,
 # under the flow's state folder.
@@ -134,8 +134,8 @@ def publish_snapshot(
     parquet = settings.state_dir / f"{usecase.name}-v{version}.parquet"
     parquet.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, parquet)
-    snapshot, _ = serving.build_usecase_snapshot(
+    built, _ = snapshot.build_usecase_snapshot(
         settings, usecase, SNAPSHOT_RUN_DATE, version, [str(parquet)]
     )
-    serving.point_current_to(settings, usecase, snapshot)
-    return snapshot
+    snapshot.point_current_to(settings, usecase, built)
+    return built

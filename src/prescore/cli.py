@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _lookup(args: argparse.Namespace) -> None:
-    from prescore.lookup import Scores
+    from prescore.serving.client import Scores
 
     scores = Scores(args.usecase)
     keys: list[object] = [tuple(k.split(",")) if "," in k else k for k in args.keys]
@@ -143,8 +143,8 @@ def _move_champion(args: argparse.Namespace, settings: Settings) -> dict[str, st
     """`promote` or `rollback-model`: move @champion, keeping the champion history."""
     from datetime import UTC, datetime
 
-    from prescore import registry
     from prescore.config import load_usecase
+    from prescore.platform import registry
 
     usecase = load_usecase(args.usecase, settings)
     when = datetime.now(UTC).isoformat()
@@ -169,7 +169,7 @@ def dispatch(args: argparse.Namespace) -> None:
         return
     settings = load_settings()
     if args.command == "serve":
-        from prescore.serve import serve
+        from prescore.serving.http import serve
 
         if args.usecases:
             only = settings.serve.model_copy(update={"usecases": args.usecases})
@@ -183,7 +183,7 @@ def dispatch(args: argparse.Namespace) -> None:
         )
         return
     if args.command == "datagen":
-        from prescore.datagen import write_landing
+        from prescore.demo.datagen import write_landing
 
         usecase = load_usecase(args.usecase, settings)
         folder = write_landing(
@@ -196,7 +196,7 @@ def dispatch(args: argparse.Namespace) -> None:
     if args.command == "bi-views":
         from pathlib import Path
 
-        from prescore import bi
+        from prescore.serving import bi
 
         made = bi.build_bi_views(settings, load_usecase(args.usecase, settings), Path(args.out))
         print(json.dumps({**made, "file": args.out, "first_run": bi.load_statement()}))
@@ -205,7 +205,7 @@ def dispatch(args: argparse.Namespace) -> None:
         print(json.dumps(_move_champion(args, settings)))
         return
     if args.command == "rollback":
-        from prescore.spark import get_spark
+        from prescore.platform.spark import get_spark
         from prescore.stages.publish import rollback
 
         usecase = load_usecase(args.usecase, settings)

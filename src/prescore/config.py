@@ -142,7 +142,9 @@ class Settings(_Strict):
 
 # ---------------------------------------------------------------- usecases/<name>.yaml
 
-TARGET_DATE = "target_date"  # the day a time-series prediction is for (prescore.timeseries)
+TARGET_DATE = (
+    "target_date"  # the day a time-series prediction is for (prescore.training.timeseries)
+)
 ColumnType = Literal["string", "int", "long", "double", "boolean", "date", "timestamp"]
 # A column name a use case declares or uses: a safe identifier (prescore.identifiers), checked
 # wherever it appears, so the error names the field and the value.
@@ -416,7 +418,7 @@ CalendarFeature = Literal[
 
 class TimeSeriesSettings(_Strict):
     """A forecasting use case: one row per series (`keys`) per day (`date_column`) in clean; the
-    model forecasts `label` for each of the next `horizon_days` days (prescore.timeseries).
+    model forecasts `label` for each of the next `horizon_days` days (prescore.training.timeseries).
 
     Features of an origin day t (the run date when scoring; t itself is observed): `lags` k are
     the label on day t - k (0: day t), `rolling_means` w the mean of the observed days t-w+1..t,

@@ -21,7 +21,7 @@ class RunContext:
 
     @classmethod
     def create(cls, usecase: str, run_date: date, settings: Settings | None = None) -> RunContext:
-        from prescore.spark import get_spark, source_packages
+        from prescore.platform.spark import get_spark, source_packages
 
         settings = settings or load_settings()
         loaded = load_usecase(usecase, settings)

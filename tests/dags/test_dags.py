@@ -28,8 +28,8 @@ from airflow.timetables.assets import AssetOrTimeSchedule as CoreAssetOrTimeSche
 from airflow.timetables.base import DataInterval, TimeRestriction
 
 from prescore.config import AirflowSettings, ScheduleSettings, list_usecases, load_settings
-from prescore.jars import JARS_VARIABLE, store_jars
-from prescore.spark import delta_package
+from prescore.platform.jars import JARS_VARIABLE, store_jars
+from prescore.platform.spark import delta_package
 from support import webhook_server
 
 pytestmark = pytest.mark.dag
@@ -533,7 +533,7 @@ def test_drift_task_skips_unless_a_threshold_was_crossed(
 
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from prescore import tables
+    from prescore.platform import tables
     from prescore.stages.monitor import SCHEMA
 
     module = retraining[0]

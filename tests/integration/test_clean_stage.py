@@ -8,10 +8,10 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from prescore import tables
 from prescore.config import CleaningSettings, ImputeRule, OutlierRule, Settings, UseCase
 from prescore.context import RunContext
-from prescore.datagen import write_landing
+from prescore.demo.datagen import write_landing
+from prescore.platform import tables
 from prescore.stages import clean, ingest
 
 pytestmark = pytest.mark.integration

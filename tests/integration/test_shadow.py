@@ -11,9 +11,9 @@ import pytest
 import xgboost
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore import registry, tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
+from prescore.platform import registry, tables
 from prescore.stages import score
 from prescore.stages.score import shadow_table
 

@@ -14,9 +14,10 @@ import duckdb
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore import bi, tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
+from prescore.platform import tables
+from prescore.serving import bi
 from prescore.stages import publish
 from prescore.stages.score import shadow_table
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore import tables
 from prescore.config import ConfigError, Settings, load_usecase
 from prescore.context import RunContext
-from prescore.datagen import write_landing
+from prescore.demo.datagen import write_landing
+from prescore.platform import tables
 from prescore.stages import validate
 
 pytestmark = pytest.mark.integration
@@ -210,7 +210,8 @@ def test_shipped_suite_has_no_failed_error_on_demo_data(spark, settings):
 def test_profile_history_and_report_are_written_and_logged(spark, settings, tmp_path):
     import mlflow
 
-    from prescore import profile, registry
+    from prescore.data import profile
+    from prescore.platform import registry
 
     first = make_context(spark, settings, tmp_path, "val_profile", run_date=date(2024, 3, 1))
     second = make_context(spark, settings, tmp_path, "val_profile", run_date=date(2024, 3, 2))
@@ -263,7 +264,7 @@ def test_profile_history_and_report_are_written_and_logged(spark, settings, tmp_
 
 
 def test_failed_suite_still_profiles_and_reports(spark, settings, tmp_path):
-    from prescore import profile
+    from prescore.data import profile
 
     ctx = make_context(spark, settings, tmp_path, "val_fail_report")
     ingest(ctx, [*GOOD_ROWS, (None, 5, "basic", 0)])

@@ -26,8 +26,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from prescore import cli, tables
+from prescore import cli
 from prescore.config import Settings, UseCase
+from prescore.platform import tables
 from prescore.stages.clean import anonymise, quarantine_rows
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]

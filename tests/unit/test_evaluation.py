@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from prescore.config import ModelSettings, PromotionSettings, TuningSettings
-from prescore.evaluation import binary_metrics, is_better, regression_metrics
-from prescore.promotion import decide
+from prescore.training.evaluation import binary_metrics, is_better, regression_metrics
+from prescore.training.promotion import decide
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from prescore.monitoring import ks_statistic, population_stability_index
+from prescore.monitoring.metrics import ks_statistic, population_stability_index
 from prescore.stages import publish
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from prescore.publish_log import (
+from prescore.serving.publish_log import (
     BACKFILL,
     PUBLISH,
     ROLLBACK,

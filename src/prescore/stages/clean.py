@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from prescore import tables
 from prescore.config import RangeRule
+from prescore.platform import tables
 
 if TYPE_CHECKING:
     from collections.abc import Collection

@@ -16,10 +16,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prescore import tables
-from prescore.datagen import landing_dir
-from prescore.identifiers import quote_spark_identifier
-from prescore.sources import (
+from prescore.data.sources import (
     SPARK_TYPES,
     SourceSchemaError,
     check_columns,
@@ -30,6 +27,9 @@ from prescore.sources import (
     jdbc_name,
     read_jdbc,
 )
+from prescore.demo.datagen import landing_dir
+from prescore.identifiers import quote_spark_identifier
+from prescore.platform import tables
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -4,7 +4,7 @@ For the run date's publish (publish_log says which predictions version and model
 
 - feature drift: the published model's training rows (the clean table at the version and run date
   its MLflow run tagged, train and validation splits) against the clean batch those predictions
-  were scored from: PSI per feature, KS per numeric feature (see prescore.monitoring);
+  were scored from: PSI per feature, KS per numeric feature (see prescore.monitoring.metrics);
 - prediction drift: the published scores against the previous run date's publish (PSI, KS);
 - realized performance: an earlier publish's predictions joined with labels that arrived later
   (see `outcomes`): AUC for binary, RMSE / MAE / MAPE for regression; "not measured" until then.
@@ -23,7 +23,9 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prescore import alerts, monitoring, publish_log, registry, tables
+from prescore.monitoring import metrics
+from prescore.platform import alerts, registry, tables
+from prescore.serving import publish_log
 from prescore.stages.clean import SPLIT
 from prescore.stages.score import SCORE
 
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
     from prescore.config import MonitoringSettings, UseCase
     from prescore.context import RunContext
-    from prescore.publish_log import Event
+    from prescore.serving.publish_log import Event
 
 log = logging.getLogger(__name__)
 SCHEMA = (
@@ -135,7 +137,7 @@ def training_reference(ctx: RunContext, model_version: str) -> tuple[DataFrame, 
 
 
 def drift_measures(
-    found: monitoring.FeatureDrift,
+    found: metrics.FeatureDrift,
     *,
     psi: tuple[str, float],
     ks: tuple[str, float | None],
@@ -162,7 +164,7 @@ def feature_measures(
     reference: DataFrame, current: DataFrame, *, usecase: UseCase, compared: str
 ) -> list[Measure]:
     limits = usecase.monitoring
-    drift = monitoring.feature_drift(
+    drift = metrics.feature_drift(
         reference,
         current,
         numeric=usecase.numeric_features,
@@ -197,7 +199,7 @@ def prediction_measures(
         none: dict[str, Any] = {"reference_rows": 0, "current_rows": 0, "compared": ""}
         note = "not measured: no earlier run date was published"
         return [judged(m, None, None, t, detail=note, **none) for m, t in (psi, ks)]
-    found = monitoring.feature_drift(
+    found = metrics.feature_drift(
         published_predictions(ctx, previous),
         current,
         numeric=[SCORE],
@@ -278,9 +280,9 @@ def realized_measures(
             return unmeasured(f"{rows} labelled rows < min_rows {limits.min_rows}", compared, rows)
         score = {"label": usecase.label, "score": SCORE}
         if usecase.task == "binary":
-            values = monitoring.binary_outcomes(joined, **score)
+            values = metrics.binary_outcomes(joined, **score)
         else:
-            values = monitoring.regression_outcomes(joined, **score)
+            values = metrics.regression_outcomes(joined, **score)
     finally:
         joined.unpersist()
     if not values:
@@ -374,7 +376,7 @@ def drift_alert(ctx: RunContext, breaches: list[Measure], report: Path) -> dict[
 
 
 def run(ctx: RunContext) -> dict[str, object]:
-    from prescore import monitor_report
+    from prescore.monitoring import report as monitor_report
 
     usecase, settings = ctx.usecase, ctx.settings
     measures, frames = measure(ctx)

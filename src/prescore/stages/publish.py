@@ -4,7 +4,7 @@ Nothing becomes visible unless every check passed. The publish log (publish_log.
 predictions version, model and snapshot each publish made current. Serving moves forward only: a
 run date older than the one served (a backfill) is checked, built and logged, but not made current
 unless asked (`serve_older`). Rollback walks back one served snapshot per call. One publish or
-rollback of a use case runs at a time (serving.publish_lock).
+rollback of a use case runs at a time (snapshot.publish_lock).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from prescore import publish_log, serving, tables
-from prescore.monitoring import population_stability_index
+from prescore.monitoring.metrics import population_stability_index
+from prescore.platform import tables
+from prescore.serving import publish_log, snapshot
 from prescore.stages.score import SCORE, scored_population
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
     from prescore.config import PublishSettings, Settings, UseCase
     from prescore.context import RunContext
-    from prescore.publish_log import Event
+    from prescore.serving.publish_log import Event
 
 log = logging.getLogger(__name__)
 PUBLISH_LOG = publish_log.PUBLISH_LOG
@@ -199,16 +200,16 @@ def run(ctx: RunContext, *, serve_older: bool = False) -> dict[str, object]:
     """Check, build and log the run date's predictions, and serve them unless they are older than
     what is served (then they are a backfill, unless `serve_older`)."""
     usecase, settings, spark = ctx.usecase, ctx.settings, ctx.spark
-    with serving.publish_lock(settings, usecase, f"publish of {ctx.run_date}"):
+    with snapshot.publish_lock(settings, usecase, f"publish of {ctx.run_date}"):
         served = current_events(spark, settings, usecase)
         current = served[-1] if served else None
         candidate = checked_candidate(ctx, current)
-        snapshot, rows = serving.build_usecase_snapshot(
+        built, rows = snapshot.build_usecase_snapshot(
             settings, usecase, ctx.run_date, candidate.version, data_files(candidate.frame)
         )
         if rows != candidate.population:
             raise PublishCheckError(
-                f"{snapshot}: holds {rows} rows, expected {candidate.population}; not published"
+                f"{built}: holds {rows} rows, expected {candidate.population}; not published"
             )
         moves = current is None or serve_older or ctx.run_date >= current.run_date
         event = publish_log.Event(
@@ -218,7 +219,7 @@ def run(ctx: RunContext, *, serve_older: bool = False) -> dict[str, object]:
             predictions_version=candidate.version,
             model_name=candidate.lineage["model_name"],
             model_version=candidate.lineage["model_version"],
-            snapshot=publish_log.relative_snapshot(snapshot.name),
+            snapshot=publish_log.relative_snapshot(built.name),
             checks=json.dumps([asdict(c) for c in candidate.checks]),
             published_at=datetime.now(),
         )
@@ -227,7 +228,7 @@ def run(ctx: RunContext, *, serve_older: bool = False) -> dict[str, object]:
             served.append(event)
         else:
             publish_log.append(spark, settings, event)
-        prune(settings, usecase, served, also=snapshot.name)
+        prune(settings, usecase, served, also=built.name)
     summary: dict[str, object] = {
         "predictions_version": candidate.version,
         "rows": rows,
@@ -246,7 +247,7 @@ def run(ctx: RunContext, *, serve_older: bool = False) -> dict[str, object]:
         usecase.predictions_table,
         candidate.version,
         rows,
-        snapshot.name,
+        built.name,
     )
     return summary
 
@@ -254,7 +255,7 @@ def run(ctx: RunContext, *, serve_older: bool = False) -> dict[str, object]:
 def current_events(spark: SparkSession, settings: Settings, usecase: UseCase) -> list[Event]:
     """The served events, oldest first, after deleting a last one that never took effect (a
     process killed between logging and moving the pointer). Call under the publish lock."""
-    pointer = serving.pointer_target(settings, usecase)
+    pointer = snapshot.pointer_target(settings, usecase)
     orphan = publish_log.drop_unserved(spark, settings, usecase, pointer)
     if orphan is not None:
         log.warning(
@@ -275,19 +276,19 @@ def prune(settings: Settings, usecase: UseCase, served: list[Event], *, also: st
     stack = publish_log.rollback_stack(served)
     recent = list(dict.fromkeys(e.snapshot_name for e in reversed(served)))
     keep = {e.snapshot_name for e in stack[-kept:]} | set(recent[:kept]) | {also}
-    serving.prune_snapshots(settings, usecase, keep)
+    snapshot.prune_snapshots(settings, usecase, keep)
 
 
 def make_current(spark: SparkSession, settings: Settings, usecase: UseCase, event: Event) -> None:
     """Stage the link, log, then move the link: the log never misses what readers can see, and
     a link that cannot be written (disk full, no rights) fails before anything is logged."""
-    staged = serving.stage_pointer(settings, usecase, event.snapshot_name)
+    staged = snapshot.stage_pointer(settings, usecase, event.snapshot_name)
     try:
         publish_log.append(spark, settings, event)
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
-    serving.move_pointer(staged)
+    snapshot.move_pointer(staged)
 
 
 def rollback(
@@ -295,7 +296,7 @@ def rollback(
 ) -> dict[str, object]:
     """Serve again the snapshot served before the current one (or the nearest earlier one of run
     date `to`): each call walks one step further back."""
-    with serving.publish_lock(settings, usecase, "rollback"):
+    with snapshot.publish_lock(settings, usecase, "rollback"):
         served = current_events(spark, settings, usecase)
         if not served:
             raise LookupError(f"{PUBLISH_LOG}: nothing served for use case {usecase.name!r}")
@@ -310,13 +311,13 @@ def rollback(
                 f"{PUBLISH_LOG}: {usecase.name!r} has no {wanted} to roll back to "
                 f"(serving {stack[-1].snapshot_name})"
             )
-        path = serving.usecase_dir(settings, usecase) / "snapshots" / target.snapshot_name
+        path = snapshot.usecase_dir(settings, usecase) / "snapshots" / target.snapshot_name
         if not path.exists():
             raise LookupError(
                 f"{usecase.name!r}: {wanted} ({target.snapshot_name}) is no longer kept (the last "
                 f"{settings.serving_snapshots_kept} are); republish run date {target.run_date} instead"
             )
-        problem = serving.snapshot_problem(path)
+        problem = snapshot.snapshot_problem(path)
         if problem is not None:
             raise LookupError(
                 f"{usecase.name!r}: {wanted} ({target.snapshot_name}) cannot be served: {problem}; "

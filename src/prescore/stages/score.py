@@ -7,7 +7,7 @@ each Arrow batch becomes one contiguous matrix (`inplace_predict`), and only the
 the keys and the stamps (literals) stay in the JVM.
 
 A time-series use case scores one row per series and horizon h in 1..H: target_date = run date + h,
-features of origin run_date from its clean history (prescore.timeseries); the published key is
+features of origin run_date from its clean history (prescore.training.timeseries); the published key is
 (keys..., target_date), and `horizon` is written beside it.
 
 Shadow scoring: when @challenger is set (and is not the champion), the same stage run makes a
@@ -26,10 +26,11 @@ from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from prescore import registry, tables, timeseries
 from prescore.config import TARGET_DATE
-from prescore.features import as_model_input
 from prescore.identifiers import quote_spark_identifier
+from prescore.platform import registry, tables
+from prescore.training import timeseries
+from prescore.training.features import as_model_input
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -1,6 +1,6 @@
 """Train: clean train/validation split -> (search) -> xgboost.spark fit -> test metrics -> gate.
 
-A time-series use case trains on the supervised frame of its clean history (prescore.timeseries):
+A time-series use case trains on the supervised frame of its clean history (prescore.training.timeseries):
 one row per series, origin day and horizon, split on the target day.
 
 One MLflow run per training: params, the clean table version as its input, test metrics and the
@@ -19,10 +19,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from prescore import evaluation, promotion, registry, tables, timeseries
 from prescore.config import PROJECT_ROOT, TARGET_DATE
-from prescore.features import as_model_input
+from prescore.platform import registry, tables
 from prescore.stages.clean import SPLIT, assign_split
+from prescore.training import evaluation, promotion, timeseries
+from prescore.training.features import as_model_input
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -241,7 +242,7 @@ def chosen_params(
 
     if not usecase.model.tuning.n_trials:
         return dict(usecase.model.params)
-    from prescore import tuning
+    from prescore.training import tuning
 
     validation = split_frame(clean, usecase=usecase, split="validation").toPandas()
     params, study = tuning.search(fit, validation, usecase=usecase)

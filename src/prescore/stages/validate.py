@@ -15,9 +15,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prescore import tables
 from prescore.config import ConfigError, Severity, UseCase
-from prescore.profile import (
+from prescore.data.profile import (
     ColumnProfile,
     ProfileHistory,
     ProfilePlan,
@@ -25,6 +24,7 @@ from prescore.profile import (
     profile_frame,
     profile_table,
 )
+from prescore.platform import tables
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
@@ -340,7 +340,7 @@ def publish_report(
     written: dict[str, int],
 ) -> Path:
     """Render the data report, save it under reports/<usecase>/ and log it to MLflow."""
-    from prescore.report import render_report, report_path, write_report
+    from prescore.data.report import render_report, report_path, write_report
 
     title = f"{ctx.usecase.name}: {ctx.usecase.raw_table} run_date {ctx.run_date} (v{raw_version})"
     html = render_report(
@@ -357,7 +357,7 @@ def data_experiment(ctx: RunContext) -> str:
     """The use case's data experiment (`<registered model>-data`), created when new."""
     import mlflow
 
-    from prescore import registry
+    from prescore.platform import registry
 
     registry.client(ctx.settings)
     name = f"{registry.model_name(ctx.settings, ctx.usecase)}-data"

@@ -24,7 +24,7 @@ from datetime import date, datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from prescore import tables
+from prescore.platform import tables
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -3,11 +3,11 @@
 A spark-submit driver loads and verifies some 15,000 classes (Spark SQL, Catalyst, Delta) before
 its first job. Setup runs one stage-like job (a Delta write and read) with
 -XX:ArchiveClassesAtExit, which dumps the classes it loaded into <jars dir>/cds/ at exit (Java 17
-has no -XX:+AutoCreateSharedArchive: that is JDK 19+); `prescore.spark.spark_conf` then gives
+has no -XX:+AutoCreateSharedArchive: that is JDK 19+); `prescore.platform.spark.spark_conf` then gives
 every driver -XX:SharedArchiveFile through spark.driver.extraJavaOptions, for spark-submit tasks
 and in-process sessions alike. See bench/README.md (startup) for what it saves.
 
-Setup submits `warm_up` as the job: `python -m prescore.jvm_setup` calls `dump_archive`.
+Setup submits `warm_up` as the job: `python -m prescore.platform.jvm_setup` calls `dump_archive`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 from prescore.config import Settings, load_settings
-from prescore.jars import cds_archive, ensure_local_jars
-from prescore.spark import JAR_KEYS, get_spark, jars_packages, spark_conf
+from prescore.platform.jars import cds_archive, ensure_local_jars
+from prescore.platform.spark import JAR_KEYS, get_spark, jars_packages, spark_conf
 
 JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 
@@ -37,7 +37,9 @@ def dump_archive(settings: Settings) -> Path:
     with tempfile.TemporaryDirectory(dir=archive.parent) as scratch:
         dumped, job = Path(scratch) / archive.name, Path(scratch) / "warm_up.py"
         # A file of its own: run from inside the package, its modules would shadow the stdlib's.
-        job.write_text("import sys\nfrom prescore.cds import warm_up\nwarm_up(sys.argv[1])\n")
+        job.write_text(
+            "import sys\nfrom prescore.platform.cds import warm_up\nwarm_up(sys.argv[1])\n"
+        )
         conf[JAVA_OPTIONS] = f"{named} -XX:ArchiveClassesAtExit={dumped}".strip()
         command = [
             str(Path(sys.executable).with_name("spark-submit")),

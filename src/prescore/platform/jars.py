@@ -1,10 +1,10 @@
 """Spark's Maven packages, resolved once at setup into a local folder: jars, not coordinates.
 
 `spark-submit --packages` makes Ivy resolve the coordinates again on every start (3 to 10 s,
-even with every jar cached). Setup (`python -m prescore.jvm_setup`) resolves each set of coordinates
+even with every jar cached). Setup (`python -m prescore.platform.jvm_setup`) resolves each set of coordinates
 prescore asks for once, through Spark's own resolver, and keeps the jars here; a task or a session
 then hands Spark the local files (`--jars`, `spark.jars`). The coordinates stay the one source
-of truth (`prescore.spark.jars_packages`): a set is looked up by exactly its coordinates, and one
+of truth (`prescore.platform.spark.jars_packages`): a set is looked up by exactly its coordinates, and one
 that was never resolved here falls back to `--packages` (a cluster deployment can use those).
 
     <jars dir>/files/<group>_<artifact>-<version>.jar    each jar once, shared by the sets
@@ -130,7 +130,7 @@ def ensure_local_jars(packages: str, conf: dict[str, str] | None = None) -> list
 
 
 def cds_archive(folder: Path | None = None) -> Path:
-    """The driver JVM's class-data-sharing archive (prescore.cds), made at setup for this Spark."""
+    """The driver JVM's class-data-sharing archive (prescore.platform.cds), made at setup for this Spark."""
     from importlib.metadata import version
 
     return (folder or jars_dir()) / "cds" / f"spark-{version('pyspark')}-driver.jsa"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from prescore.profile import ColumnProfile, ProfileHistory
+    from prescore.data.profile import ColumnProfile, ProfileHistory
     from prescore.stages.validate import ExpectationOutcome
 
 GRID_COLUMNS = 4

@@ -9,7 +9,7 @@ files (their paths and bytes, not their times) and builds it only when no zip of
 cached yet, from the same bytes it hashed, so the zip is exactly the code the task runs. It is
 written to a temporary name and renamed, so two tasks starting at once never read half a zip.
 
-    python -m prescore.bundle dist/      # writes dist/prescore.zip, for spark-submit by hand
+    python -m prescore.platform.bundle dist/      # writes dist/prescore.zip, for spark-submit by hand
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from prescore import evaluation
 from prescore.config import LOWER_IS_BETTER
+from prescore.training import evaluation
 
 if TYPE_CHECKING:
     import optuna

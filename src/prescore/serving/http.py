@@ -53,7 +53,7 @@ from prescore.config import (
     list_usecases,
     load_usecases,
 )
-from prescore.lookup import (
+from prescore.serving.client import (
     NothingPublishedError,
     Score,
     Scores,

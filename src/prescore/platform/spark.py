@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from prescore.jars import cds_java_options, local_jars
+from prescore.platform.jars import cds_java_options, local_jars
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,7 +43,7 @@ JAR_KEYS = ("spark.jars", "spark.jars.packages")
 
 def jar_conf(settings: Settings, packages: Sequence[str] = ()) -> dict[str, str]:
     """How the session gets Delta and the drivers: `spark.jars`, the local files setup resolved
-    for exactly these coordinates (see prescore.jars), else `spark.jars.packages` (Ivy resolves
+    for exactly these coordinates (see prescore.platform.jars), else `spark.jars.packages` (Ivy resolves
     them when the session starts). Jars conf names in spark.jars come after the resolved ones."""
     coordinates = jars_packages(settings, packages)
     local = local_jars(coordinates)

@@ -1,17 +1,17 @@
-"""Set up the JVM side once, at setup and image build: `python -m prescore.jvm_setup`.
+"""Set up the JVM side once, at setup and image build: `python -m prescore.platform.jvm_setup`.
 
-Resolves every set of Spark packages into the local jar store (prescore.jars), makes the driver's
-class-data-sharing archive (prescore.cds), then starts a session from those jars to prove that
+Resolves every set of Spark packages into the local jar store (prescore.platform.jars), makes the driver's
+class-data-sharing archive (prescore.platform.cds), then starts a session from those jars to prove that
 Spark loads Delta. scripts/fetch_delta_jars.sh runs it (with an mvn fallback when Ivy cannot reach
 Maven Central); the Docker build runs it too.
 """
 
 from __future__ import annotations
 
-from prescore.cds import dump_archive
 from prescore.config import Settings, load_settings, load_usecases
-from prescore.jars import ensure_local_jars, jars_dir
-from prescore.spark import get_spark, jars_packages, source_packages
+from prescore.platform.cds import dump_archive
+from prescore.platform.jars import ensure_local_jars, jars_dir
+from prescore.platform.spark import get_spark, jars_packages, source_packages
 
 
 def resolve_jars(settings: Settings) -> list[str]:

@@ -1,5 +1,5 @@
 """The monitoring report of one run date: a self-contained HTML page (plots as base64 PNG), in the
-style of the data report (prescore.report), saved under reports/<usecase>/ and logged to MLflow.
+style of the data report (prescore.data.report), saved under reports/<usecase>/ and logged to MLflow.
 
 Plots: PSI per feature and KS per numeric feature against their thresholds, the published scores'
 histogram against the previous publish's, and the realized metrics over run dates. An Evidently
@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prescore.report import PAGE_HEAD, png_base64, write_report
+from prescore.data.report import PAGE_HEAD, png_base64, write_report
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -265,7 +265,7 @@ def log_monitoring_run(ctx: RunContext, measures: list[Measure], files: list[Pat
     value as a metric, the report as an artifact."""
     import mlflow
 
-    from prescore import registry
+    from prescore.platform import registry
 
     registry.client(ctx.settings)
     name = f"{registry.model_name(ctx.settings, ctx.usecase)}-monitoring"

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from prescore import publish_log, serving, tables
 from prescore.identifiers import quote_identifier, quote_literal
+from prescore.platform import tables
+from prescore.serving import publish_log, snapshot
 
 if TYPE_CHECKING:
     from prescore.config import Settings, UseCase
@@ -50,7 +51,7 @@ def build_bi_views(settings: Settings, usecase: UseCase, target: Path) -> dict[s
     """Write `target` with the base views and every sql/delta/ view they allow; returns the views
     created and those skipped because a table they read is not written yet (no shadow table
     before a challenger is scored, no publish_log before a first publish)."""
-    views = serving.load_views(settings.sql_dir / BI_SQL_DIR)
+    views = snapshot.load_views(settings.sql_dir / BI_SQL_DIR)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
     partial.unlink(missing_ok=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prescore.config import LOWER_IS_BETTER
-from prescore.evaluation import is_better
+from prescore.training.evaluation import is_better
 
 if TYPE_CHECKING:
     from prescore.config import PromotionSettings

@@ -19,8 +19,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from prescore import tables
 from prescore.config import TARGET_DATE
+from prescore.platform import tables
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession

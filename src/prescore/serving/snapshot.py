@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from prescore import keyindex
 from prescore.identifiers import quote_identifier, quote_literal
+from prescore.serving import keyindex
 
 if TYPE_CHECKING:
     from prescore.config import Settings, UseCase

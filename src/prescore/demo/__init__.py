@@ -1,0 +1,1 @@
+"""Demo data: the generated landing files the demo use cases ingest."""

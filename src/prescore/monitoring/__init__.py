@@ -1,0 +1,1 @@
+"""Monitoring: drift and outcome metrics, the monitoring measures and their report."""

@@ -1,0 +1,1 @@
+"""Model training: model input, time-series features, evaluation, tuning and the promotion gate."""
