@@ -42,6 +42,7 @@ lint: setup
 	$(BIN)/ruff check src jobs dags tests bench
 	$(BIN)/ruff format --check src jobs dags tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports  # the package's layers: pyproject.toml [tool.importlinter]
 
 bench: setup
 	$(BIN)/python -m bench --size $(SIZE)

@@ -24,12 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import DATA_DIR, Measurement, best_times
+from prescore.catalog import SCORE
 from prescore.config import load_settings, load_usecase
+from prescore.data.cleaning import clean_rows
 from prescore.demo.datagen import churn_chunks
 from prescore.platform import tables
 from prescore.platform.spark import get_spark
-from prescore.stages.clean import clean_rows
-from prescore.stages.score import SCORE, load_booster, score_frame
+from prescore.scoring.predict import load_booster, score_frame
 from prescore.training.features import as_model_input
 
 if TYPE_CHECKING:

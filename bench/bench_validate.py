@@ -26,12 +26,12 @@ import pyarrow.parquet as pq
 
 from bench import DATA_DIR, Measurement, best_times, spark_settings
 from prescore.config import load_usecase
+from prescore.data.cleaning import REASON, flag_duplicates, flag_invalid_rows
 from prescore.data.profile import ProfilePlan, compute_profile
+from prescore.data.validation import load_suite, outcomes_of, suite_result
 from prescore.demo.datagen import churn_chunks
 from prescore.platform import tables
 from prescore.platform.spark import get_spark
-from prescore.stages.clean import REASON, flag_duplicates, flag_invalid_rows
-from prescore.stages.validate import load_suite, validate_frame
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
@@ -93,7 +93,7 @@ def subjects(
             PARTS,
             (
                 lambda: compute_profile(frame, plan=plan),
-                lambda: validate_frame(frame, suite),
+                lambda: outcomes_of(suite_result(frame, suite)),
                 row_rules(frame, usecase),
             ),
             strict=True,

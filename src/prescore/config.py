@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from prescore import catalog
+from prescore.catalog import TARGET_DATE
 from prescore.identifiers import USECASE_NAME, check_identifier, check_usecase_name
 
 # The folder holding conf/, expectations/, sql/ and jobs/: $PRESCORE_HOME, else the checkout this
@@ -142,9 +144,6 @@ class Settings(_Strict):
 
 # ---------------------------------------------------------------- usecases/<name>.yaml
 
-TARGET_DATE = (
-    "target_date"  # the day a time-series prediction is for (prescore.training.timeseries)
-)
 ColumnType = Literal["string", "int", "long", "double", "boolean", "date", "timestamp"]
 # A column name a use case declares or uses: a safe identifier (prescore.identifiers), checked
 # wherever it appears, so the error names the field and the value.
@@ -570,21 +569,43 @@ class UseCase(_Strict):
         """What identifies one prediction: the keys, and the target day for a time series."""
         return self.keys if self.time_series is None else [*self.keys, TARGET_DATE]
 
+    # The use case's tables, as prescore.catalog names them.
+
     @property
     def raw_table(self) -> str:
-        return f"raw_{self.entity}"
+        return catalog.raw_table(self.entity)
 
     @property
     def clean_table(self) -> str:
-        return f"clean_{self.entity}"
+        return catalog.clean_table(self.entity)
 
     @property
     def quarantine_table(self) -> str:
-        return f"quarantine_{self.entity}"
+        return catalog.quarantine_table(self.entity)
+
+    @property
+    def validation_table(self) -> str:
+        return catalog.validation_table(self.entity)
+
+    @property
+    def profile_table(self) -> str:
+        return catalog.profile_table(self.entity)
+
+    @property
+    def cleaning_stats_table(self) -> str:
+        return catalog.cleaning_stats_table(self.entity)
 
     @property
     def predictions_table(self) -> str:
-        return f"pred_{self.name}"
+        return catalog.predictions_table(self.name)
+
+    @property
+    def shadow_table(self) -> str:
+        return catalog.shadow_table(self.name)
+
+    @property
+    def monitoring_table(self) -> str:
+        return catalog.monitoring_table(self.name)
 
 
 # ---------------------------------------------------------------- loading
@@ -769,6 +790,7 @@ def _refuse_shared_entity(path: Path, entity: str, others: dict[Path, str | None
     if shared:
         raise ConfigError(
             f"{path}: entity: {entity!r} is also the entity of {', '.join(shared)}: use cases "
-            f"on one entity would overwrite each other's raw_{entity}, clean_{entity}, "
-            f"quarantine_{entity} and validation_{entity} tables; give each its own entity"
+            f"on one entity would overwrite each other's {catalog.raw_table(entity)}, "
+            f"{catalog.clean_table(entity)}, {catalog.quarantine_table(entity)} and "
+            f"{catalog.validation_table(entity)} tables; give each its own entity"
         )

@@ -533,8 +533,8 @@ def test_drift_task_skips_unless_a_threshold_was_crossed(
 
     from airflow.sdk.exceptions import AirflowSkipException
 
+    from prescore.catalog import MONITORING_SCHEMA as SCHEMA
     from prescore.platform import tables
-    from prescore.stages.monitor import SCHEMA
 
     module = retraining[0]
     monkeypatch.setenv("PRESCORE_STATE_DIR", str(tmp_path / "state"))

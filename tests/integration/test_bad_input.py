@@ -16,10 +16,10 @@ from prescore.context import RunContext
 from prescore.platform import registry, tables
 from prescore.platform.registry import ModelNotFoundError
 from prescore.platform.tables import TableNotFoundError
+from prescore.scoring.predict import MissingColumnsError
 from prescore.serving import publish_log, snapshot
 from prescore.serving.client import Scores
 from prescore.stages import publish, score
-from prescore.stages.score import MissingColumnsError
 
 pytestmark = pytest.mark.integration
 DAY1, DAY2 = date(2026, 11, 5), date(2026, 11, 6)

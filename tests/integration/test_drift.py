@@ -10,10 +10,11 @@ from pyspark.sql import DataFrame, SparkSession
 
 from prescore.config import PublishSettings, Settings, UseCase
 from prescore.context import RunContext
+from prescore.monitoring.metrics import population_stability_index
 from prescore.platform import tables
+from prescore.scoring.checks import PublishCheckError, drift_check
 from prescore.serving import publish_log, snapshot
 from prescore.stages import publish
-from prescore.stages.publish import PublishCheckError, drift_check, population_stability_index
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)

@@ -27,11 +27,10 @@ from sklearn.metrics import roc_auc_score
 from prescore.context import RunContext
 from prescore.demo.datagen import landing_dir
 from prescore.flow import run_flow
-from prescore.monitoring import metrics
+from prescore.monitoring import measures, metrics
 from prescore.monitoring import report as monitor_report
 from prescore.platform import tables
 from prescore.serving import bi
-from prescore.stages import monitor
 from support import webhook_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -71,7 +70,7 @@ def land_day_two(ctx: RunContext, change: Any = None) -> None:
 
 
 def stored(spark: SparkSession, ctx: RunContext) -> dict[tuple[str, str | None], Any]:
-    rows = tables.read_run(spark, ctx.settings, monitor.monitoring_table(ctx.usecase), ctx.run_date)
+    rows = tables.read_run(spark, ctx.settings, ctx.usecase.monitoring_table, ctx.run_date)
     return {(r.metric, r.feature): r for r in rows.collect()}
 
 
@@ -240,7 +239,7 @@ def test_rerunning_monitor_replaces_the_run_dates_rows(
 ) -> None:
     ctx, summary, _ = unchanged
     run_flow(ctx, ("monitor",))
-    table = monitor.monitoring_table(ctx.usecase)
+    table = ctx.usecase.monitoring_table
     rows = tables.read_run(spark, ctx.settings, table, ctx.run_date)
     assert rows.count() == summary["monitor"]["measures"]
     assert rows.select("metric", "feature").distinct().count() == rows.count()
@@ -327,12 +326,12 @@ def test_time_series_outcomes_join_on_key_and_target_date(spark: SparkSession) -
         ],
         "store string, day date, sales double",
     )
-    joined = monitor.outcomes(predictions, labels, usecase=usecase).collect()  # type: ignore[arg-type]
+    joined = measures.outcomes(predictions, labels, usecase=usecase).collect()  # type: ignore[arg-type]
     assert [(r.store, r.target_date, r.score, r.sales) for r in joined] == [
         ("s1", date(2026, 11, 2), 10.0, 12.0)
     ]
     found = metrics.regression_outcomes(
-        monitor.outcomes(predictions, labels, usecase=usecase),
+        measures.outcomes(predictions, labels, usecase=usecase),
         label="sales",
         score="score",  # type: ignore[arg-type]
     )

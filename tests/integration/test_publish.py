@@ -11,10 +11,10 @@ from pyspark.sql import DataFrame, SparkSession
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
 from prescore.platform import tables
+from prescore.scoring.checks import PublishCheckError, candidate_checks
 from prescore.serving import publish_log, snapshot
 from prescore.serving.client import Scores, SnapshotNotFoundError, freshness
 from prescore.stages import publish
-from prescore.stages.publish import PublishCheckError, candidate_checks
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)

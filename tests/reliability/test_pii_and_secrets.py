@@ -28,8 +28,8 @@ from pyspark.sql import functions as F
 
 from prescore import cli
 from prescore.config import Settings, UseCase
+from prescore.data.cleaning import anonymise, quarantine_rows
 from prescore.platform import tables
-from prescore.stages.clean import anonymise, quarantine_rows
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 RUN_DATE = date(2026, 11, 1)

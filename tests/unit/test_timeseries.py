@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
+from prescore.catalog import SPLIT
 from prescore.config import (
     DEFAULT_CONF_DIR,
     TARGET_DATE,
@@ -20,9 +21,9 @@ from prescore.config import (
     load_settings,
     load_usecase,
 )
+from prescore.data.cleaning import assign_split
 from prescore.demo.datagen import sales_chunks
 from prescore.serving import keyindex
-from prescore.stages.clean import SPLIT, assign_split
 from prescore.training import timeseries
 
 pytestmark = pytest.mark.unit

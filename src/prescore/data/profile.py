@@ -404,10 +404,6 @@ def profile_frame(
     return spark.createDataFrame(rows, schema=PROFILE_SCHEMA)
 
 
-def profile_table(usecase: UseCase) -> str:
-    return f"profile_{usecase.entity}"
-
-
 @dataclass
 class ProfileHistory:
     """Null rate per column and run_date, from the profile table (for the report's trend plot)."""

@@ -10,17 +10,16 @@ from __future__ import annotations
 import base64
 import io
 import itertools
-import json
 import math
-from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from prescore.data.validation import failed_counts
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from prescore.data.profile import ColumnProfile, ProfileHistory
-    from prescore.stages.validate import ExpectationOutcome
+    from prescore.data.validation import ExpectationOutcome
 
 GRID_COLUMNS = 4
 # The head of every prescore report page (this one and the monitoring report): no external file.
@@ -213,33 +212,16 @@ def render_report(
     images = [(name, png_base64(f)) for name, f in figures.items() if f is not None]
     environment = jinja2.Environment(autoescape=True)
     template = environment.from_string(TEMPLATE)
+    failed = failed_counts(outcomes)
     return template.render(
         title=title,
         rows=profiles[0].rows if profiles else 0,
         profiles=profiles,
         outcomes=outcomes,
         evaluated=len(outcomes),
-        failed_error=sum(not o.success and o.severity == "error" for o in outcomes),
-        failed_warn=sum(not o.success and o.severity == "warn" for o in outcomes),
+        failed_error=failed["error"],
+        failed_warn=failed["warn"],
         images=images,
         fmt=_fmt,
         median=median,
     )
-
-
-def report_path(reports_dir: Path, usecase: str, run_date: date) -> Path:
-    return reports_dir / usecase / f"data_{usecase}_{run_date.isoformat()}.html"
-
-
-def write_report(html: str, path: Path) -> Path:
-    """Write the page atomically (a reader never sees half a report)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".html.partial")
-    partial.write_text(html, encoding="utf-8")
-    partial.replace(path)
-    return path
-
-
-def outcome_dicts(outcomes: list[ExpectationOutcome]) -> str:
-    """The validation outcomes as JSON (logged next to the report)."""
-    return json.dumps([o.__dict__ for o in outcomes], default=str, indent=1)

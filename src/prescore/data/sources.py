@@ -13,15 +13,20 @@ from __future__ import annotations
 import csv
 import json
 import os
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prescore.catalog import INGESTED_AT, RUN_DATE, SOURCE_FILE
 from prescore.identifiers import quote_spark_identifier
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from prescore.config import SourceSettings
+    from prescore.config import Settings, SourceSettings
 
 
 class SourceSchemaError(ValueError):
@@ -240,3 +245,98 @@ def check_jdbc_values(df: DataFrame, source: SourceSettings) -> None:
             raise SourceSchemaError(
                 f"{jdbc_name(source)}: column {column!r} has {row[column]} value(s) that are not {kind}"
             )
+
+
+# ---------------------------------------------------------------- landing files
+
+
+def source_location(settings: Settings, source: SourceSettings) -> Path:
+    """Where a file or Delta source lives: its `path`, under the landing folder when relative."""
+    path = Path(source.path)
+    return path if path.is_absolute() else settings.landing_dir / path
+
+
+def landing_dir(settings: Settings, source: SourceSettings, run_date: date) -> Path:
+    """The folder of one run date's landing files: <source path>/run_date=<date>."""
+    return source_location(settings, source) / f"run_date={run_date.isoformat()}"
+
+
+# Parquet physical types each declared type accepts without losing information.
+_ARROW_ACCEPTS = {
+    "string": (pa.types.is_string, pa.types.is_large_string),
+    "int": (pa.types.is_int8, pa.types.is_int16, pa.types.is_int32),
+    "long": (pa.types.is_integer,),
+    "double": (pa.types.is_floating, pa.types.is_integer),
+    "boolean": (pa.types.is_boolean,),
+    "date": (pa.types.is_date,),
+    "timestamp": (pa.types.is_timestamp,),
+}
+
+
+def check_parquet_schema(path: Path, declared: dict[str, str]) -> None:
+    """Refuse a Parquet file with a missing, extra or retyped column, or no rows (reads the
+    footer only)."""
+    try:
+        footer = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceSchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
+    if footer.metadata.num_rows == 0:  # an export that wrote its schema and nothing else
+        raise SourceSchemaError(f"{path}: no rows (an empty export?)")
+    actual = {field.name: field.type for field in footer.schema_arrow}
+    check_columns(str(path), list(actual), declared)
+    for column, kind in declared.items():
+        if not any(accepts(actual[column]) for accepts in _ARROW_ACCEPTS[kind]):
+            raise SourceSchemaError(
+                f"{path}: column {column!r} is {actual[column]}, declared {kind}"
+            )
+
+
+def landing_files(folder: Path, source: SourceSettings) -> list[Path]:
+    files = sorted(p for p in folder.glob(f"*.{source.format}") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no {source.format} files for this run_date in {folder}")
+    empty = [p for p in files if p.stat().st_size == 0]
+    if empty:
+        raise SourceSchemaError(f"{empty[0]}: empty file")
+    return files
+
+
+def read_source(spark: SparkSession, files: list[Path], source: SourceSettings) -> DataFrame:
+    """Read the landing files with the declared schema; FAILFAST so a bad record stops the read."""
+    ddl = ", ".join(
+        f"{quote_spark_identifier(c)} {SPARK_TYPES[t]}" for c, t in source.schema_.items()
+    )
+    reader = spark.read.format(source.format).schema(ddl).options(**source.options)
+    if source.format in ("csv", "json"):
+        reader = reader.option("mode", "FAILFAST")
+    if source.format == "csv":
+        reader = reader.option("header", "true")
+    return reader.load([str(p) for p in files])
+
+
+def with_ingest_lineage(
+    df: DataFrame, *, run_date: date, ingested_at: datetime, source: str | None = None
+) -> DataFrame:
+    """Add run_date, the source of each row (its file name, or `source`) and the ingest time."""
+    from pyspark.sql import functions as F
+
+    origin = F.lit(source) if source is not None else F.col("_metadata.file_name")
+    return (
+        df.withColumn(RUN_DATE, F.lit(run_date))
+        .withColumn(SOURCE_FILE, origin)
+        .withColumn(INGESTED_AT, F.lit(ingested_at))
+    )
+
+
+def check_landing_files(spark: SparkSession, files: list[Path], source: SourceSettings) -> None:
+    """Every file matches the declared schema (columns, then values for text formats)."""
+    declared = source.schema_
+    for path in files:
+        if source.format == "parquet":
+            check_parquet_schema(path, declared)
+        elif source.format == "csv":
+            check_csv_header(path, declared, delimiter=source.options.get("sep", ","))
+        else:
+            check_json_lines(path, declared)
+    if source.format in ("csv", "json"):
+        check_values(spark, files, source.format, declared, source.options)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prescore.config import Settings, UseCase
+from prescore.data import sources
 
 CHUNK_ROWS = 1_000_000
 _FIRST = ["Ana", "Ben", "Chloe", "David", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jon"]
@@ -190,9 +191,8 @@ GENERATORS: dict[str, Callable[[int, date, int, int], Iterator[pd.DataFrame]]] =
 
 
 def landing_dir(settings: Settings, usecase: UseCase, run_date: date) -> Path:
-    root = Path(usecase.source.path)
-    root = root if root.is_absolute() else settings.landing_dir / root
-    return root / f"run_date={run_date.isoformat()}"
+    """The folder the use case's landing files of `run_date` are written to (and ingested from)."""
+    return sources.landing_dir(settings, usecase.source, run_date)
 
 
 def write_landing(

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from prescore.catalog import SCORE
+
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
@@ -177,6 +179,24 @@ def feature_drift(
 
 
 # ---------------------------------------------------------------- realized performance
+
+
+def score_bin_counts(
+    reference: DataFrame, candidate: DataFrame, *, edges: list[float]
+) -> tuple[list[int], list[int]]:
+    """Rows per score bin of each frame, in one Spark aggregate; bin i is [edges[i-1], edges[i])."""
+    from pyspark.sql import functions as F
+
+    bin_of = sum((F.when(F.col(SCORE) >= e, 1).otherwise(0) for e in edges), F.lit(0))
+    both = reference.select(F.lit(False).alias("is_candidate"), bin_of.alias("bin")).unionByName(
+        candidate.select(F.lit(True).alias("is_candidate"), bin_of.alias("bin"))
+    )
+    counts = {
+        (r.is_candidate, r.bin): r["count"]
+        for r in both.groupBy("is_candidate", "bin").count().collect()
+    }
+    bins = range(len(edges) + 1)
+    return [counts.get((False, b), 0) for b in bins], [counts.get((True, b), 0) for b in bins]
 
 
 def regression_outcomes(joined: DataFrame, *, label: str, score: str) -> dict[str, float]:

@@ -1,5 +1,6 @@
 """The monitoring report of one run date: a self-contained HTML page (plots as base64 PNG), in the
-style of the data report (prescore.data.report), saved under reports/<usecase>/ and logged to MLflow.
+style of the data report (prescore.data.report); the monitor stage saves it under reports/<usecase>/
+and logs it to MLflow.
 
 Plots: PSI per feature and KS per numeric feature against their thresholds, the published scores'
 histogram against the previous publish's, and the realized metrics over run dates. An Evidently
@@ -16,14 +17,16 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prescore.data.report import PAGE_HEAD, png_base64, write_report
+from prescore.catalog import SCORE
+from prescore.data.report import PAGE_HEAD, png_base64
+from prescore.monitoring.metrics import score_bin_counts
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from pyspark.sql import DataFrame, Row
 
-    from prescore.context import RunContext
-    from prescore.stages.monitor import Measure
+    from prescore.config import UseCase
+    from prescore.monitoring.measures import Measure
 
 log = logging.getLogger(__name__)
 HISTOGRAM_BINS = 20
@@ -84,14 +87,11 @@ def bars_figure(measures: list[Measure], metric: str, title: str) -> Figure | No
     return figure
 
 
-def score_histograms(
+def prediction_histogram(
     current: DataFrame, previous: DataFrame | None
 ) -> tuple[list[float], list[int], list[int]] | None:
     """Equal-width score bins over both frames' range, and the rows per bin of each (previous: [])."""
     from pyspark.sql import functions as F
-
-    from prescore.stages.publish import score_histograms as counted
-    from prescore.stages.score import SCORE
 
     both = current.select(SCORE)
     if previous is not None:
@@ -102,7 +102,7 @@ def score_histograms(
     width = (high - low) / HISTOGRAM_BINS or 1.0
     edges = [low + i * width for i in range(HISTOGRAM_BINS + 1)]
     reference = previous if previous is not None else current.limit(0)
-    ref_counts, cur_counts = counted(reference, current, edges=edges[1:-1])
+    ref_counts, cur_counts = score_bin_counts(reference, current, edges=edges[1:-1])
     return edges, cur_counts, ref_counts if previous is not None else []
 
 
@@ -191,10 +191,6 @@ def render(
     )
 
 
-def report_path(reports_dir: Path, usecase: str, run_date: date) -> Path:
-    return reports_dir / usecase / f"monitoring_{usecase}_{run_date.isoformat()}.html"
-
-
 def bounded_sample(frame: DataFrame, rows: int, columns: list[str]) -> Any:
     """At most `rows` rows of `frame` as pandas, a seeded random choice."""
     from pyspark.sql import functions as F
@@ -202,7 +198,7 @@ def bounded_sample(frame: DataFrame, rows: int, columns: list[str]) -> Any:
     return frame.select(*columns).orderBy(F.rand(SEED)).limit(rows).toPandas()
 
 
-def evidently_page(ctx: RunContext, frames: dict[str, DataFrame], path: Path) -> Path | None:
+def evidently_page(usecase: UseCase, frames: dict[str, DataFrame], path: Path) -> Path | None:
     """Evidently's data-drift preset on a bounded sample of the reference and the batch. Never
     fails the stage: the page is a view for people, the stored measures are what count."""
     os.environ.setdefault("DO_NOT_TRACK", "1")  # no usage telemetry
@@ -210,7 +206,6 @@ def evidently_page(ctx: RunContext, frames: dict[str, DataFrame], path: Path) ->
         from evidently import DataDefinition, Dataset, Report
         from evidently.presets import DataDriftPreset
 
-        usecase = ctx.usecase
         columns = usecase.source_features  # the columns of the clean rows (not built ones)
         rows = usecase.monitoring.report_sample_rows
         current = frames["current"]
@@ -229,15 +224,11 @@ def evidently_page(ctx: RunContext, frames: dict[str, DataFrame], path: Path) ->
     return path
 
 
-def publish(
-    ctx: RunContext, measures: list[Measure], frames: dict[str, DataFrame], history: list[Row]
-) -> Path:
-    """Render, save under reports/<usecase>/ and log to MLflow; the report's path."""
-    usecase = ctx.usecase
-    path = report_path(ctx.settings.reports_dir, usecase.name, ctx.run_date)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sample_page = evidently_page(ctx, frames, path.with_name(f"{path.stem}_evidently.html"))
-    figures = {
+def figures(
+    measures: list[Measure], frames: dict[str, DataFrame], history: list[Row], run_date: date
+) -> dict[str, Figure | None]:
+    """The page's plots, by section title (None: nothing to plot)."""
+    return {
         "Feature drift: PSI per feature": bars_figure(
             measures, "feature_psi", "PSI: training rows vs this batch"
         ),
@@ -245,45 +236,7 @@ def publish(
             measures, "feature_ks", "KS: training rows vs this batch"
         ),
         "Prediction drift": prediction_figure(
-            score_histograms(frames["predictions"], frames.get("previous"))
+            prediction_histogram(frames["predictions"], frames.get("previous"))
         ),
-        "Realized performance over time": realized_figure(history, measures, ctx.run_date),
+        "Realized performance over time": realized_figure(history, measures, run_date),
     }
-    html = render(
-        title=f"{usecase.name}: monitoring of run_date {ctx.run_date}",
-        measures=measures,
-        figures=figures,
-        evidently=sample_page.name if sample_page else None,
-    )
-    write_report(html, path)
-    log_monitoring_run(ctx, measures, [p for p in (path, sample_page) if p])
-    return path
-
-
-def log_monitoring_run(ctx: RunContext, measures: list[Measure], files: list[Path]) -> None:
-    """One MLflow run per monitored run date, in `<registered model>-monitoring`: every measured
-    value as a metric, the report as an artifact."""
-    import mlflow
-
-    from prescore.platform import registry
-
-    registry.client(ctx.settings)
-    name = f"{registry.model_name(ctx.settings, ctx.usecase)}-monitoring"
-    found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        experiment = str(found.experiment_id)
-    else:
-        artifacts = ctx.settings.mlflow_artifacts_dir
-        location = artifacts.as_uri() if not ctx.settings.mlflow.tracking_uri else None
-        experiment = str(mlflow.create_experiment(name, artifact_location=location))
-    metrics = {
-        f"{m.metric}.{m.feature}" if m.feature else m.metric: m.value
-        for m in measures
-        if m.value is not None
-    }
-    tags = {"prescore.stage": "monitor", "prescore.run_date": ctx.run_date.isoformat()}
-    with mlflow.start_run(experiment_id=experiment, run_name=f"monitor {ctx.run_date}", tags=tags):
-        mlflow.log_metrics(metrics)
-        mlflow.log_metric("breaches", float(sum(m.breached for m in measures)))
-        for file in files:
-            mlflow.log_artifact(str(file), artifact_path="reports")

@@ -1,9 +1,14 @@
-"""MLflow edges: tracking setup, one experiment and one registered model per use case, aliases."""
+"""MLflow edges: tracking setup, the experiments, one registered model per use case, aliases.
+
+Named `registry`, not `mlflow`: a module of that name would shadow the library in its importers.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from prescore import catalog
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -32,7 +37,7 @@ class ModelNotFoundError(LookupError):
 
 
 def model_name(settings: Settings, usecase: UseCase) -> str:
-    return f"{settings.mlflow.registry_prefix}-{usecase.name}"
+    return catalog.model_name(settings.mlflow.registry_prefix, usecase.name)
 
 
 def client(settings: Settings) -> MlflowClient:
@@ -46,16 +51,33 @@ def client(settings: Settings) -> MlflowClient:
     return mlflow.MlflowClient()
 
 
-def experiment_id(settings: Settings, usecase: UseCase) -> str:
-    """The use case's experiment, created with artifacts under the state folder when new."""
-    import mlflow
+def ensure_experiment(settings: Settings, name: str) -> str:
+    """The id of experiment `name`, created with artifacts under the state folder when new."""
+    import mlflow  # here, not at the top: importing mlflow costs seconds that lookups never pay
 
-    name = model_name(settings, usecase)
+    client(settings)
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
     location = settings.mlflow_artifacts_dir.as_uri() if not settings.mlflow.tracking_uri else None
     return str(mlflow.create_experiment(name, artifact_location=location))
+
+
+def experiment_id(settings: Settings, usecase: UseCase) -> str:
+    """The use case's training experiment (named as its registered model)."""
+    return ensure_experiment(settings, model_name(settings, usecase))
+
+
+def data_experiment_id(settings: Settings, usecase: UseCase) -> str:
+    """The use case's data experiment (`<registered model>-data`): the validate stage's runs."""
+    prefix = settings.mlflow.registry_prefix
+    return ensure_experiment(settings, catalog.data_experiment(prefix, usecase.name))
+
+
+def monitoring_experiment_id(settings: Settings, usecase: UseCase) -> str:
+    """The use case's monitoring experiment (`<registered model>-monitoring`)."""
+    prefix = settings.mlflow.registry_prefix
+    return ensure_experiment(settings, catalog.monitoring_experiment(prefix, usecase.name))
 
 
 def resolve_alias(settings: Settings, usecase: UseCase, alias: str = CHAMPION) -> ModelRef:
@@ -86,7 +108,7 @@ def set_alias(settings: Settings, ref: ModelRef, alias: str) -> None:
 # ---------------------------------------------------------------- champion history
 
 # The registered model's tag listing every version that was @champion, oldest first, so that
-# `rollback_model` knows which one came before the current champion.
+# `rollback_champion` knows which one came before the current champion.
 HISTORY_TAG = "champion_history"
 
 
@@ -140,3 +162,10 @@ def rollback_champion(settings: Settings, usecase: UseCase, *, when: str) -> Mod
         previous.name, previous.version, "champion_reason", f"rollback from v{current.version}"
     )
     return previous
+
+
+def model_bytes(ref: ModelRef) -> bytes:
+    """The registered booster in XGBoost's native (ubj) form, to broadcast to the workers."""
+    import mlflow.xgboost
+
+    return bytes(mlflow.xgboost.load_model(ref.uri).save_raw("ubj"))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from prescore.platform.jars import cds_java_options, local_jars
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from pyspark.sql import SparkSession
 
@@ -123,3 +124,17 @@ def launcher_conf() -> dict[str, str] | None:
 
     SparkContext._ensure_initialized()
     return dict(SparkConf().getAll())
+
+
+@contextmanager
+def temporary_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """Session setting `key` is `value` inside the block; what it was (or unset) comes back after."""
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)

@@ -12,14 +12,15 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prescore.catalog import RUN_DATE
 from prescore.identifiers import quote_identifier, quote_spark_identifier
+from prescore.platform.spark import temporary_conf
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from prescore.config import Settings
 
-RUN_DATE = "run_date"
 # Delta refuses a vacuum horizon under its 7-day default unless this check is off (see vacuum).
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 
@@ -171,15 +172,8 @@ def vacuum_removed_files(spark: SparkSession, settings: Settings, table: str) ->
     from delta.tables import DeltaTable
 
     path = str(settings.table_path(table))
-    before = spark.conf.get(RETENTION_CHECK, None)
-    spark.conf.set(RETENTION_CHECK, "false")  # this session only, for this one command
-    try:
+    with temporary_conf(spark, RETENTION_CHECK, "false"):  # this session, this one command
         spark.sql(f"VACUUM delta.{quote_spark_identifier(path)} LITE RETAIN 0 HOURS").collect()
-    finally:
-        if before is None:
-            spark.conf.unset(RETENTION_CHECK)
-        else:
-            spark.conf.set(RETENTION_CHECK, before)
     last = DeltaTable.forPath(spark, path).history(1).first()
     if last is None or last["operation"] != "VACUUM END":
         return 0

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from prescore.catalog import PUBLISH_LOG
 from prescore.identifiers import quote_identifier, quote_literal
 from prescore.platform import tables
-from prescore.serving import publish_log, snapshot
+from prescore.serving import snapshot
 
 if TYPE_CHECKING:
     from prescore.config import Settings, UseCase
@@ -28,17 +29,11 @@ BI_SQL_DIR = "delta"  # sql/delta/: views over the Delta tables, kept out of the
 
 def base_views(settings: Settings, usecase: UseCase) -> dict[str, str]:
     """The relations sql/delta/ reads, one select each, for the tables that exist so far."""
-    from prescore.stages.monitor import monitoring_table
-    from prescore.stages.score import shadow_table
-
     sources = {
         "prediction_runs": (usecase.predictions_table, ""),
-        "publish_events": (
-            publish_log.PUBLISH_LOG,
-            f" where usecase = {quote_literal(usecase.name)}",
-        ),
-        "shadow_runs": (shadow_table(usecase), ""),
-        "monitoring_runs": (monitoring_table(usecase), ""),
+        "publish_events": (PUBLISH_LOG, f" where usecase = {quote_literal(usecase.name)}"),
+        "shadow_runs": (usecase.shadow_table, ""),
+        "monitoring_runs": (usecase.monitoring_table, ""),
     }
     return {
         name: f"select * from delta_scan({quote_literal(str(settings.table_path(table)))}){where}"

@@ -24,6 +24,7 @@ from datetime import date, datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from prescore.catalog import PUBLISH_LOG, PUBLISH_LOG_SCHEMA, columns_of
 from prescore.platform import tables
 
 if TYPE_CHECKING:
@@ -31,15 +32,11 @@ if TYPE_CHECKING:
 
     from prescore.config import Settings, UseCase
 
-PUBLISH_LOG = "publish_log"
 PUBLISH, ROLLBACK, BACKFILL = "publish", "rollback", "backfill"
 SERVED = (PUBLISH, ROLLBACK)  # the actions that moved current.duckdb
 BUILT = (PUBLISH, BACKFILL)  # the actions that built a snapshot of a run date's predictions
-SCHEMA = (
-    "usecase string, run_date date, action string, predictions_version bigint, model_name string, "
-    "model_version string, snapshot string, checks string, published_at timestamp"
-)
-COLUMNS = [field.split()[0] for field in SCHEMA.split(", ")]
+SCHEMA = PUBLISH_LOG_SCHEMA
+COLUMNS = columns_of(SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -81,6 +78,12 @@ def served_events(events: Iterable[Event], pointer: str | None) -> list[Event]:
     if served and (pointer is None or served[-1].snapshot_name != PurePosixPath(pointer).name):
         served.pop()
     return served
+
+
+def built(events: Iterable[Event]) -> list[Event]:
+    """The events that built a snapshot of a run date's predictions (publishes and backfills, not
+    rollbacks), in the order given."""
+    return [e for e in events if e.action in BUILT]
 
 
 def rollback_stack(served: Sequence[Event]) -> list[Event]:

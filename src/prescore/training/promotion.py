@@ -48,3 +48,18 @@ def decide(
     if is_better(metric, value, incumbent, margin=gate.margin):
         return Decision(True, f"{versus} on the same test split: better by >= {gate.margin:g}")
     return Decision(False, f"{versus} on the same test split: not better by {gate.margin:g}")
+
+
+def gate(
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    *,
+    unscorable: str,
+    settings: PromotionSettings,
+    champion_version: str | None,
+) -> Decision:
+    """The promotion gate: kept out when the champion could not be scored on this test split
+    (`unscorable` says why), else `decide`."""
+    if unscorable:
+        return Decision(False, unscorable)
+    return decide(challenger, champion, gate=settings, champion_version=champion_version)

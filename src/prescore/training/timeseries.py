@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from prescore.config import TARGET_DATE
+from prescore.catalog import HORIZON, TARGET_DATE
 from prescore.platform import tables
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from prescore.config import Settings, TimeSeriesSettings, UseCase
 
 ORIGIN_DATE = "origin_date"
-HORIZON = "horizon"
 _DAY = "_day"  # days since 1970-01-01: a number, so windows can range over calendar days
 _EPOCH = date(1970, 1, 1)
 
