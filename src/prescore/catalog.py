@@ -68,11 +68,17 @@ def monitoring_table(usecase: str) -> str:
 
 
 # ---------------------------------------------------------------- Delta schemas (DDL)
+# The profile table's schema stays beside its computation (data.profile.PROFILE_SCHEMA) while
+# issue 22 reworks the profile passes; it moves here once that lands.
 
 VALIDATION_SCHEMA = (
     "run_date date, usecase string, suite string, expectation_type string, column string, "
     "kwargs string, severity string, success boolean, unexpected_count long, "
     "unexpected_percent double, observed_value string"
+)
+CLEANING_STATS_SCHEMA = (
+    "run_date date, column string, rule string, strategy string, value string, "
+    "lower double, upper double, fitted_rows long"
 )
 PUBLISH_LOG_SCHEMA = (
     "usecase string, run_date date, action string, predictions_version bigint, model_name string, "

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from prescore.catalog import QUARANTINE_REASON, RUN_DATE, SPLIT
+from prescore.catalog import CLEANING_STATS_SCHEMA, QUARANTINE_REASON, RUN_DATE, SPLIT
 from prescore.config import RangeRule
 
 if TYPE_CHECKING:
@@ -343,11 +343,7 @@ def fitted_frame(
         outlier = cleaning.outliers[column]
         how = f"{outlier.method} k={outlier.k:g} {outlier.action}"
         rows.append((column, "outliers", how, None, bound.min, bound.max, fitted.fitted_rows))
-    return spark.createDataFrame(
-        [(run_date, *row) for row in rows],
-        "run_date date, column string, rule string, strategy string, value string, "
-        "lower double, upper double, fitted_rows long",
-    )
+    return spark.createDataFrame([(run_date, *row) for row in rows], CLEANING_STATS_SCHEMA)
 
 
 # ---------------------------------------------------------------- assembling

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
     from pyspark.sql import DataFrame, SparkSession
 
+# great_expectations is imported inside the functions that use it: importing it takes
+# seconds, which the CLI's other commands, the lookups and the DAG file never pay.
 log = logging.getLogger(__name__)
 
 SUITE_KEYS = frozenset({"name", "expectations", "notes", "meta"})

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
     from prescore.config import Settings, UseCase
 
+# mlflow is imported inside the functions that use it: importing it takes
+# seconds, which the CLI's other commands, the lookups and the DAG file never pay.
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 

@@ -23,7 +23,7 @@ from prescore.catalog import TARGET_DATE
 from prescore.config import PROJECT_ROOT
 from prescore.data.cleaning import assign_split
 from prescore.platform import registry, tables
-from prescore.training import evaluation, promotion, timeseries
+from prescore.training import evaluation, promotion, timeseries, tuning
 from prescore.training.estimator import (
     check_training_data,
     fit_booster,
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from prescore.config import UseCase
     from prescore.context import RunContext
 
+# mlflow and xgboost are imported inside the functions that use them: importing them takes
+# seconds, which the CLI's other commands, the lookups and the DAG file never pay.
 log = logging.getLogger(__name__)
 
 
@@ -143,8 +145,6 @@ def chosen_params(
 
     if not usecase.model.tuning.n_trials:
         return dict(usecase.model.params)
-    from prescore.training import tuning
-
     validation = split_frame(clean, usecase=usecase, split="validation").toPandas()
     params, study = tuning.search(fit, validation, usecase=usecase)
     mlflow.set_tags(
