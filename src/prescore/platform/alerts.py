@@ -1,5 +1,5 @@
 """Alerts: one JSON POST to the configured webhook (`airflow.alert_webhook_url`), for a failed
-Airflow task (dags/prescore_dags.py) and for a monitoring threshold crossed (stages/monitor.py).
+Airflow task (platform.airflow_tasks) and for a monitoring threshold crossed (stages/monitor.py).
 
 Standard library only: the DAG file imports this module, and it must stay cheap to parse.
 """
