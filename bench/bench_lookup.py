@@ -2,7 +2,7 @@
 
 Same keys, same scores, same requests. Predictions for every key (small: 1M, full: 10M) are
 generated with numpy and published as prescore publishes them (`serving.build_snapshot`, then
-`point_current_to`). Then, round after round, each subject answers the same requests:
+`stage_pointer` and `move_pointer`). Then, round after round, each subject answers the same requests:
 
 - baseline: a Python dict from key to score, in this process (the limit: no I/O, no checks);
 - prescore: `Scores.get` for one key, `Scores.get_many` for a batch (the key file, read into memory);
@@ -140,7 +140,7 @@ def publish(settings: Settings, usecase: UseCase, predictions: Path) -> float:
     began = time.perf_counter()
     built, _ = snapshot.build_usecase_snapshot(settings, usecase, RUN_DATE, 0, [str(predictions)])
     seconds = time.perf_counter() - began
-    snapshot.point_current_to(settings, usecase, built)
+    snapshot.move_pointer(snapshot.stage_pointer(settings, usecase, built.name))
     return seconds
 
 

@@ -104,6 +104,11 @@ def webhook_server(path: str = "/hooks/prescore") -> Iterator[tuple[str, list[di
         thread.join(timeout=5)
 
 
+def point_current_to(settings: Settings, usecase: UseCase, built: Path) -> None:
+    """Serve snapshot `built` at once, as publish does without its checks and log."""
+    snapshot.move_pointer(snapshot.stage_pointer(settings, usecase, built.name))
+
+
 SNAPSHOT_RUN_DATE = date(2026, 11, 5)
 SCORED_AT = datetime.now().replace(microsecond=0) - timedelta(hours=1)  # fresh while tests run
 
@@ -137,5 +142,5 @@ def publish_snapshot(
     built, _ = snapshot.build_usecase_snapshot(
         settings, usecase, SNAPSHOT_RUN_DATE, version, [str(parquet)]
     )
-    snapshot.point_current_to(settings, usecase, built)
+    point_current_to(settings, usecase, built)
     return built

@@ -366,9 +366,8 @@ class ScoreSettings(_Strict):
     ttl_days: int = Field(7, ge=1)  # valid_until = run date + ttl_days: expired after that
     stale_after_hours: float = Field(36, gt=0)  # still valid, but a scheduled run was missed
     shadow: bool = True  # also score @challenger, when set, into shadow_<usecase>
-    # Rows per Arrow batch handed to the booster. At 10M rows, 10,000 and 50,000 score alike
-    # (0.546x and 0.540x native inplace_predict, same run); 50,000 won on small data under the
-    # old mapInArrow kernel (0.20x -> 0.28x), where per-batch costs weighed more.
+    # Rows per Arrow batch handed to the booster: at 10M rows 10,000 and 50,000 score alike, on
+    # small data 50,000 wins where per-batch costs weigh more (bench/README.md, score).
     arrow_batch_rows: int = Field(50_000, ge=1_000)
 
 

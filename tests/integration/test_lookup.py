@@ -34,6 +34,7 @@ from prescore.serving.client import (
     SnapshotNotFoundError,
     SnapshotUnreadableError,
 )
+from support import point_current_to
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)
@@ -79,7 +80,7 @@ def publish(
     settings: Settings, usecase: UseCase, rows: list[tuple[Any, ...]], version: int = 1
 ) -> Path:
     built = build(settings, usecase, rows, version)
-    snapshot.point_current_to(settings, usecase, built)
+    point_current_to(settings, usecase, built)
     return built
 
 
@@ -138,7 +139,7 @@ def test_an_empty_snapshot_answers_every_key_missing(
     built, rows = snapshot.build_usecase_snapshot(
         fresh_settings, churn, RUN_DATE, 1, [str(parquet)]
     )
-    snapshot.point_current_to(fresh_settings, churn, built)
+    point_current_to(fresh_settings, churn, built)
     scores = scores_at(SCORED_AT, fresh_settings, churn)
     assert rows == 0
     assert scores.get("C1") == Score(key=("C1",), score=None, freshness="missing")
@@ -223,7 +224,7 @@ def test_stamps_that_vary_between_rows_are_answered_per_row(
         "valid_until": pa.array(valid, pa.timestamp("us")),
     }
     built = build(fresh_settings, churn, [("A", 0.1), ("B", 0.2), ("C", 0.3)], 1, **stamps)
-    snapshot.point_current_to(fresh_settings, churn, built)
+    point_current_to(fresh_settings, churn, built)
     index = keyindex.KeyIndex(keyindex.key_file(built))
     assert index.constants == {"model_name": "prescore-churn"}
     index.close()
@@ -430,7 +431,7 @@ def test_hot_swap_answers_from_one_whole_snapshot_and_maps_no_file(
     first = build(fresh_settings, churn, [(k, 0.1) for k in KEYS], 1)
     second = build(fresh_settings, churn, [(k, 0.9) for k in KEYS[:150]], 2)  # 50 keys gone in B
     versions = {"1": (first, 0.1, len(KEYS)), "2": (second, 0.9, 150)}
-    snapshot.point_current_to(fresh_settings, churn, first)
+    point_current_to(fresh_settings, churn, first)
     scores = Scores(churn, fresh_settings)
     seen: set[str] = set()
     failures: list[str] = []
@@ -457,7 +458,7 @@ def test_hot_swap_answers_from_one_whole_snapshot_and_maps_no_file(
     reader.start()
     try:
         for flip in range(200):
-            snapshot.point_current_to(fresh_settings, churn, second if flip % 2 == 0 else first)
+            point_current_to(fresh_settings, churn, second if flip % 2 == 0 else first)
             threading.Event().wait(0.002)
     finally:
         done.set()
@@ -465,7 +466,7 @@ def test_hot_swap_answers_from_one_whole_snapshot_and_maps_no_file(
     assert failures == []
     assert seen == {"1", "2"}
 
-    snapshot.point_current_to(fresh_settings, churn, second)
+    point_current_to(fresh_settings, churn, second)
     assert scores.get(KEYS[0]).model_version == "2"
     gc.collect()
     # Read into memory, never mapped: a file truncated under a mapping would kill the process.

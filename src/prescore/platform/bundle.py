@@ -1,6 +1,6 @@
 """The prescore package as one zip for `spark-submit --py-files`: how the library reaches a cluster.
 
-Executors import prescore when they run a stage's Python code (score's mapInArrow function is
+Executors import prescore when they run a stage's Python code (scoring's Arrow UDF is
 pickled by reference). On a cluster they may not have it installed, so every stage job ships the
 package it was launched from. Spark puts --py-files ahead of site-packages on the executors' path.
 

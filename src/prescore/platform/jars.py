@@ -1,7 +1,7 @@
 """Spark's Maven packages, resolved once at setup into a local folder: jars, not coordinates.
 
-`spark-submit --packages` makes Ivy resolve the coordinates again on every start (3 to 10 s,
-even with every jar cached). Setup (`python -m prescore.platform.jvm_setup`) resolves each set of coordinates
+`spark-submit --packages` makes Ivy resolve the coordinates again on every start, even with every
+jar cached (bench/README.md, startup). Setup (`python -m prescore.platform.jvm_setup`) resolves each set of coordinates
 prescore asks for once, through Spark's own resolver, and keeps the jars here; a task or a session
 then hands Spark the local files (`--jars`, `spark.jars`). The coordinates stay the one source
 of truth (`prescore.platform.spark.jars_packages`): a set is looked up by exactly its coordinates, and one

@@ -86,7 +86,7 @@ class Served(NamedTuple):
 
 class Score(NamedTuple):
     """One key's answer. A named tuple, not a dataclass: a 1000-key batch builds 1000 of them, and
-    a tuple is built in C (a frozen dataclass's __init__ cost 1.5 µs a Score, most of the batch)."""
+    a tuple is built in C (bench/README.md, lookup: what a frozen dataclass cost)."""
 
     key: tuple[Any, ...]
     score: float | None

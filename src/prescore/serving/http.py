@@ -137,7 +137,7 @@ def answers(usecase: UseCase, scores: Sequence[Score]) -> list[ScoreAnswer]:
 @functools.lru_cache(maxsize=64)
 def _iso(moment: datetime | None) -> str | None:
     """ISO text of a time, remembered: the rows of a snapshot share one scored_at and one
-    valid_until, and isoformat was a fifth of a 1000-key batch's time in the app."""
+    valid_until, so a 1000-key batch formats two times, not 2000."""
     return None if moment is None else moment.isoformat()
 
 
@@ -199,9 +199,10 @@ class SnapshotCollector(Collector):
 
 
 class RequestOnlyRoute(APIRoute):
-    """A route whose endpoint takes the Request and returns a Response: FastAPI's parameter
-    solving, skipped here, was 40% of the app's time per single-key lookup (measured). The
-    endpoint reads its path parameters from the request; openapi_extra documents them."""
+    """A route whose endpoint takes the Request and returns a Response, skipping FastAPI's
+    parameter solving, the larger part of a single-key lookup's time in the app (bench/README.md,
+    lookup). The endpoint reads its path parameters from the request; openapi_extra documents
+    them."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         return cast(Callable[[Request], Coroutine[Any, Any, Response]], self.endpoint)

@@ -14,7 +14,7 @@ time). A constant costs a lookup nothing: a 1000-key batch copies it instead of 
 values, and judges freshness once.
 
 Why a hash index and not a key-sorted file: a binary search over 10M keys is ~24 dependent reads
-from memory, about 2.5 µs a key even vectorised, which is too slow for a 1000-key batch in 2.5 ms.
+from memory a key, even vectorised too slow for the 1000-key batch target (bench/README.md).
 With as many buckets as keys, a key costs one read of the bucket directory and one or two of the
 keys, and numpy runs a batch's reads side by side.
 
@@ -27,7 +27,7 @@ padding. The width w is the longest encoded key, so a use case with long keys pa
 Why read into memory and not memory-map: a mapped file truncated in place (a careless copy, a
 prune from another host over NFS) kills the whole process with SIGBUS at its next read, every use
 case with it. A private copy costs the file's size in each serving process (about 25 bytes a key)
-and a read at open (about 0.1 s per 10M keys from the page cache); lookups read the same arrays.
+and one read at open; lookups read the same arrays.
 Every file is checked at open (column sizes, the bucket directory), so a damaged one raises
 ValueError there, never a crash or a wrong answer later.
 """
@@ -239,7 +239,7 @@ def bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:
 
 def order_by_bucket(bucket: np.ndarray) -> np.ndarray:
     """np.argsort(bucket, kind="stable"), as a radix sort on 16-bit digits: numpy sorts a 16-bit
-    array by radix, so two passes order 10M buckets in about half the time of one 64-bit sort."""
+    array by radix, so two passes beat one 64-bit sort (bench/README.md, publish)."""
     order = np.argsort(bucket.astype(np.uint16), kind="stable")  # the lowest 16 bits
     top = int(bucket.max()) if len(bucket) else 0
     shift = 16

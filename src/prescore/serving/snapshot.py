@@ -210,7 +210,8 @@ def _create_table(types: dict[str, str], constants: dict[str, str]) -> str:
     """The predictions table, with each constant column as a virtual column holding its value.
 
     A scoring run stamps one model, one version, one time on every row: stored and sorted as
-    columns, those stamps were half the cost of the copy. A virtual column costs nothing to write,
+    columns, they cost more than the copy itself (bench/README.md, publish). A virtual column
+    costs nothing to write,
     reads back as an ordinary column of the table, and keeps the column order of the files.
     """
     columns = []
@@ -234,11 +235,6 @@ def _write_key_file(path: Path, files: PredictionFiles, run_date: date) -> int:
         path, predictions, keys=files.keys, run_date=run_date, constants=files.constants
     )
     return predictions.num_rows
-
-
-def point_current_to(settings: Settings, usecase: UseCase, snapshot: Path) -> None:
-    """Move current.duckdb to `snapshot` in one rename (a relative symlink, so the folder can move)."""
-    move_pointer(stage_pointer(settings, usecase, snapshot.name))
 
 
 def stage_pointer(settings: Settings, usecase: UseCase, snapshot_name: str) -> Path:
