@@ -1,5 +1,6 @@
-"""Source checks before ingest writes anything: every landing file (or source table) must match the
-schema declared in the use case, or the read fails naming the file and the column.
+"""A use case's source: where its landing files are, how they are read, and the checks before
+ingest writes anything: every landing file (or source table) must match the schema declared in
+the use case, or the read fails naming the file and the column.
 
 Parquet: the footer of each file. CSV: the header line of each file, then one Spark pass over the
 text values that finds the first file holding a value that is not of its declared type. JSON

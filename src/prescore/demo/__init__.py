@@ -1,1 +1,1 @@
-"""Demo data: the generated landing files the demo use cases ingest."""
+"""Demo data: datagen writes seeded landing files for the demo use cases (`prescore datagen`)."""

@@ -1,1 +1,3 @@
-"""Scoring: the model applied to every key (an Arrow UDF) and the checks a candidate must pass."""
+"""Scoring: predict (the scalar Arrow UDF, lineage stamps, shadow scores), population (the rows
+a run date scores) and checks (what a candidate must pass before publish).
+"""

@@ -1,1 +1,4 @@
-"""Model training: model input, time-series features, evaluation, tuning and the promotion gate."""
+"""Training: features (model input), timeseries (lags, windows, horizons), estimator (training
+rows, data checks, the xgboost.spark fit), evaluation (metrics, plots), tuning (Optuna search)
+and promotion (the gate: may a new version replace @champion).
+"""
