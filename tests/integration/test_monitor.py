@@ -357,8 +357,7 @@ def test_evidently_page_is_written_offline_on_a_bounded_sample(
         "reference": spark.createDataFrame(rows, schema),
         "current": spark.createDataFrame(shifted, schema),
     }
-    ctx = SimpleNamespace(usecase=usecase)
-    page = monitor_report.evidently_page(ctx, frames, tmp_path / "evidently.html")  # type: ignore[arg-type]
+    page = monitor_report.evidently_page(usecase, frames, tmp_path / "evidently.html")
     assert page is not None
     html = page.read_text()
     assert "tenure_months" in html
