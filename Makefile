@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt | check-java
 	@touch $@
 
 # Delta's jars (and the use cases' JDBC drivers) resolve once, here, into a local jar store that
-# every task and session then loads from (prescore.jars): no Ivy resolution at run time.
+# every task and session then loads from (prescore.platform.jars): no Ivy resolution at run time.
 $(VENV)/.delta-jars: $(STAMP) $(wildcard conf/*.yaml conf/env/*.yaml conf/usecases/*.yaml)
 	@scripts/fetch_delta_jars.sh $(BIN)/python
 	@touch $@
@@ -42,6 +42,7 @@ lint: setup
 	$(BIN)/ruff check src jobs dags tests bench
 	$(BIN)/ruff format --check src jobs dags tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports  # the package's layers: pyproject.toml [tool.importlinter]
 
 bench: setup
 	$(BIN)/python -m bench --size $(SIZE)

@@ -2,7 +2,7 @@
 
 Same keys, same scores, same requests. Predictions for every key (small: 1M, full: 10M) are
 generated with numpy and published as prescore publishes them (`serving.build_snapshot`, then
-`point_current_to`). Then, round after round, each subject answers the same requests:
+`stage_pointer` and `move_pointer`). Then, round after round, each subject answers the same requests:
 
 - baseline: a Python dict from key to score, in this process (the limit: no I/O, no checks);
 - prescore: `Scores.get` for one key, `Scores.get_many` for a batch (the key file, read into memory);
@@ -42,9 +42,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench import BENCH_DIR, DATA_DIR, Measurement
-from prescore import keyindex, serving
 from prescore.config import Settings, UseCase, load_settings, load_usecase
-from prescore.lookup import Scores
+from prescore.serving import keyindex, snapshot
+from prescore.serving.client import Scores
 
 BENCHMARK = "lookup"
 KEYS = {"small": 1_000_000, "full": 10_000_000}
@@ -76,7 +76,7 @@ Request = list[str]
 
 
 def customer_ids(numbers: np.ndarray, prefix: str) -> pa.Array:
-    """'C00000042'-style keys (as prescore.datagen makes them) for the given numbers."""
+    """'C00000042'-style keys (as prescore.demo.datagen makes them) for the given numbers."""
     digits = pc.utf8_lpad(pa.array(numbers).cast(pa.string()), 8, "0")
     return pc.binary_join_element_wise(prefix, digits, "")
 
@@ -138,18 +138,18 @@ def bench_settings(size: str) -> tuple[Settings, UseCase]:
 def publish(settings: Settings, usecase: UseCase, predictions: Path) -> float:
     """Build the snapshot and its key file as the publish stage does; seconds taken."""
     began = time.perf_counter()
-    snapshot, _ = serving.build_usecase_snapshot(settings, usecase, RUN_DATE, 0, [str(predictions)])
+    built, _ = snapshot.build_usecase_snapshot(settings, usecase, RUN_DATE, 0, [str(predictions)])
     seconds = time.perf_counter() - began
-    serving.point_current_to(settings, usecase, snapshot)
+    snapshot.move_pointer(snapshot.stage_pointer(settings, usecase, built.name))
     return seconds
 
 
-def key_file_seconds(snapshot: Path, usecase: UseCase) -> float:
+def key_file_seconds(built: Path, usecase: UseCase) -> float:
     """Seconds to write the key file alone (read back from the snapshot): its share of the build."""
     columns = ", ".join([*usecase.keys, *keyindex.VALUE_COLUMNS])
-    with duckdb.connect(str(snapshot), read_only=True) as con:
-        predictions = con.execute(f"select {columns} from {serving.PREDICTIONS}").to_arrow_table()
-    target = snapshot.with_name(f"rewritten{keyindex.SUFFIX}")
+    with duckdb.connect(str(built), read_only=True) as con:
+        predictions = con.execute(f"select {columns} from {snapshot.PREDICTIONS}").to_arrow_table()
+    target = built.with_name(f"rewritten{keyindex.SUFFIX}")
     began = time.perf_counter()
     keyindex.write_key_file(target, predictions, keys=usecase.keys, run_date=RUN_DATE)
     seconds = time.perf_counter() - began
@@ -176,13 +176,13 @@ class DuckDBLookups:
         )
 
     def get(self, key: str) -> float | None:
-        sql = f"select {self.COLUMNS} from {serving.PREDICTIONS} where customer_id = ?"
+        sql = f"select {self.COLUMNS} from {snapshot.PREDICTIONS} where customer_id = ?"
         row = self.con.execute(sql, [key]).fetchone()
         return None if row is None else row[1]
 
     def get_many(self, keys: Sequence[str]) -> list[float | None]:
         """One query for the batch, answers put back in request order."""
-        sql = f"select {self.COLUMNS} from {serving.PREDICTIONS} where customer_id in (select unnest(?))"
+        sql = f"select {self.COLUMNS} from {snapshot.PREDICTIONS} where customer_id in (select unnest(?))"
         found = {row[0]: row[1] for row in self.con.execute(sql, [list(keys)]).fetchall()}
         return [found.get(k) for k in keys]
 
@@ -582,7 +582,7 @@ def run(size: str) -> list[Measurement]:
         client.close()
         old.con.close()
     rows = len(keys)
-    key_file_s = key_file_seconds(serving.snapshot_path(settings, usecase, RUN_DATE, 0), usecase)
+    key_file_s = key_file_seconds(snapshot.snapshot_path(settings, usecase, RUN_DATE, 0), usecase)
     return [
         *latencies(DICT, single[DICT], batch[DICT], "dict.get per key, scores only"),
         *latencies(PRESCORE, single[PRESCORE], batch[PRESCORE], "Score objects with freshness"),

@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 
 from bench import DATA_DIR, Measurement, best_times
 from bench.bench_lookup import write_predictions
-from prescore import keyindex, serving
 from prescore.config import load_settings, load_usecase
+from prescore.serving import keyindex, snapshot
 
 BENCHMARK = "publish"
 KEYS = {"small": 1_000_000, "full": 10_000_000}
@@ -65,16 +65,16 @@ def run(size: str) -> list[Measurement]:
     settings = settings.model_copy(update={"state_dir": DATA_DIR / f"publish-{size}" / "state"})
     usecase = load_usecase("churn", settings)
     files = prediction_files(size)
-    views = serving.load_views(settings.sql_dir)
+    views = snapshot.load_views(settings.sql_dir)
     out = DATA_DIR / f"publish-{size}" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    snapshot = out / "snapshot.duckdb"
+    built = out / "snapshot.duckdb"
 
     def build() -> int:
-        snapshot.unlink(missing_ok=True)
-        keyindex.key_file(snapshot).unlink(missing_ok=True)
-        return serving.build_snapshot(
-            snapshot, parquet_files=files, run_date=RUN_DATE, keys=usecase.keys, views=views
+        built.unlink(missing_ok=True)
+        keyindex.key_file(built).unlink(missing_ok=True)
+        return snapshot.build_snapshot(
+            built, parquet_files=files, run_date=RUN_DATE, keys=usecase.keys, views=views
         )
 
     rows = {"copy": plain_copy(out / "plain.duckdb", files), "build": build()}

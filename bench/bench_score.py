@@ -1,6 +1,6 @@
 """Score stage throughput: prescore's `score_frame` in local Spark against native XGBoost.
 
-Same rows, same model, same run. Churn rows from prescore.datagen go through the clean stage's
+Same rows, same model, same run. Churn rows from prescore.demo.datagen go through the clean stage's
 transforms once (cached under bench/.data/); a small booster is trained natively on a sample.
 Then, in rows per second, best of 3 after a warm-up:
 
@@ -24,13 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import DATA_DIR, Measurement, best_times
-from prescore import tables
+from prescore.catalog import SCORE
 from prescore.config import load_settings, load_usecase
-from prescore.datagen import churn_chunks
-from prescore.features import as_model_input
-from prescore.spark import get_spark
-from prescore.stages.clean import clean_rows
-from prescore.stages.score import SCORE, load_booster, score_frame
+from prescore.data.cleaning import clean_rows
+from prescore.demo.datagen import churn_chunks
+from prescore.platform import tables
+from prescore.platform.spark import get_spark
+from prescore.scoring.predict import load_booster, score_frame
+from prescore.training.features import as_model_input
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -33,10 +33,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import BENCH_DIR, DATA_DIR, Measurement
-from prescore.bundle import build_bundle, cached_bundle
 from prescore.config import HOME_VARIABLE, PROJECT_ROOT, load_settings
-from prescore.jars import JARS_VARIABLE, ensure_local_jars
-from prescore.spark import JAR_KEYS, delta_package, spark_conf
+from prescore.platform.bundle import build_bundle, cached_bundle
+from prescore.platform.jars import JARS_VARIABLE, ensure_local_jars
+from prescore.platform.spark import JAR_KEYS, delta_package, spark_conf
 
 BENCHMARK = "startup"
 REPEATS = {"small": 3, "full": 6}

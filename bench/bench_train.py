@@ -6,7 +6,7 @@ split 70/15/15 like the clean stage; it is written once under bench/.data/.
 
 - baseline: `xgboost.train` on a DMatrix built from the float32 matrix (building it is timed),
   nthread = cores, the validation split as its eval set with the same early stopping;
-- prescore: `train.build_estimator(...).fit` on a cached DataFrame of the same rows in
+- prescore: `estimator.build_estimator(...).fit` on a cached DataFrame of the same rows in
   local[cores], num_workers = cores (xgboost.spark runs one thread per worker).
 
 A third subject, native with one thread, shows when the machine is too busy for the baseline's
@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 
 from bench import DATA_DIR, Measurement, best_times, spark_settings
 from prescore.config import UseCase
-from prescore.spark import get_spark
-from prescore.stages import train
+from prescore.platform.spark import get_spark
+from prescore.training import estimator
 
 if TYPE_CHECKING:
     pass
@@ -139,17 +139,17 @@ def run(size: str) -> list[Measurement]:
     training = (
         spark.read.parquet(str(folder))
         .where(F.col("_split") != "test")
-        .withColumn(train.IS_VALIDATION, F.col("_split") == "validation")
+        .withColumn(estimator.IS_VALIDATION, F.col("_split") == "validation")
         .repartition(CORES)
         .cache()
     )
     boosters: dict[str, Any] = {}
     try:
         training.count()  # fill the cache outside the timings
-        estimator = train.build_estimator(usecase, params=dict(usecase.model.params), workers=CORES)
+        xgb = estimator.build_estimator(usecase, params=dict(usecase.model.params), workers=CORES)
 
         def spark_fit() -> None:
-            boosters[PRESCORE] = estimator.fit(training).get_booster()
+            boosters[PRESCORE] = xgb.fit(training).get_booster()
 
         def baseline() -> None:
             boosters[NATIVE] = native_fit(frame)

@@ -1,6 +1,6 @@
 """Validate stage cost: profile + expectation suite + row rules against one plain Spark pass.
 
-Same rows, same run. Generated churn rows (prescore.datagen, with its defects) are written once as
+Same rows, same run. Generated churn rows (prescore.demo.datagen, with its defects) are written once as
 Parquet under bench/.data/, read, spread over the cores and cached; every subject works on that
 cached frame, in seconds, best of 3 after a warm-up (`full`: one call of each, see FULL_REPEATS);
 each subject's note says how many Spark jobs one call of it launches:
@@ -25,13 +25,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import DATA_DIR, Measurement, best_times, spark_settings
-from prescore import tables
 from prescore.config import load_usecase
-from prescore.datagen import churn_chunks
-from prescore.profile import ProfilePlan, compute_profile
-from prescore.spark import get_spark
-from prescore.stages.clean import REASON, flag_duplicates, flag_invalid_rows
-from prescore.stages.validate import load_suite, validate_frame
+from prescore.data.cleaning import REASON, flag_duplicates, flag_invalid_rows
+from prescore.data.profile import ProfilePlan, compute_profile
+from prescore.data.validation import load_suite, outcomes_of, suite_result
+from prescore.demo.datagen import churn_chunks
+from prescore.platform import tables
+from prescore.platform.spark import get_spark
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
@@ -93,7 +93,7 @@ def subjects(
             PARTS,
             (
                 lambda: compute_profile(frame, plan=plan),
-                lambda: validate_frame(frame, suite),
+                lambda: outcomes_of(suite_result(frame, suite)),
                 row_rules(frame, usecase),
             ),
             strict=True,

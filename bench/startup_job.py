@@ -12,7 +12,7 @@ import sys
 import time
 
 from prescore.config import load_settings
-from prescore.spark import get_spark
+from prescore.platform.spark import get_spark
 
 
 def main(table: str) -> None:

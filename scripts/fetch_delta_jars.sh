@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Resolve Spark's packages once, at setup: `python -m prescore.jvm_setup` resolves Delta (and each use
+# Resolve Spark's packages once, at setup: `python -m prescore.platform.jvm_setup` resolves Delta (and each use
 # case's JDBC driver) through Spark's own Ivy resolver and keeps the jars in the local jar store
-# (prescore.jars), so that tasks and sessions start from local files instead of resolving
+# (prescore.platform.jars), so that tasks and sessions start from local files instead of resolving
 # --packages every time. Both the default settings and the test suite's (conf/env/test.yaml adds
 # a JDBC driver) are resolved. If Ivy cannot reach Maven Central but Maven can, fetch the jars with
 # mvn into ~/.m2, which Ivy reads as a local repository, and try again.
@@ -10,12 +10,12 @@ python=${1:-.venv/bin/python}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 resolve() {
-  "$python" -m prescore.jvm_setup >"$log" 2>&1 && PRESCORE_ENV=test "$python" -m prescore.jvm_setup >>"$log" 2>&1
+  "$python" -m prescore.platform.jvm_setup >"$log" 2>&1 && PRESCORE_ENV=test "$python" -m prescore.platform.jvm_setup >>"$log" 2>&1
 }
 if resolve; then
   tail -1 "$log"; exit 0
 fi
-coordinates=$("$python" -c 'from prescore.spark import delta_package; print(delta_package())')
+coordinates=$("$python" -c 'from prescore.platform.spark import delta_package; print(delta_package())')
 coordinates="$coordinates $(PRESCORE_ENV=test "$python" -c \
   'from prescore.config import load_settings; print(load_settings().spark.conf.get("spark.jars.packages", ""))' | tr ',' ' ')"
 if ! command -v mvn >/dev/null 2>&1; then

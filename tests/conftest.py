@@ -12,9 +12,9 @@ from pyspark.sql import SparkSession
 
 from prescore.config import Settings, UseCase, load_settings, load_usecase
 from prescore.context import RunContext
-from prescore.datagen import write_landing
+from prescore.demo.datagen import write_landing
 from prescore.flow import run_flow
-from prescore.spark import get_spark
+from prescore.platform.spark import get_spark
 from support import FLOW_LOG, FLOW_RUN_DATE, logged_to
 
 # py4j logs at INFO while the interpreter shuts down, after pytest closed the captured streams.

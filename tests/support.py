@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import uvicorn
 from fastapi import FastAPI
 
-from prescore import serving
 from prescore.config import Settings, UseCase
+from prescore.serving import snapshot
 
 # The session's whole-flow run (the `flow` fixture in conftest.py): its run date and its log file,
 # under the flow's state folder.
@@ -104,6 +104,11 @@ def webhook_server(path: str = "/hooks/prescore") -> Iterator[tuple[str, list[di
         thread.join(timeout=5)
 
 
+def point_current_to(settings: Settings, usecase: UseCase, built: Path) -> None:
+    """Serve snapshot `built` at once, as publish does without its checks and log."""
+    snapshot.move_pointer(snapshot.stage_pointer(settings, usecase, built.name))
+
+
 SNAPSHOT_RUN_DATE = date(2026, 11, 5)
 SCORED_AT = datetime.now().replace(microsecond=0) - timedelta(hours=1)  # fresh while tests run
 
@@ -134,8 +139,8 @@ def publish_snapshot(
     parquet = settings.state_dir / f"{usecase.name}-v{version}.parquet"
     parquet.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, parquet)
-    snapshot, _ = serving.build_usecase_snapshot(
+    built, _ = snapshot.build_usecase_snapshot(
         settings, usecase, SNAPSHOT_RUN_DATE, version, [str(parquet)]
     )
-    serving.point_current_to(settings, usecase, snapshot)
-    return snapshot
+    point_current_to(settings, usecase, built)
+    return built

@@ -8,15 +8,13 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from datetime import date
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
 
+from prescore.config import load_settings, load_usecase
 from prescore.flow import STAGES
 from prescore.identifiers import check_usecase_name
-
-if TYPE_CHECKING:
-    from prescore.config import Settings
 
 log = logging.getLogger("prescore")
 # What prescore creates (tables, snapshots, reports, MLflow files) gets no world access.
@@ -118,8 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ---------------------------------------------------------------- subcommands
+#
+# Each subcommand imports what it uses when it runs, on purpose: `prescore lookup` answers without
+# loading Spark, MLflow or FastAPI, and `prescore serve` without Spark.
+
+
 def _lookup(args: argparse.Namespace) -> None:
-    from prescore.lookup import Scores
+    from prescore.serving.client import Scores
 
     scores = Scores(args.usecase)
     keys: list[object] = [tuple(k.split(",")) if "," in k else k for k in args.keys]
@@ -139,13 +143,48 @@ def _lookup(args: argparse.Namespace) -> None:
         )
 
 
-def _move_champion(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
+def _serve(args: argparse.Namespace) -> None:
+    from prescore.serving.http import serve
+
+    settings = load_settings()
+    if args.usecases:
+        only = settings.serve.model_copy(update={"usecases": args.usecases})
+        settings = settings.model_copy(update={"serve": only})
+    serve(
+        settings,
+        host=args.host,
+        port=args.port,
+        access_log=args.access_log,
+        insecure=args.insecure,
+    )
+
+
+def _datagen(args: argparse.Namespace) -> None:
+    from prescore.demo.datagen import write_landing
+
+    settings = load_settings()
+    usecase = load_usecase(args.usecase, settings)
+    folder = write_landing(
+        settings, usecase, args.run_date, args.rows, args.seed, history_days=args.history_days
+    )
+    unit = f"{usecase.entity} rows" if usecase.time_series is None else "series"
+    history = f", {args.history_days} days of history" if args.history_days else ""
+    print(f"datagen: {args.rows} {unit}{history} (plus injected defects) -> {folder}")
+
+
+def _bi_views(args: argparse.Namespace) -> None:
+    from prescore.serving import bi
+
+    settings = load_settings()
+    made = bi.build_bi_views(settings, load_usecase(args.usecase, settings), Path(args.out))
+    print(json.dumps({**made, "file": args.out, "first_run": bi.load_statement()}))
+
+
+def _move_champion(args: argparse.Namespace) -> None:
     """`promote` or `rollback-model`: move @champion, keeping the champion history."""
-    from datetime import UTC, datetime
+    from prescore.platform import registry
 
-    from prescore import registry
-    from prescore.config import load_usecase
-
+    settings = load_settings()
     usecase = load_usecase(args.usecase, settings)
     when = datetime.now(UTC).isoformat()
     before = (
@@ -158,71 +197,53 @@ def _move_champion(args: argparse.Namespace, settings: Settings) -> dict[str, st
         registry.promote(settings, ref, reason=args.reason, when=when)
     else:
         ref = registry.rollback_champion(settings, usecase, when=when)
-    return {"model": ref.name, "champion": ref.version, "previous": str(before)}
+    print(json.dumps({"model": ref.name, "champion": ref.version, "previous": str(before)}))
 
 
-def dispatch(args: argparse.Namespace) -> None:
-    from prescore.config import load_settings, load_usecase
+def _rollback(args: argparse.Namespace) -> None:
+    from prescore.platform.spark import get_spark
+    from prescore.stages.publish import rollback
 
-    if args.command == "lookup":
-        _lookup(args)
-        return
     settings = load_settings()
-    if args.command == "serve":
-        from prescore.serve import serve
+    usecase = load_usecase(args.usecase, settings)
+    print(json.dumps(rollback(get_spark(settings), settings, usecase, args.to), default=str))
 
-        if args.usecases:
-            only = settings.serve.model_copy(update={"usecases": args.usecases})
-            settings = settings.model_copy(update={"serve": only})
-        serve(
-            settings,
-            host=args.host,
-            port=args.port,
-            access_log=args.access_log,
-            insecure=args.insecure,
-        )
-        return
-    if args.command == "datagen":
-        from prescore.datagen import write_landing
 
-        usecase = load_usecase(args.usecase, settings)
-        folder = write_landing(
-            settings, usecase, args.run_date, args.rows, args.seed, history_days=args.history_days
-        )
-        unit = f"{usecase.entity} rows" if usecase.time_series is None else "series"
-        history = f", {args.history_days} days of history" if args.history_days else ""
-        print(f"datagen: {args.rows} {unit}{history} (plus injected defects) -> {folder}")
-        return
-    if args.command == "bi-views":
-        from pathlib import Path
+def _retention(args: argparse.Namespace) -> None:
+    from prescore.context import RunContext
+    from prescore.stages import retention
 
-        from prescore import bi
+    ctx = RunContext.create(args.usecase, args.run_date, load_settings())
+    print(json.dumps(retention.run(ctx), indent=2))
 
-        made = bi.build_bi_views(settings, load_usecase(args.usecase, settings), Path(args.out))
-        print(json.dumps({**made, "file": args.out, "first_run": bi.load_statement()}))
-        return
-    if args.command in ("promote", "rollback-model"):
-        print(json.dumps(_move_champion(args, settings)))
-        return
-    if args.command == "rollback":
-        from prescore.spark import get_spark
-        from prescore.stages.publish import rollback
 
-        usecase = load_usecase(args.usecase, settings)
-        print(json.dumps(rollback(get_spark(settings), settings, usecase, args.to), default=str))
-        return
+def _stages(args: argparse.Namespace) -> None:
+    """A stage by name, or `run`: every stage in order."""
     from prescore.context import RunContext
     from prescore.flow import run_flow, run_stage
 
-    ctx = RunContext.create(args.usecase, args.run_date, settings)
-    if args.command == "retention":
-        from prescore.stages import retention
-
-        print(json.dumps(retention.run(ctx), indent=2))
-        return
+    ctx = RunContext.create(args.usecase, args.run_date, load_settings())
     options = {"serve_older": True} if getattr(args, "serve_older", False) else {}
     summary = run_flow(ctx) if args.command == "run" else run_stage(args.command, ctx, **options)
     print(json.dumps(summary, default=str, indent=2))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    **{stage: _stages for stage in STAGES},
+    "run": _stages,
+    "retention": _retention,
+    "rollback": _rollback,
+    "bi-views": _bi_views,
+    "promote": _move_champion,
+    "rollback-model": _move_champion,
+    "datagen": _datagen,
+    "lookup": _lookup,
+    "serve": _serve,
+}
+
+
+def dispatch(args: argparse.Namespace) -> None:
+    COMMANDS[args.command](args)
 
 
 def restrict_umask() -> None:

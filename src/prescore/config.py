@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from prescore import catalog
+from prescore.catalog import TARGET_DATE
 from prescore.identifiers import USECASE_NAME, check_identifier, check_usecase_name
 
 # The folder holding conf/, expectations/, sql/ and jobs/: $PRESCORE_HOME, else the checkout this
@@ -142,7 +144,6 @@ class Settings(_Strict):
 
 # ---------------------------------------------------------------- usecases/<name>.yaml
 
-TARGET_DATE = "target_date"  # the day a time-series prediction is for (prescore.timeseries)
 ColumnType = Literal["string", "int", "long", "double", "boolean", "date", "timestamp"]
 # A column name a use case declares or uses: a safe identifier (prescore.identifiers), checked
 # wherever it appears, so the error names the field and the value.
@@ -365,9 +366,8 @@ class ScoreSettings(_Strict):
     ttl_days: int = Field(7, ge=1)  # valid_until = run date + ttl_days: expired after that
     stale_after_hours: float = Field(36, gt=0)  # still valid, but a scheduled run was missed
     shadow: bool = True  # also score @challenger, when set, into shadow_<usecase>
-    # Rows per Arrow batch handed to the booster. At 10M rows, 10,000 and 50,000 score alike
-    # (0.546x and 0.540x native inplace_predict, same run); 50,000 won on small data under the
-    # old mapInArrow kernel (0.20x -> 0.28x), where per-batch costs weighed more.
+    # Rows per Arrow batch handed to the booster: at 10M rows 10,000 and 50,000 score alike, on
+    # small data 50,000 wins where per-batch costs weigh more (bench/README.md, score).
     arrow_batch_rows: int = Field(50_000, ge=1_000)
 
 
@@ -416,7 +416,7 @@ CalendarFeature = Literal[
 
 class TimeSeriesSettings(_Strict):
     """A forecasting use case: one row per series (`keys`) per day (`date_column`) in clean; the
-    model forecasts `label` for each of the next `horizon_days` days (prescore.timeseries).
+    model forecasts `label` for each of the next `horizon_days` days (prescore.training.timeseries).
 
     Features of an origin day t (the run date when scoring; t itself is observed): `lags` k are
     the label on day t - k (0: day t), `rolling_means` w the mean of the observed days t-w+1..t,
@@ -568,21 +568,43 @@ class UseCase(_Strict):
         """What identifies one prediction: the keys, and the target day for a time series."""
         return self.keys if self.time_series is None else [*self.keys, TARGET_DATE]
 
+    # The use case's tables, as prescore.catalog names them.
+
     @property
     def raw_table(self) -> str:
-        return f"raw_{self.entity}"
+        return catalog.raw_table(self.entity)
 
     @property
     def clean_table(self) -> str:
-        return f"clean_{self.entity}"
+        return catalog.clean_table(self.entity)
 
     @property
     def quarantine_table(self) -> str:
-        return f"quarantine_{self.entity}"
+        return catalog.quarantine_table(self.entity)
+
+    @property
+    def validation_table(self) -> str:
+        return catalog.validation_table(self.entity)
+
+    @property
+    def profile_table(self) -> str:
+        return catalog.profile_table(self.entity)
+
+    @property
+    def cleaning_stats_table(self) -> str:
+        return catalog.cleaning_stats_table(self.entity)
 
     @property
     def predictions_table(self) -> str:
-        return f"pred_{self.name}"
+        return catalog.predictions_table(self.name)
+
+    @property
+    def shadow_table(self) -> str:
+        return catalog.shadow_table(self.name)
+
+    @property
+    def monitoring_table(self) -> str:
+        return catalog.monitoring_table(self.name)
 
 
 # ---------------------------------------------------------------- loading
@@ -767,6 +789,7 @@ def _refuse_shared_entity(path: Path, entity: str, others: dict[Path, str | None
     if shared:
         raise ConfigError(
             f"{path}: entity: {entity!r} is also the entity of {', '.join(shared)}: use cases "
-            f"on one entity would overwrite each other's raw_{entity}, clean_{entity}, "
-            f"quarantine_{entity} and validation_{entity} tables; give each its own entity"
+            f"on one entity would overwrite each other's {catalog.raw_table(entity)}, "
+            f"{catalog.clean_table(entity)}, {catalog.quarantine_table(entity)} and "
+            f"{catalog.validation_table(entity)} tables; give each its own entity"
         )

@@ -7,6 +7,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from prescore.config import Settings, UseCase, load_settings, load_usecase
+from prescore.platform.spark import get_spark, source_packages
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -21,8 +22,6 @@ class RunContext:
 
     @classmethod
     def create(cls, usecase: str, run_date: date, settings: Settings | None = None) -> RunContext:
-        from prescore.spark import get_spark, source_packages
-
         settings = settings or load_settings()
         loaded = load_usecase(usecase, settings)
         # The session's packages are fixed when it starts: it must load the source's JDBC driver.

@@ -21,13 +21,13 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from prescore import tables
-from prescore.bundle import BUNDLE_NAME, build_bundle
 from prescore.config import PROJECT_ROOT, Settings, UseCase
 from prescore.context import RunContext
-from prescore.datagen import write_landing
+from prescore.demo.datagen import write_landing
 from prescore.flow import run_stage
-from prescore.spark import delta_package, spark_conf
+from prescore.platform import tables
+from prescore.platform.bundle import BUNDLE_NAME, build_bundle
+from prescore.platform.spark import delta_package, spark_conf
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import SparkSubmit, StandaloneCluster, SubmittedJob

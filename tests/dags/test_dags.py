@@ -28,8 +28,9 @@ from airflow.timetables.assets import AssetOrTimeSchedule as CoreAssetOrTimeSche
 from airflow.timetables.base import DataInterval, TimeRestriction
 
 from prescore.config import AirflowSettings, ScheduleSettings, list_usecases, load_settings
-from prescore.jars import JARS_VARIABLE, store_jars
-from prescore.spark import delta_package
+from prescore.platform.airflow_tasks import submitted_jars
+from prescore.platform.jars import JARS_VARIABLE, store_jars
+from prescore.platform.spark import delta_package
 from support import webhook_server
 
 pytestmark = pytest.mark.dag
@@ -523,7 +524,6 @@ def test_retrain_on_drift_adds_a_drift_task_that_triggers_training(
 
 
 def test_drift_task_skips_unless_a_threshold_was_crossed(
-    retraining: tuple[Any, Any, Any],
     spark: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -533,10 +533,10 @@ def test_drift_task_skips_unless_a_threshold_was_crossed(
 
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from prescore import tables
-    from prescore.stages.monitor import SCHEMA
+    from prescore.catalog import MONITORING_SCHEMA as SCHEMA
+    from prescore.platform import tables
+    from prescore.platform.airflow_tasks import drift_signal
 
-    module = retraining[0]
     monkeypatch.setenv("PRESCORE_STATE_DIR", str(tmp_path / "state"))
     settings = load_settings()
     day1, day2 = date(2026, 11, 1), date(2026, 11, 2)
@@ -557,8 +557,8 @@ def test_drift_task_skips_unless_a_threshold_was_crossed(
         )
         tables.replace_run(spark.createDataFrame([row], SCHEMA), settings, "monitoring_churn", day)
     with pytest.raises(AirflowSkipException, match="no threshold crossed"):
-        module.drift_signal("churn", day1.isoformat())
-    assert module.drift_signal("churn", day2.isoformat()) == ["feature_psi:monthly_charges"]
+        drift_signal("churn", day1.isoformat())
+    assert drift_signal("churn", day2.isoformat()) == ["feature_psi:monthly_charges"]
 
 
 def test_a_jdbc_source_brings_its_driver_to_every_task(
@@ -590,12 +590,12 @@ def test_a_jdbc_source_brings_its_driver_to_every_task(
                 assert task.packages.split(",") == [delta_package(), driver], task.task_id
                 # Resolved at setup, the driver's jar is among the local jars spark-submit gets.
                 store_jars(task.packages, [delta_jar, driver_jar], store)
-                assert module.submitted_jars(None, task.packages) == (
+                assert submitted_jars(None, task.packages) == (
                     f"{store / 'files' / delta_jar.name},{store / 'files' / driver_jar.name}",
                     None,
                 )
                 # Delta alone resolved is not the task's set: it resolves its packages.
                 store_jars(delta_package(), [delta_jar], other)
                 monkeypatch.setenv(JARS_VARIABLE, str(other))
-                assert module.submitted_jars(None, task.packages) == (None, task.packages)
+                assert submitted_jars(None, task.packages) == (None, task.packages)
                 monkeypatch.setenv(JARS_VARIABLE, str(store))

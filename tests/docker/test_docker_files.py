@@ -456,7 +456,7 @@ def test_image_runs_as_a_user_with_the_state_dir_and_entrypoint() -> None:
     # The Delta jars are fetched once at build time, as the user that runs the services.
     last_user = max(i for i, (instruction, _) in enumerate(instructions) if instruction == "USER")
     assert any(
-        instruction == "RUN" and args.startswith("python -m prescore.jvm_setup")
+        instruction == "RUN" and args.startswith("python -m prescore.platform.jvm_setup")
         for instruction, args in instructions[last_user:]
     )
 

@@ -23,8 +23,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from prescore import tables
 from prescore.config import Settings, UseCase, load_settings, load_usecase
+from prescore.platform import tables
 from support import webhook_server
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -46,8 +46,8 @@ from airflow_deploy import (
 )
 from airflow_deploy import webhook as webhook  # the fixture, for new_deployment's alerts
 
-from prescore import publish_log
-from prescore.lookup import Scores
+from prescore.serving import publish_log
+from prescore.serving.client import Scores
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

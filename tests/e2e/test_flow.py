@@ -15,13 +15,13 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from prescore import registry, tables
 from prescore.config import Settings
 from prescore.context import RunContext
-from prescore.datagen import landing_dir
-from prescore.features import as_model_input
+from prescore.demo.datagen import landing_dir
 from prescore.flow import run_flow
-from prescore.lookup import Scores
+from prescore.platform import registry, tables
+from prescore.serving.client import Scores
+from prescore.training.features import as_model_input
 from support import FLOW_LOG, FLOW_RUN_DATE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -33,7 +33,7 @@ from airflow_deploy import (
 )
 from airflow_deploy import webhook as webhook  # the fixture, for new_deployment's alerts
 
-from prescore.lookup import Scores
+from prescore.serving.client import Scores
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -11,14 +11,15 @@ import pytest
 import xgboost
 from pyspark.sql import SparkSession
 
-from prescore import publish_log, registry, serving, tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
-from prescore.lookup import Scores
-from prescore.registry import ModelNotFoundError
+from prescore.platform import registry, tables
+from prescore.platform.registry import ModelNotFoundError
+from prescore.platform.tables import TableNotFoundError
+from prescore.scoring.predict import MissingColumnsError
+from prescore.serving import publish_log, snapshot
+from prescore.serving.client import Scores
 from prescore.stages import publish, score
-from prescore.stages.score import MissingColumnsError
-from prescore.tables import TableNotFoundError
 
 pytestmark = pytest.mark.integration
 DAY1, DAY2 = date(2026, 11, 5), date(2026, 11, 6)
@@ -66,11 +67,11 @@ def served(
     )
     publish.run(RunContext(state, churn, DAY1, spark))
     register_champion(state, churn)
-    return state, serving.current_path(state, churn).resolve()
+    return state, snapshot.current_path(state, churn).resolve()
 
 
-def assert_still_served(spark: SparkSession, state: Settings, churn: UseCase, snapshot) -> None:
-    assert serving.current_path(state, churn).resolve() == snapshot
+def assert_still_served(spark: SparkSession, state: Settings, churn: UseCase, built) -> None:
+    assert snapshot.current_path(state, churn).resolve() == built
     assert tables.read(spark, state, publish_log.PUBLISH_LOG).count() == 1
     assert tables.latest_version(spark, state, churn.predictions_table) == 0
     assert Scores(churn, state).get("a").score == pytest.approx(0.1)

@@ -8,10 +8,11 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from prescore import tables
 from prescore.config import CleaningSettings, ImputeRule, OutlierRule, Settings, UseCase
 from prescore.context import RunContext
-from prescore.datagen import write_landing
+from prescore.data import cleaning
+from prescore.demo.datagen import write_landing
+from prescore.platform import tables
 from prescore.stages import clean, ingest
 
 pytestmark = pytest.mark.integration
@@ -57,18 +58,18 @@ def test_every_raw_row_is_clean_or_quarantined_with_a_reason(spark, cleaned) -> 
 
 def test_fill_values_come_from_train_rows_and_are_stored(spark, cleaned) -> None:
     ctx, summary = cleaned
-    stats = tables.read_run(spark, ctx.settings, clean.stats_table(ctx.usecase), RUN_DATE)
+    stats = tables.read_run(spark, ctx.settings, ctx.usecase.cleaning_stats_table, RUN_DATE)
     stored = {r.column: r for r in stats.collect()}
     # the fitted mean is that of the train rows that passed the fixed row rules and had a value
     usecase = ctx.usecase
     raw = tables.read_run(spark, ctx.settings, usecase.raw_table, RUN_DATE)
     valid = (
         raw.transform(
-            clean.flag_invalid_rows, keys=usecase.keys, valid_range=usecase.cleaning.valid_range
+            cleaning.flag_invalid_rows, keys=usecase.keys, valid_range=usecase.cleaning.valid_range
         )
-        .transform(clean.flag_duplicates, keys=usecase.keys, event_time=usecase.event_time)
-        .transform(clean.assign_split, keys=usecase.keys, split=usecase.split)
-        .where(F.col(clean.REASON).isNull())
+        .transform(cleaning.flag_duplicates, keys=usecase.keys, event_time=usecase.event_time)
+        .transform(cleaning.assign_split, keys=usecase.keys, split=usecase.split)
+        .where(F.col(cleaning.REASON).isNull())
     )
     expected = valid.where(F.col("split") == "train").agg(F.mean("data_usage_gb")).first()[0]
     everything = valid.agg(F.mean("data_usage_gb")).first()[0]
@@ -79,7 +80,7 @@ def test_fill_values_come_from_train_rows_and_are_stored(spark, cleaned) -> None
     assert stored["plan"].strategy == "mode" and stored["plan"].value == "basic"
     assert stored["support_calls"].strategy == "constant"  # fill constants are recorded too
     assert stored["total_charges"].rule == "outliers" and stored["total_charges"].upper > 0
-    assert summary["wrote"][clean.stats_table(ctx.usecase)] == summary["stats_version"]
+    assert summary["wrote"][ctx.usecase.cleaning_stats_table] == summary["stats_version"]
     assert summary["read"] == {ctx.usecase.raw_table: summary["raw_version"]}
 
 
@@ -98,7 +99,7 @@ def test_clean_table_has_no_missing_imputed_values_and_no_dropped_columns(spark,
 
 def test_cleaning_settings_without_fitted_rules_fit_nothing(spark: SparkSession) -> None:
     frame = spark.createDataFrame(
-        [("a", None, "train")], f"id string, {clean.REASON} string, split string"
+        [("a", None, "train")], f"id string, {cleaning.REASON} string, split string"
     )
-    fitted = clean.fit_on_train(frame, cleaning=CleaningSettings(fill={"x": 1}))
-    assert fitted == clean.FittedCleaning(fill={"x": 1})
+    fitted = cleaning.fit_on_train(frame, cleaning=CleaningSettings(fill={"x": 1}))
+    assert fitted == cleaning.FittedCleaning(fill={"x": 1})

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore import publish_log, serving, tables
 from prescore.config import PublishSettings, Settings, UseCase
 from prescore.context import RunContext
+from prescore.monitoring.metrics import population_stability_index
+from prescore.platform import tables
+from prescore.scoring.checks import PublishCheckError, drift_check
+from prescore.serving import publish_log, snapshot
 from prescore.stages import publish
-from prescore.stages.publish import PublishCheckError, drift_check, population_stability_index
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)
@@ -105,7 +107,7 @@ def test_drifted_candidate_is_not_published_and_the_pointer_stays(
         RUN_DATE,
     )
     first = publish.run(ctx)
-    current = serving.current_path(fresh_settings, churn)
+    current = snapshot.current_path(fresh_settings, churn)
     served = current.resolve()
 
     shifted = predictions(spark, beta_scores(5, 2, seed=2), version="2")
@@ -119,7 +121,7 @@ def test_drifted_candidate_is_not_published_and_the_pointer_stays(
     assert (
         current.resolve()
         == served
-        == serving.snapshot_path(
+        == snapshot.snapshot_path(
             fresh_settings, churn, RUN_DATE, first["predictions_version"]
         ).resolve()
     )

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from prescore import tables
 from prescore.config import TARGET_DATE, Settings, UseCase, load_usecase
 from prescore.context import RunContext
-from prescore.datagen import write_landing
+from prescore.demo.datagen import write_landing
 from prescore.flow import run_flow, run_stage
-from prescore.lookup import Scores
-from prescore.serve import create_app
+from prescore.platform import tables
+from prescore.serving.client import Scores
+from prescore.serving.http import create_app
 from support import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

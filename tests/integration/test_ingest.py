@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from prescore import tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
-from prescore.datagen import churn_chunks, landing_dir
+from prescore.demo.datagen import churn_chunks, landing_dir
+from prescore.platform import tables
 from prescore.stages import ingest
 from prescore.stages.ingest import SourceSchemaError
 

@@ -16,11 +16,11 @@ from pydantic import ValidationError
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from prescore import tables
 from prescore.config import Settings, SourceSettings, UseCase
 from prescore.context import RunContext
-from prescore.datagen import churn_chunks
-from prescore.sources import SourceSchemaError, jdbc_name
+from prescore.data.sources import SourceSchemaError, jdbc_name
+from prescore.demo.datagen import churn_chunks
+from prescore.platform import tables
 from prescore.stages import ingest
 
 pytestmark = pytest.mark.integration

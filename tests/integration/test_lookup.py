@@ -1,6 +1,6 @@
 """Key lookups: exact scores from the key file, freshness, bad keys, and hot swaps between snapshots.
 
-Snapshots are built from Parquet written with pyarrow, by serving.build_snapshot as publish does.
+Snapshots are built from Parquet written with pyarrow, by snapshot.build_snapshot as publish does.
 """
 
 from __future__ import annotations
@@ -25,15 +25,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prescore import keyindex, serving
 from prescore.config import Settings, UseCase
-from prescore.lookup import (
+from prescore.serving import keyindex, snapshot
+from prescore.serving.client import (
     Score,
     Scores,
     SnapshotDamagedError,
     SnapshotNotFoundError,
     SnapshotUnreadableError,
 )
+from support import point_current_to
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)
@@ -71,18 +72,16 @@ def build(
     """Snapshot v<version> (model_version str(version)) of these rows; the pointer does not move."""
     parquet = settings.state_dir / f"{usecase.name}-v{version}.parquet"
     write_predictions(parquet, usecase, rows, str(version), **columns)
-    snapshot, _ = serving.build_usecase_snapshot(
-        settings, usecase, RUN_DATE, version, [str(parquet)]
-    )
-    return snapshot
+    built, _ = snapshot.build_usecase_snapshot(settings, usecase, RUN_DATE, version, [str(parquet)])
+    return built
 
 
 def publish(
     settings: Settings, usecase: UseCase, rows: list[tuple[Any, ...]], version: int = 1
 ) -> Path:
-    snapshot = build(settings, usecase, rows, version)
-    serving.point_current_to(settings, usecase, snapshot)
-    return snapshot
+    built = build(settings, usecase, rows, version)
+    point_current_to(settings, usecase, built)
+    return built
 
 
 def scores_at(now: datetime, settings: Settings, usecase: UseCase) -> Scores:
@@ -137,10 +136,10 @@ def test_an_empty_snapshot_answers_every_key_missing(
 ) -> None:
     parquet = fresh_settings.state_dir / "empty.parquet"
     write_predictions(parquet, churn, [], "1", customer_id=pa.array([], pa.string()))
-    snapshot, rows = serving.build_usecase_snapshot(
+    built, rows = snapshot.build_usecase_snapshot(
         fresh_settings, churn, RUN_DATE, 1, [str(parquet)]
     )
-    serving.point_current_to(fresh_settings, churn, snapshot)
+    point_current_to(fresh_settings, churn, built)
     scores = scores_at(SCORED_AT, fresh_settings, churn)
     assert rows == 0
     assert scores.get("C1") == Score(key=("C1",), score=None, freshness="missing")
@@ -224,9 +223,9 @@ def test_stamps_that_vary_between_rows_are_answered_per_row(
         "scored_at": pa.array(scored, pa.timestamp("us")),
         "valid_until": pa.array(valid, pa.timestamp("us")),
     }
-    snapshot = build(fresh_settings, churn, [("A", 0.1), ("B", 0.2), ("C", 0.3)], 1, **stamps)
-    serving.point_current_to(fresh_settings, churn, snapshot)
-    index = keyindex.KeyIndex(keyindex.key_file(snapshot))
+    built = build(fresh_settings, churn, [("A", 0.1), ("B", 0.2), ("C", 0.3)], 1, **stamps)
+    point_current_to(fresh_settings, churn, built)
+    index = keyindex.KeyIndex(keyindex.key_file(built))
     assert index.constants == {"model_name": "prescore-churn"}
     index.close()
 
@@ -383,7 +382,7 @@ def test_no_snapshot_raises_snapshot_not_found(fresh_settings: Settings, churn: 
 
 
 def test_snapshot_property_and_sample_keys_still_answer(published: Scores) -> None:
-    assert published.snapshot == serving.snapshot_path(
+    assert published.snapshot == snapshot.snapshot_path(
         published.settings, published.usecase, RUN_DATE, 1
     )
     assert published.snapshot.exists()
@@ -401,10 +400,10 @@ def test_a_failed_key_file_leaves_no_snapshot(fresh_settings: Settings, churn: U
             1,
             valid_until=pa.array([VALID_UNTIL, None], pa.timestamp("us")),
         )
-    snapshot = serving.snapshot_path(fresh_settings, churn, RUN_DATE, 1)
-    assert not snapshot.exists()
-    assert not keyindex.key_file(snapshot).exists()
-    assert list(snapshot.parent.iterdir()) == []  # no partial file left behind either
+    built = snapshot.snapshot_path(fresh_settings, churn, RUN_DATE, 1)
+    assert not built.exists()
+    assert not keyindex.key_file(built).exists()
+    assert list(built.parent.iterdir()) == []  # no partial file left behind either
 
 
 def test_prune_removes_snapshots_with_their_key_files(
@@ -412,7 +411,7 @@ def test_prune_removes_snapshots_with_their_key_files(
 ) -> None:
     old = build(fresh_settings, churn, [("C1", 0.1)], 1)
     new = publish(fresh_settings, churn, [("C1", 0.2)], 2)
-    serving.prune_snapshots(fresh_settings, churn, keep={new.name})
+    snapshot.prune_snapshots(fresh_settings, churn, keep={new.name})
     assert not old.exists() and not keyindex.key_file(old).exists()
     assert new.exists() and keyindex.key_file(new).exists()
 
@@ -432,7 +431,7 @@ def test_hot_swap_answers_from_one_whole_snapshot_and_maps_no_file(
     first = build(fresh_settings, churn, [(k, 0.1) for k in KEYS], 1)
     second = build(fresh_settings, churn, [(k, 0.9) for k in KEYS[:150]], 2)  # 50 keys gone in B
     versions = {"1": (first, 0.1, len(KEYS)), "2": (second, 0.9, 150)}
-    serving.point_current_to(fresh_settings, churn, first)
+    point_current_to(fresh_settings, churn, first)
     scores = Scores(churn, fresh_settings)
     seen: set[str] = set()
     failures: list[str] = []
@@ -459,7 +458,7 @@ def test_hot_swap_answers_from_one_whole_snapshot_and_maps_no_file(
     reader.start()
     try:
         for flip in range(200):
-            serving.point_current_to(fresh_settings, churn, second if flip % 2 == 0 else first)
+            point_current_to(fresh_settings, churn, second if flip % 2 == 0 else first)
             threading.Event().wait(0.002)
     finally:
         done.set()
@@ -467,7 +466,7 @@ def test_hot_swap_answers_from_one_whole_snapshot_and_maps_no_file(
     assert failures == []
     assert seen == {"1", "2"}
 
-    serving.point_current_to(fresh_settings, churn, second)
+    point_current_to(fresh_settings, churn, second)
     assert scores.get(KEYS[0]).model_version == "2"
     gc.collect()
     # Read into memory, never mapped: a file truncated under a mapping would kill the process.
@@ -542,10 +541,10 @@ def test_a_served_key_file_deleted_or_replaced_after_open_stops_answering_until_
 def test_a_key_file_of_another_run_date_copied_over_the_served_one_is_refused(
     fresh_settings: Settings, churn: UseCase
 ) -> None:
-    snapshot = publish(fresh_settings, churn, [(k, 0.1) for k in KEYS])
-    other = serving.snapshot_path(fresh_settings, churn, RUN_DATE - timedelta(days=1), 9)
+    built = publish(fresh_settings, churn, [(k, 0.1) for k in KEYS])
+    other = snapshot.snapshot_path(fresh_settings, churn, RUN_DATE - timedelta(days=1), 9)
     parquet = write_predictions(fresh_settings.state_dir / "o.parquet", churn, [("C1", 0.9)], "9")
-    serving.build_snapshot(
+    snapshot.build_snapshot(
         other,
         parquet_files=[str(parquet)],
         run_date=RUN_DATE - timedelta(days=1),
@@ -554,7 +553,7 @@ def test_a_key_file_of_another_run_date_copied_over_the_served_one_is_refused(
     )
     scores = Scores(churn, fresh_settings, check_every=0)
     assert scores.get(KEYS[0]).score == 0.1
-    shutil.copyfile(keyindex.key_file(other), keyindex.key_file(snapshot))
+    shutil.copyfile(keyindex.key_file(other), keyindex.key_file(built))
     with pytest.raises(SnapshotDamagedError, match="holds run date 2026-11-04"):
         scores.get("C1")
 

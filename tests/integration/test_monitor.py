@@ -24,11 +24,13 @@ from pyspark.sql import functions as F
 from scipy.stats import ks_2samp
 from sklearn.metrics import roc_auc_score
 
-from prescore import bi, monitor_report, monitoring, tables
 from prescore.context import RunContext
-from prescore.datagen import landing_dir
+from prescore.demo.datagen import landing_dir
 from prescore.flow import run_flow
-from prescore.stages import monitor
+from prescore.monitoring import measures, metrics
+from prescore.monitoring import report as monitor_report
+from prescore.platform import tables
+from prescore.serving import bi
 from support import webhook_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -68,7 +70,7 @@ def land_day_two(ctx: RunContext, change: Any = None) -> None:
 
 
 def stored(spark: SparkSession, ctx: RunContext) -> dict[tuple[str, str | None], Any]:
-    rows = tables.read_run(spark, ctx.settings, monitor.monitoring_table(ctx.usecase), ctx.run_date)
+    rows = tables.read_run(spark, ctx.settings, ctx.usecase.monitoring_table, ctx.run_date)
     return {(r.metric, r.feature): r for r in rows.collect()}
 
 
@@ -237,7 +239,7 @@ def test_rerunning_monitor_replaces_the_run_dates_rows(
 ) -> None:
     ctx, summary, _ = unchanged
     run_flow(ctx, ("monitor",))
-    table = monitor.monitoring_table(ctx.usecase)
+    table = ctx.usecase.monitoring_table
     rows = tables.read_run(spark, ctx.settings, table, ctx.run_date)
     assert rows.count() == summary["monitor"]["measures"]
     assert rows.select("metric", "feature").distinct().count() == rows.count()
@@ -270,7 +272,7 @@ def test_binned_ks_is_within_one_bin_of_the_exact_statistic(spark: SparkSession)
     ref, cur = rng.normal(0, 1, 4000), rng.normal(0.3, 1.2, 3000)
     reference = spark.createDataFrame(pd.DataFrame({"x": ref}))
     current = spark.createDataFrame(pd.DataFrame({"x": cur}))
-    (found,) = monitoring.feature_drift(
+    (found,) = metrics.feature_drift(
         reference, current, numeric=["x"], categorical={}, psi_bins=10, ks_bins=100
     )
     exact = ks_2samp(ref, cur).statistic
@@ -287,7 +289,7 @@ def test_missing_values_and_unknown_levels_are_a_bin_of_their_own(spark: SparkSe
         [(None, None) if i % 2 else (float(i // 2 % 10), i // 2 % 3) for i in range(1000)],
         "x double, c int",
     )
-    found = monitoring.feature_drift(
+    found = metrics.feature_drift(
         reference,
         current,
         numeric=["x"],
@@ -324,16 +326,16 @@ def test_time_series_outcomes_join_on_key_and_target_date(spark: SparkSession) -
         ],
         "store string, day date, sales double",
     )
-    joined = monitor.outcomes(predictions, labels, usecase=usecase).collect()  # type: ignore[arg-type]
+    joined = measures.outcomes(predictions, labels, usecase=usecase).collect()  # type: ignore[arg-type]
     assert [(r.store, r.target_date, r.score, r.sales) for r in joined] == [
         ("s1", date(2026, 11, 2), 10.0, 12.0)
     ]
-    metrics = monitoring.regression_outcomes(
-        monitor.outcomes(predictions, labels, usecase=usecase),
+    found = metrics.regression_outcomes(
+        measures.outcomes(predictions, labels, usecase=usecase),
         label="sales",
         score="score",  # type: ignore[arg-type]
     )
-    assert metrics == pytest.approx({"rmse": 2.0, "mae": 2.0, "mape": 2.0 / 12.0})
+    assert found == pytest.approx({"rmse": 2.0, "mae": 2.0, "mape": 2.0 / 12.0})
 
 
 def test_evidently_page_is_written_offline_on_a_bounded_sample(
@@ -355,8 +357,7 @@ def test_evidently_page_is_written_offline_on_a_bounded_sample(
         "reference": spark.createDataFrame(rows, schema),
         "current": spark.createDataFrame(shifted, schema),
     }
-    ctx = SimpleNamespace(usecase=usecase)
-    page = monitor_report.evidently_page(ctx, frames, tmp_path / "evidently.html")  # type: ignore[arg-type]
+    page = monitor_report.evidently_page(usecase, frames, tmp_path / "evidently.html")
     assert page is not None
     html = page.read_text()
     assert "tenure_months" in html

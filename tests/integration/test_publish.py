@@ -8,12 +8,13 @@ import duckdb
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore import publish_log, serving, tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
-from prescore.lookup import Scores, SnapshotNotFoundError, freshness
+from prescore.platform import tables
+from prescore.scoring.checks import PublishCheckError, candidate_checks
+from prescore.serving import publish_log, snapshot
+from prescore.serving.client import Scores, SnapshotNotFoundError, freshness
 from prescore.stages import publish
-from prescore.stages.publish import PublishCheckError, candidate_checks
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)
@@ -78,7 +79,7 @@ def test_failed_check_publishes_nothing_and_keeps_the_current_snapshot(
         PublishCheckError, match=r"pred_churn v1 not published: unique_keys: 1 duplicate keys"
     ):
         publish.run(ctx)
-    assert scores.snapshot == serving.snapshot_path(
+    assert scores.snapshot == snapshot.snapshot_path(
         fresh_settings, churn, RUN_DATE, first["predictions_version"]
     )
     assert scores.get("b").score == pytest.approx(0.2)
@@ -99,7 +100,7 @@ def test_snapshot_has_views_and_refuses_file_access(
         RUN_DATE,
     )
     publish.run(ctx)
-    path = serving.current_path(fresh_settings, churn)
+    path = snapshot.current_path(fresh_settings, churn)
     with duckdb.connect(str(path), read_only=True, config={"enable_external_access": False}) as con:
         assert con.execute("select count(*) from scores").fetchone() == (2,)
         assert con.execute("select sum(keys) from score_distribution").fetchone() == (2,)

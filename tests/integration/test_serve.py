@@ -22,11 +22,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from prescore import keyindex, serving
 from prescore.config import ServeAuth, Settings, UseCase
-from prescore.lookup import Scores
-from prescore.serve import create_app
-from support import publish_snapshot, running
+from prescore.serving import keyindex
+from prescore.serving.client import Scores
+from prescore.serving.http import create_app
+from support import point_current_to, publish_snapshot, running
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)
@@ -255,7 +255,7 @@ def test_corrupt_snapshot_is_503_naming_the_file_and_only_that_use_case_unready(
     corrupt = snapshots[0].with_name("2026-11-05-v99.duckdb")
     for path in (corrupt, keyindex.key_file(corrupt)):
         path.write_bytes(b"not a snapshot " * 1000)
-    serving.point_current_to(serve_settings, churn, corrupt)
+    point_current_to(serve_settings, churn, corrupt)
     try:
         response = http.get("/v1/churn/scores/C00000001")
         assert response.status_code == 503
@@ -270,7 +270,7 @@ def test_corrupt_snapshot_is_503_naming_the_file_and_only_that_use_case_unready(
         assert http.get("/readyz/churn").status_code == 503
         assert http.get("/v1/churn_by_tenure/scores/C00000010,3").status_code == 200
     finally:
-        serving.point_current_to(serve_settings, churn, snapshots[0])
+        point_current_to(serve_settings, churn, snapshots[0])
     assert http.get("/v1/churn/scores/C00000001").status_code == 200
 
 
@@ -366,13 +366,13 @@ def test_hot_swap_between_snapshots_never_fails_a_request(
     try:
         for swap in range(8):
             time.sleep(0.05)
-            serving.point_current_to(serve_settings, churn, snapshots[(swap + 1) % 2])
+            point_current_to(serve_settings, churn, snapshots[(swap + 1) % 2])
         time.sleep(0.05)
     finally:
         stop.set()
         for reader in readers:
             reader.join(10)
-        serving.point_current_to(serve_settings, churn, snapshots[0])
+        point_current_to(serve_settings, churn, snapshots[0])
     assert failures == []
     assert {version for version, _, _ in seen} == {"1", "2"}
     assert all(allowed[(version, key)] == score for version, key, score in seen)

@@ -11,11 +11,10 @@ import pytest
 import xgboost
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore import registry, tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
+from prescore.platform import registry, tables
 from prescore.stages import score
-from prescore.stages.score import shadow_table
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)
@@ -83,7 +82,7 @@ def test_no_challenger_writes_no_shadow_rows(
     assert "challenger_version" not in first
     # the first run had only a champion: the shadow table's only commit is the second run's
     assert second["shadow_version"] == 0
-    history = tables.read(spark, shadow_settings, shadow_table(churn))
+    history = tables.read(spark, shadow_settings, churn.shadow_table)
     assert history.count() == ROWS
 
 
@@ -92,7 +91,7 @@ def test_challenger_is_scored_on_the_same_keys_beside_the_champion(
 ) -> None:
     champion, challenger, _, summary = scored_twice
     assert summary["challenger_version"] == challenger.version == "2"
-    shadow = tables.read_run(spark, shadow_settings, shadow_table(churn), RUN_DATE).toPandas()
+    shadow = tables.read_run(spark, shadow_settings, churn.shadow_table, RUN_DATE).toPandas()
     preds = tables.read_run(spark, shadow_settings, churn.predictions_table, RUN_DATE).toPandas()
     assert len(shadow) == ROWS == shadow["customer_id"].nunique()
     assert set(shadow["champion_version"]) == {champion.version}
@@ -117,7 +116,7 @@ def test_challenger_equal_to_champion_is_not_shadowed(
     registry.set_alias(fresh_settings, champion, registry.CHALLENGER)
     summary = score.run(RunContext(fresh_settings, churn, RUN_DATE, spark))
     assert "challenger_version" not in summary
-    assert not tables.exists(fresh_settings, shadow_table(churn))
+    assert not tables.exists(fresh_settings, churn.shadow_table)
 
 
 def test_score_stage_puts_the_sessions_arrow_batch_size_back(

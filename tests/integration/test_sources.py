@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
-from prescore import tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
-from prescore.datagen import churn_chunks, landing_dir
-from prescore.sources import SourceSchemaError
+from prescore.data.sources import SourceSchemaError
+from prescore.demo.datagen import churn_chunks, landing_dir
+from prescore.platform import tables
 from prescore.stages import ingest
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from prescore.config import HOME_VARIABLE, PROJECT_ROOT, Settings
-from prescore.spark import delta_package
+from prescore.platform.spark import delta_package
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
 PROBE = """
 import json
 from prescore.config import load_settings
-from prescore.spark import get_spark
+from prescore.platform.spark import get_spark
 spark = get_spark(load_settings())
 keys = ["spark.master", "spark.app.name", "spark.sql.shuffle.partitions",
         "spark.databricks.delta.replaceWhere.constraintCheck.enabled", "spark.sql.extensions"]
@@ -56,7 +56,7 @@ import json, sys
 import prescore
 from pyspark import SparkConf
 from prescore.config import load_settings
-from prescore.spark import get_spark
+from prescore.platform.spark import get_spark
 spark = get_spark(load_settings())
 spark.range(3).write.format("delta").mode("overwrite").save(sys.argv[1])
 rows = spark.read.format("delta").load(sys.argv[1]).count()
@@ -76,8 +76,8 @@ def test_a_job_runs_on_the_local_jars_and_the_cached_bundle(
 ) -> None:
     """What a DAG task submits when setup resolved its packages: --jars of local files, the
     cached bundle as --py-files; Delta writes and reads, prescore comes from the bundle."""
-    from prescore.bundle import cached_bundle
-    from prescore.jars import ensure_local_jars, jars_dir, local_jars
+    from prescore.platform.bundle import cached_bundle
+    from prescore.platform.jars import ensure_local_jars, jars_dir, local_jars
 
     coordinates = delta_package()
     jars = local_jars(coordinates) or ensure_local_jars(coordinates)  # setup's work, if not done

@@ -14,11 +14,11 @@ import duckdb
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore import bi, tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
+from prescore.platform import tables
+from prescore.serving import bi
 from prescore.stages import publish
-from prescore.stages.score import shadow_table
 
 pytestmark = pytest.mark.integration
 PRESCORE = str(Path(sys.executable).with_name("prescore"))  # the venv's console script
@@ -176,7 +176,7 @@ def test_model_comparison_compares_champion_and_challenger_on_the_same_keys(
         ("c", 0.8, 0.9, "prescore-churn", "1", "2", "r2", datetime(2026, 11, 6), DAY2),
     ]
     shadow = spark.createDataFrame(rows, SHADOW_SCHEMA)
-    tables.replace_run(shadow, state, shadow_table(churn), DAY2)
+    tables.replace_run(shadow, state, churn.shadow_table, DAY2)
     path = tmp_path / "bi.duckdb"
     assert "model_comparison" in bi.build_bi_views(state, churn, path)["created"]
     [(keys, mean_diff, correlation, agreement)] = query(

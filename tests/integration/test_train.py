@@ -16,14 +16,15 @@ from mlflow import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from prescore import cli, registry, tables
+from prescore import cli
+from prescore.catalog import SPLIT
 from prescore.config import PromotionSettings, Settings, TuningSettings, UseCase
 from prescore.context import RunContext
-from prescore.datagen import write_landing
+from prescore.demo.datagen import write_landing
 from prescore.flow import run_flow
+from prescore.platform import registry, tables
 from prescore.stages import train
-from prescore.stages.clean import SPLIT
-from prescore.stages.train import TrainingDataError, check_training_data
+from prescore.training.estimator import TrainingDataError, check_training_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RUN_DATE = date(2026, 11, 2)

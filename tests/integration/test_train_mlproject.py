@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from prescore import registry
 from prescore.config import PROJECT_ROOT, Settings, UseCase
 from prescore.context import RunContext
-from prescore.datagen import write_landing
+from prescore.demo.datagen import write_landing
 from prescore.flow import run_flow
+from prescore.platform import registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RUN_DATE = date(2026, 11, 4)

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore import tables
 from prescore.config import ConfigError, Settings, load_usecase
 from prescore.context import RunContext
-from prescore.datagen import write_landing
+from prescore.data import validation
+from prescore.demo.datagen import write_landing
+from prescore.platform import tables
 from prescore.stages import validate
 
 pytestmark = pytest.mark.integration
@@ -81,7 +82,7 @@ def ingest(ctx: RunContext, rows: list[tuple[Any, ...]]) -> None:
 
 
 def results(ctx: RunContext) -> list[dict[str, Any]]:
-    table = validate.results_table(ctx.usecase)
+    table = ctx.usecase.validation_table
     frame = tables.read_run(ctx.spark, ctx.settings, table, ctx.run_date)
     return [row.asDict() for row in frame.collect()]
 
@@ -118,7 +119,7 @@ def test_failed_error_expectation_raises_naming_it(
     ctx = make_context(spark, settings, tmp_path, f"val_error_{column}")
     ingest(ctx, [*GOOD_ROWS, bad_row])
 
-    with pytest.raises(validate.ValidationFailedError) as caught:
+    with pytest.raises(validation.ValidationFailedError) as caught:
         validate.run(ctx)
 
     message = str(caught.value)
@@ -172,7 +173,7 @@ def test_bad_suite_file_fails_naming_the_file(tmp_path, content, reason):
     path.write_text(content)
 
     with pytest.raises(ConfigError, match=reason) as caught:
-        validate.load_suite(path)
+        validation.load_suite(path)
 
     assert str(path) in str(caught.value)
 
@@ -187,7 +188,7 @@ def test_rerun_same_run_date_replaces_results(spark, settings, tmp_path):
     validate.run(ctx)
     validate.run(ctx)
 
-    table = tables.read(spark, settings, validate.results_table(ctx.usecase))
+    table = tables.read(spark, settings, ctx.usecase.validation_table)
     per_date = {r["run_date"]: r["count"] for r in table.groupBy("run_date").count().collect()}
     expected = len(SUITE["expectations"])
     assert per_date == {ctx.run_date: expected, other.run_date: expected}
@@ -196,11 +197,11 @@ def test_rerun_same_run_date_replaces_results(spark, settings, tmp_path):
 
 
 def test_shipped_suite_has_no_failed_error_on_demo_data(spark, settings):
-    suite = validate.load_suite(settings.expectations_dir / "raw_customers.json")
+    suite = validation.load_suite(settings.expectations_dir / "raw_customers.json")
     landing = write_landing(settings, load_usecase("churn", settings), RUN_DATE, rows=2_000)
     frame = spark.read.parquet(str(landing))
 
-    outcomes = validate.validate_frame(frame, suite)
+    outcomes = validation.outcomes_of(validation.suite_result(frame, suite))
 
     assert len(outcomes) == len(suite.expectations)
     assert {o.severity for o in outcomes} == {"error", "warn"}
@@ -210,7 +211,7 @@ def test_shipped_suite_has_no_failed_error_on_demo_data(spark, settings):
 def test_profile_history_and_report_are_written_and_logged(spark, settings, tmp_path):
     import mlflow
 
-    from prescore import profile, registry
+    from prescore.platform import registry
 
     first = make_context(spark, settings, tmp_path, "val_profile", run_date=date(2024, 3, 1))
     second = make_context(spark, settings, tmp_path, "val_profile", run_date=date(2024, 3, 2))
@@ -221,7 +222,7 @@ def test_profile_history_and_report_are_written_and_logged(spark, settings, tmp_
     summary = validate.run(second)
     validate.run(second)  # a rerun replaces the date's profile rows
 
-    table = tables.read(spark, settings, profile.profile_table(second.usecase))
+    table = tables.read(spark, settings, second.usecase.profile_table)
     rows = {(r["run_date"], r["column"]): r for r in table.collect()}
     declared = ["customer_id", "tenure_months", "plan", "churned"]
     assert sorted(rows) == sorted(
@@ -240,9 +241,13 @@ def test_profile_history_and_report_are_written_and_logged(spark, settings, tmp_
     assert report.parent == settings.reports_dir / "churn"
     html = report.read_text()
     assert "Null rate over time" in html
-    history = validate.profile_history(second).null_rates  # what that plot draws
+    history = validate.profile_history(
+        spark, second.settings, second.usecase, second.run_date
+    ).null_rates  # what that plot draws
     assert history["plan"] == {first.run_date: 0.0, second.run_date: pytest.approx(0.25)}
-    assert validate.profile_history(first).null_rates["plan"] == {first.run_date: 0.0}
+    assert validate.profile_history(
+        spark, first.settings, first.usecase, first.run_date
+    ).null_rates["plan"] == {first.run_date: 0.0}
     assert html.count("data:image/png;base64,") == 4
     data_docs = Path(str(summary["data_docs"]))
     assert data_docs.parent == report.parent and data_docs.name == "gx_churn_2024-03-02.html"
@@ -263,15 +268,14 @@ def test_profile_history_and_report_are_written_and_logged(spark, settings, tmp_
 
 
 def test_failed_suite_still_profiles_and_reports(spark, settings, tmp_path):
-    from prescore import profile
 
     ctx = make_context(spark, settings, tmp_path, "val_fail_report")
     ingest(ctx, [*GOOD_ROWS, (None, 5, "basic", 0)])
 
-    with pytest.raises(validate.ValidationFailedError):
+    with pytest.raises(validation.ValidationFailedError):
         validate.run(ctx)
 
-    profiled = tables.read_run(spark, settings, profile.profile_table(ctx.usecase), ctx.run_date)
+    profiled = tables.read_run(spark, settings, ctx.usecase.profile_table, ctx.run_date)
     assert {r["column"]: r["nulls"] for r in profiled.collect()}["customer_id"] == 1
     report = settings.reports_dir / "churn" / f"data_churn_{ctx.run_date}.html"
     assert "expect_column_values_to_not_be_null" in report.read_text()

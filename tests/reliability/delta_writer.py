@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-from prescore import tables
 from prescore.config import load_settings
-from prescore.spark import get_spark
+from prescore.platform import tables
+from prescore.platform.spark import get_spark
 
 ROWS = 400
 TASKS = 4

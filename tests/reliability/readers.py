@@ -13,7 +13,7 @@ import duckdb
 import httpx
 import pytest
 
-from prescore.lookup import Scores
+from prescore.serving.client import Scores
 
 KEYS = [f"C{i:06d}" for i in range(400)]
 

@@ -23,10 +23,11 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from prescore import publish_log, serving, tables
 from prescore.context import RunContext
-from prescore.datagen import landing_dir
+from prescore.demo.datagen import landing_dir
 from prescore.flow import run_flow
+from prescore.platform import tables
+from prescore.serving import publish_log, snapshot
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 NO_TRAIN = ("ingest", "validate", "clean", "score", "publish")
@@ -62,7 +63,7 @@ class Published:
 
     def __init__(self, spark: SparkSession, ctx: RunContext) -> None:
         settings, usecase = ctx.settings, ctx.usecase
-        self.link = os.readlink(serving.current_path(settings, usecase))
+        self.link = os.readlink(snapshot.current_path(settings, usecase))
         self.log_rows = tables.read(spark, settings, publish_log.PUBLISH_LOG).count()
         self.raw_version = tables.latest_version(spark, settings, usecase.raw_table)
 
@@ -160,7 +161,7 @@ def test_bad_rows_under_the_limit_are_quarantined_and_the_rest_published(
     assert clean.count() + quarantined.count() == raw
     assert summary["clean"]["quarantined_invalid"] == (frame["tenure_months"] < 0).sum()
     assert summary["publish"]["rows"] == clean.count()
-    assert os.readlink(serving.current_path(ctx.settings, usecase)).startswith(
+    assert os.readlink(snapshot.current_path(ctx.settings, usecase)).startswith(
         f"snapshots/{ctx.run_date}"
     )
 
@@ -203,7 +204,7 @@ def test_bad_rows_over_the_limit_fail_the_run_and_keep_the_published_pointer(
     assert quarantined.count() == (frame["tenure_months"] < 0).sum()
     assert not has_partition(spark, ctx, ctx.usecase.clean_table)
     assert not has_partition(spark, ctx, ctx.usecase.predictions_table)
-    assert os.readlink(serving.current_path(ctx.settings, ctx.usecase)) == before.link
+    assert os.readlink(snapshot.current_path(ctx.settings, ctx.usecase)) == before.link
     assert tables.read(spark, ctx.settings, publish_log.PUBLISH_LOG).count() == before.log_rows
 
 
@@ -221,5 +222,5 @@ def test_failed_error_expectation_stops_the_run_before_clean(
         run_flow(ctx, NO_TRAIN)
     assert not has_partition(spark, ctx, ctx.usecase.clean_table)
     assert not has_partition(spark, ctx, ctx.usecase.predictions_table)
-    assert os.readlink(serving.current_path(ctx.settings, ctx.usecase)) == before.link
+    assert os.readlink(snapshot.current_path(ctx.settings, ctx.usecase)) == before.link
     assert tables.read(spark, ctx.settings, publish_log.PUBLISH_LOG).count() == before.log_rows

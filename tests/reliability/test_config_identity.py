@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prescore import serving
 from prescore.cli import main
 from prescore.config import (
     DEFAULT_CONF_DIR,
@@ -29,7 +28,8 @@ from prescore.config import (
     load_usecases,
 )
 from prescore.identifiers import quote_identifier, quote_literal
-from prescore.serve import create_app
+from prescore.serving import snapshot
+from prescore.serving.http import create_app
 from support import running
 
 pytestmark = pytest.mark.reliability
@@ -163,7 +163,7 @@ def test_a_snapshot_built_from_hostile_column_names_runs_none_of_them(tmp_path: 
     view = 'v"; drop table predictions; --'
     target = tmp_path / "snapshot.duckdb"
 
-    rows = serving.build_snapshot(
+    rows = snapshot.build_snapshot(
         target,
         parquet_files=[str(parquet)],
         run_date=date(2026, 11, 1),

@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from prescore import keyindex
 from prescore.config import Settings, load_usecase
+from prescore.serving import keyindex
 from support import publish_snapshot
 
 pytestmark = pytest.mark.reliability

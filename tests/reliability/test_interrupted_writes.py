@@ -21,8 +21,8 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from prescore import tables
 from prescore.config import Settings
+from prescore.platform import tables
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 WRITER = Path(__file__).with_name("delta_writer.py")

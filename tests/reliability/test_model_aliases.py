@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
-from prescore import registry, tables
 from prescore.context import RunContext
+from prescore.platform import registry, tables
 from prescore.stages import score, train
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]

@@ -26,9 +26,10 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from prescore import cli, tables
+from prescore import cli
 from prescore.config import Settings, UseCase
-from prescore.stages.clean import anonymise, quarantine_rows
+from prescore.data.cleaning import anonymise, quarantine_rows
+from prescore.platform import tables
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 RUN_DATE = date(2026, 11, 1)

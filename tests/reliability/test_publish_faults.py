@@ -20,11 +20,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from readers import KEYS, Readers, client_reader, http_reader, score_of, sql_reader
 
-from prescore import publish_log, serving, tables
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
-from prescore.lookup import Scores
-from prescore.serve import create_app
+from prescore.platform import tables
+from prescore.serving import publish_log, snapshot
+from prescore.serving.client import Scores
+from prescore.serving.http import create_app
 from prescore.stages import publish
 from support import running
 
@@ -70,7 +71,7 @@ def served_version(ctx: RunContext) -> str:
     finally:
         client.close()
     with duckdb.connect(
-        str(serving.current_path(ctx.settings, ctx.usecase)), read_only=True
+        str(snapshot.current_path(ctx.settings, ctx.usecase)), read_only=True
     ) as con:
         rows = con.execute("select distinct model_version from scores").fetchall()
     assert len(versions) == 1 and {r[0] for r in rows} == versions
@@ -96,7 +97,7 @@ def test_readers_see_one_whole_version_through_publish_and_rollback(
     with running(create_app(ctx.settings, [ctx.usecase])) as http:
         readers.add("client", client_reader(client))
         readers.add("http", http_reader(http))
-        readers.add("sql", sql_reader(serving.current_path(ctx.settings, ctx.usecase)))
+        readers.add("sql", sql_reader(snapshot.current_path(ctx.settings, ctx.usecase)))
         with readers.looping():
             time.sleep(0.5)
             score_predictions(spark, ctx, 2)
@@ -180,11 +181,11 @@ def test_disk_full_during_publish_fails_clearly_and_keeps_the_previous_version(
         ctx = RunContext(fresh_settings, churn, RUN_DATE, spark)
         score_predictions(spark, ctx, 1)
         publish.run(ctx)
-        snapshots = serving.usecase_dir(fresh_settings, churn) / "snapshots"
+        snapshots = snapshot.usecase_dir(fresh_settings, churn) / "snapshots"
         filler = fill(disk, leave=16 * 1024)
         score_predictions(spark, ctx, 2)
 
-        with pytest.raises(serving.SnapshotWriteError, match=r"No space left on device") as err:
+        with pytest.raises(snapshot.SnapshotWriteError, match=r"No space left on device") as err:
             publish.run(ctx)
 
         assert str(snapshots) in str(err.value)
@@ -203,9 +204,9 @@ def test_no_write_rights_during_publish_fails_clearly_and_keeps_the_previous_ver
     """Case 12b: the snapshot folder, or the folder of the current.duckdb link, refuses writes
     while publish runs: a clear error naming the path, nothing logged, v1 still served."""
     score_predictions(spark, ctx, 2)
-    home = serving.usecase_dir(ctx.settings, ctx.usecase)
+    home = snapshot.usecase_dir(ctx.settings, ctx.usecase)
     target = home / "snapshots" if folder == "snapshots" else home
-    with unwritable(target), pytest.raises(serving.SnapshotWriteError) as err:
+    with unwritable(target), pytest.raises(snapshot.SnapshotWriteError) as err:
         publish.run(ctx)
     assert str(home) in str(err.value)
     assert re.search(r"Permission denied|Operation not permitted", str(err.value))

@@ -21,12 +21,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from readers import KEYS, Readers, client_reader, http_reader, sql_reader, whole_version
 
-from prescore import keyindex, publish_log, serving, tables
 from prescore.cli import main
 from prescore.config import Settings, UseCase
 from prescore.context import RunContext
-from prescore.lookup import Scores
-from prescore.serve import create_app
+from prescore.platform import tables
+from prescore.serving import keyindex, publish_log, snapshot
+from prescore.serving.client import Scores
+from prescore.serving.http import create_app
 from prescore.stages import publish
 from support import running
 
@@ -92,7 +93,7 @@ def served(settings: Settings, churn: UseCase) -> str:
         )
     finally:
         client.close()
-    with duckdb.connect(str(serving.current_path(settings, churn)), read_only=True) as con:
+    with duckdb.connect(str(snapshot.current_path(settings, churn)), read_only=True) as con:
         assert con.execute("select distinct model_version from scores").fetchall() == [(version,)]
     return version
 
@@ -123,10 +124,10 @@ def hold_lock(settings: Settings, churn: UseCase) -> subprocess.Popen[str]:
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from prescore import serving
+        from prescore.serving import snapshot
         from prescore.config import load_settings, load_usecase
         settings = load_settings(env="test").model_copy(update={{"state_dir": Path({str(settings.state_dir)!r})}})
-        with serving.publish_lock(settings, load_usecase({churn.name!r}, settings), "publish of a test"):
+        with snapshot.publish_lock(settings, load_usecase({churn.name!r}, settings), "publish of a test"):
             print("held", flush=True)
             time.sleep(600)
     """)
@@ -157,7 +158,7 @@ def test_an_older_run_date_is_a_backfill_not_served_unless_asked(
     assert served(state, churn) == "2"
     assert actions(spark, state, churn) == [("publish", "2"), ("backfill", "1")]
     assert Scores(churn, state).get(KEYS[0], as_of=datetime.now()).model_version == "2"
-    backfill = serving.usecase_dir(state, churn) / str(summary["snapshot"])
+    backfill = snapshot.usecase_dir(state, churn) / str(summary["snapshot"])
     for path in (backfill, keyindex.key_file(backfill)):  # published files are read-only
         assert path.exists() and path.stat().st_mode & 0o222 == 0, path
 
@@ -175,11 +176,11 @@ def test_an_older_run_date_is_a_backfill_not_served_unless_asked(
 def test_a_second_publish_fails_naming_the_holder_and_changes_nothing(
     spark: SparkSession, state: Settings, churn: UseCase, lock_holder: subprocess.Popen[str]
 ) -> None:
-    with pytest.raises(serving.PublishLockedError, match=rf"pid {lock_holder.pid} on "):
+    with pytest.raises(snapshot.PublishLockedError, match=rf"pid {lock_holder.pid} on "):
         publish_version(spark, state, churn, 1)
-    with pytest.raises(serving.PublishLockedError, match="another publish or rollback"):
+    with pytest.raises(snapshot.PublishLockedError, match="another publish or rollback"):
         publish.rollback(spark, state, churn)
-    assert not serving.current_path(state, churn).exists()
+    assert not snapshot.current_path(state, churn).exists()
     assert publish_log.read(spark, state, churn) == []
 
     lock_holder.send_signal(signal.SIGKILL)  # a killed holder leaves no stale lock behind
@@ -197,7 +198,7 @@ def test_a_publish_killed_between_log_and_pointer_is_never_trusted(
         raise SystemExit("killed before the pointer moved")
 
     with monkeypatch.context() as patch:
-        patch.setattr(serving, "move_pointer", killed)
+        patch.setattr(snapshot, "move_pointer", killed)
         with pytest.raises(SystemExit):
             publish_version(spark, state, churn, 2)
     assert [a for a in actions(spark, state, churn)] == [("publish", "1"), ("publish", "2")]
@@ -264,7 +265,7 @@ def test_readers_never_fail_or_see_a_wrong_version_through_routine_operations(
     with running(create_app(state, [churn])) as http:
         readers.add("client", client_reader(client))
         readers.add("http", http_reader(http))
-        readers.add("sql", sql_reader(serving.current_path(state, churn)))
+        readers.add("sql", sql_reader(snapshot.current_path(state, churn)))
         with readers.looping():
             for version in (2, 3, 4):
                 publish_version(spark, state, churn, version)
@@ -272,12 +273,12 @@ def test_readers_never_fail_or_see_a_wrong_version_through_routine_operations(
             assert backfill["served"] is False
             holder = hold_lock(state, churn)
             try:
-                with pytest.raises(serving.PublishLockedError):
+                with pytest.raises(snapshot.PublishLockedError):
                     publish_version(spark, state, churn, 5)
             finally:
                 holder.kill()
                 holder.wait()
-            damage(serving.usecase_dir(state, churn) / str(backfill["snapshot"]))
+            damage(snapshot.usecase_dir(state, churn) / str(backfill["snapshot"]))
             with pytest.raises(LookupError, match="cannot be served"):
                 publish.rollback(spark, state, churn, to=date(2026, 10, 31))
             for _ in range(2):

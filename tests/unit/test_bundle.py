@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import prescore
-from prescore.bundle import STALE_SECONDS, build_bundle, cached_bundle
+from prescore.platform.bundle import STALE_SECONDS, build_bundle, cached_bundle
 
 pytestmark = pytest.mark.unit
 
@@ -58,15 +58,17 @@ def test_the_same_code_reuses_its_zip_and_a_changed_file_makes_a_new_one(tmp_pat
     package, cache = _copy_of_the_package(tmp_path), tmp_path / "cache"
     first = cached_bundle(cache, package)
     built = first.stat().st_ino
-    (package / "spark.py").touch()  # a newer time, the same content: the same code
+    (package / "platform" / "spark.py").touch()  # a newer time, the same content: the same code
     assert cached_bundle(cache, package) == first
     assert first.stat().st_ino == built  # reused, not written again
 
-    (package / "spark.py").write_text((package / "spark.py").read_text() + "\n# changed\n")
+    (package / "platform" / "spark.py").write_text(
+        (package / "platform" / "spark.py").read_text() + "\n# changed\n"
+    )
     second = cached_bundle(cache, package)
     assert second != first and first.is_file()
-    assert zipfile.ZipFile(second).read("prescore/spark.py").endswith(b"# changed\n")
-    assert not zipfile.ZipFile(first).read("prescore/spark.py").endswith(b"# changed\n")
+    assert zipfile.ZipFile(second).read("prescore/platform/spark.py").endswith(b"# changed\n")
+    assert not zipfile.ZipFile(first).read("prescore/platform/spark.py").endswith(b"# changed\n")
     assert second.name.startswith("prescore-") and second.suffix == ".zip"
 
 
@@ -75,7 +77,7 @@ def test_a_zip_of_another_code_version_unused_for_a_week_is_removed(tmp_path: Pa
     old = cached_bundle(cache, package)
     week_ago = time.time() - STALE_SECONDS - 60
     os.utime(old, (week_ago, week_ago))
-    (package / "jars.py").write_text("# another version\n")
+    (package / "platform" / "jars.py").write_text("# another version\n")
     assert cached_bundle(cache, package) != old
     assert not old.exists()
 

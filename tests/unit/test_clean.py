@@ -21,7 +21,7 @@ from prescore.config import (
     SplitSettings,
     UseCase,
 )
-from prescore.stages.clean import (
+from prescore.data.cleaning import (
     DUPLICATE_REASON,
     REASON,
     SPLIT,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from prescore.config import ModelSettings, PromotionSettings, TuningSettings
-from prescore.evaluation import binary_metrics, is_better, regression_metrics
-from prescore.promotion import decide
+from prescore.training.evaluation import binary_metrics, is_better, regression_metrics
+from prescore.training.promotion import decide
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +88,16 @@ def test_unknown_promotion_metric_fails_at_load() -> None:
 def test_search_without_a_space_fails_at_load() -> None:
     with pytest.raises(ValueError, match="n_trials > 0 needs a search_space"):
         TuningSettings.model_validate({"n_trials": 3})
+
+
+def test_the_gate_keeps_the_champion_when_it_cannot_be_scored() -> None:
+    from prescore.training.promotion import gate
+
+    settings = PromotionSettings(metric="auc", margin=0.0)
+    note = "champion v1 cannot be scored on this test split: feature mismatch"
+    kept = gate({"auc": 0.9}, None, unscorable=note, settings=settings, champion_version="1")
+    assert (kept.promote, kept.reason) == (False, note)
+    promoted = gate(
+        {"auc": 0.9}, {"auc": 0.8}, unscorable="", settings=settings, champion_version="1"
+    )
+    assert promoted == decide({"auc": 0.9}, {"auc": 0.8}, gate=settings, champion_version="1")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from prescore.config import load_settings
-from prescore.jars import JARS_VARIABLE, cds_archive, local_jars, store_jars
-from prescore.spark import delta_package, jars_packages, spark_conf
+from prescore.platform.jars import JARS_VARIABLE, cds_archive, local_jars, store_jars
+from prescore.platform.spark import delta_package, jars_packages, spark_conf
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prescore import keyindex
+from prescore.serving import keyindex
 
 pytestmark = pytest.mark.unit
 

@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from prescore.monitoring import ks_statistic, population_stability_index
-from prescore.stages import publish
+from prescore.monitoring.metrics import ks_statistic, population_stability_index
+from prescore.scoring import checks
 
 pytestmark = pytest.mark.unit
 
 
-def test_publish_uses_the_one_psi() -> None:
-    assert publish.population_stability_index is population_stability_index
+def test_the_publish_checks_use_the_one_psi() -> None:
+    assert checks.population_stability_index is population_stability_index
 
 
 @pytest.mark.parametrize(

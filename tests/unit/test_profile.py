@@ -14,8 +14,8 @@ from chispa import assert_df_equality
 from matplotlib import image as mpimg
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore import profile
-from prescore.profile import (
+from prescore.data import profile
+from prescore.data.profile import (
     ColumnProfile,
     ProfileHistory,
     ProfilePlan,
@@ -25,7 +25,7 @@ from prescore.profile import (
     top_value_counts,
     value_counts,
 )
-from prescore.report import render_report
+from prescore.data.report import render_report
 
 pytestmark = pytest.mark.unit
 

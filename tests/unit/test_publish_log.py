@@ -6,11 +6,12 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from prescore.publish_log import (
+from prescore.serving.publish_log import (
     BACKFILL,
     PUBLISH,
     ROLLBACK,
     Event,
+    built,
     current_at,
     rollback_stack,
     rollback_target,
@@ -96,3 +97,12 @@ def test_current_at_is_the_last_served_event_at_or_before_the_instant() -> None:
     assert current_at(log, START + timedelta(minutes=1)) == log[0]
     assert current_at(log, START + timedelta(minutes=2)) == log[0]
     assert current_at(log, START + timedelta(minutes=9)) == log[1]
+
+
+def test_built_keeps_publishes_and_backfills_in_order_not_rollbacks() -> None:
+    log = [event(1, PUBLISH, 1), event(2, BACKFILL, 2), event(3, ROLLBACK, 1), event(4, PUBLISH, 3)]
+    assert [(e.action, e.run_date.day) for e in built(log)] == [
+        (PUBLISH, 1),
+        (BACKFILL, 2),
+        (PUBLISH, 3),
+    ]

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore import keyindex, timeseries
+from prescore.catalog import SPLIT
 from prescore.config import (
     DEFAULT_CONF_DIR,
     TARGET_DATE,
@@ -21,8 +21,10 @@ from prescore.config import (
     load_settings,
     load_usecase,
 )
-from prescore.datagen import sales_chunks
-from prescore.stages.clean import SPLIT, assign_split
+from prescore.data.cleaning import assign_split
+from prescore.demo.datagen import sales_chunks
+from prescore.serving import keyindex
+from prescore.training import timeseries
 
 pytestmark = pytest.mark.unit
 

@@ -1,10 +1,11 @@
 """Publish: checks on the candidate predictions -> serving snapshot -> publish_log -> current pointer.
 
-Nothing becomes visible unless every check passed. The publish log (publish_log.py) says which
+Nothing becomes visible unless every check passed (scoring.checks). The publish log
+(serving.publish_log) says which
 predictions version, model and snapshot each publish made current. Serving moves forward only: a
 run date older than the one served (a backfill) is checked, built and logged, but not made current
 unless asked (`serve_older`). Rollback walks back one served snapshot per call. One publish or
-rollback of a use case runs at a time (serving.publish_lock).
+rollback of a use case runs at a time (snapshot.publish_lock).
 """
 
 from __future__ import annotations
@@ -16,126 +17,27 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from prescore import publish_log, serving, tables
-from prescore.monitoring import population_stability_index
-from prescore.stages.score import SCORE, scored_population
+from prescore.catalog import PUBLISH_LOG
+from prescore.platform import tables
+from prescore.scoring.checks import (
+    CheckResult,
+    PublishCheckError,
+    candidate_checks,
+    drift_check,
+    require_passed,
+)
+from prescore.scoring.population import scored_population
+from prescore.serving import publish_log, snapshot
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, Row, SparkSession
 
-    from prescore.config import PublishSettings, Settings, UseCase
+    from prescore.config import Settings, UseCase
     from prescore.context import RunContext
-    from prescore.publish_log import Event
+    from prescore.serving.publish_log import Event
 
+__all__ = ["PublishCheckError", "rollback", "run"]
 log = logging.getLogger(__name__)
-PUBLISH_LOG = publish_log.PUBLISH_LOG
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    passed: bool
-    detail: str
-
-
-class PublishCheckError(RuntimeError):
-    """A candidate failed a publish check; nothing was published."""
-
-
-def candidate_checks(df: DataFrame, *, usecase: UseCase, expected_rows: int) -> list[CheckResult]:
-    """Row count, null and duplicate keys, NaN and out-of-range scores, in one aggregate pass."""
-    from pyspark.sql import functions as F
-
-    key = F.struct(*usecase.published_keys)
-    finite = F.when(~F.isnan(SCORE), F.col(SCORE))  # Spark orders NaN above every number
-    null_key = F.lit(0)
-    for k in usecase.published_keys:
-        null_key = F.when(F.col(k).isNull(), 1).otherwise(null_key)
-    result = df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count_distinct(key).alias("distinct_keys"),
-        F.sum(null_key).alias("null_keys"),
-        F.count(F.when(F.isnan(SCORE) | F.col(SCORE).isNull(), 1)).alias("bad_scores"),
-        F.min(finite).alias("min_score"),
-        F.max(finite).alias("max_score"),
-    ).first()
-    assert result is not None  # an ungrouped aggregate has exactly one row
-    stats = result.asDict()
-    rows, low, high = stats["rows"], stats["min_score"], stats["max_score"]
-    in_range = usecase.task != "binary" or (rows > 0 and low >= 0.0 and high <= 1.0)
-    return [
-        CheckResult(
-            "row_count",
-            rows == expected_rows and rows > 0,
-            f"{rows} rows, scored population {expected_rows}",
-        ),
-        CheckResult("no_null_keys", not stats["null_keys"], f"{stats['null_keys'] or 0} null keys"),
-        CheckResult(
-            "unique_keys",
-            stats["distinct_keys"] == rows,
-            f"{rows - stats['distinct_keys']} duplicate keys",
-        ),
-        CheckResult(
-            "no_nan_scores", stats["bad_scores"] == 0, f"{stats['bad_scores']} NaN or null scores"
-        ),
-        CheckResult("scores_in_range", in_range, f"scores in [{low}, {high}]"),
-    ]
-
-
-def score_bin_edges(reference: DataFrame, *, task: str, bins: int) -> list[float]:
-    """Inner bin edges: equal bins over [0, 1] for probabilities, else the reference's quantiles."""
-    cuts = [i / bins for i in range(1, bins)]
-    if task == "binary":
-        return cuts
-    return sorted(set(reference.approxQuantile(SCORE, cuts, 0.001)))  # ties merge their bins
-
-
-def score_histograms(
-    reference: DataFrame, candidate: DataFrame, *, edges: list[float]
-) -> tuple[list[int], list[int]]:
-    """Rows per score bin of each frame, in one Spark aggregate; bin i is [edges[i-1], edges[i])."""
-    from pyspark.sql import functions as F
-
-    bin_of = sum((F.when(F.col(SCORE) >= e, 1).otherwise(0) for e in edges), F.lit(0))
-    both = reference.select(F.lit(False).alias("is_candidate"), bin_of.alias("bin")).unionByName(
-        candidate.select(F.lit(True).alias("is_candidate"), bin_of.alias("bin"))
-    )
-    counts = {
-        (r.is_candidate, r.bin): r["count"]
-        for r in both.groupBy("is_candidate", "bin").count().collect()
-    }
-    bins = range(len(edges) + 1)
-    return [counts.get((False, b), 0) for b in bins], [counts.get((True, b), 0) for b in bins]
-
-
-def drift_check(
-    candidate: DataFrame,
-    reference: DataFrame | None,
-    *,
-    reference_name: str,
-    task: str,
-    limits: PublishSettings,
-) -> CheckResult:
-    """The candidate's score distribution against the published one: PSI at most limits.max_psi."""
-    if reference is None:
-        return CheckResult(
-            "score_drift", True, "no published version to compare with: first publish"
-        )
-    edges = score_bin_edges(reference, task=task, bins=limits.psi_bins)
-    ref_counts, cand_counts = score_histograms(reference, candidate, edges=edges)
-    rows = min(sum(ref_counts), sum(cand_counts))
-    if rows < limits.psi_min_rows:
-        return CheckResult(
-            "score_drift",
-            True,
-            f"not measured: {rows} rows < psi_min_rows {limits.psi_min_rows} vs {reference_name}",
-        )
-    psi = population_stability_index(ref_counts, cand_counts)
-    return CheckResult(
-        "score_drift",
-        psi <= limits.max_psi,
-        f"PSI {psi:.4f} vs {reference_name} (max_psi {limits.max_psi})",
-    )
 
 
 def published_reference(ctx: RunContext, served: Event | None) -> tuple[DataFrame, str] | None:
@@ -188,10 +90,7 @@ def checked_candidate(ctx: RunContext, served: Event | None) -> Candidate:
             limits=usecase.publish,
         )
     )
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        reasons = "; ".join(f"{c.name}: {c.detail}" for c in failed)
-        raise PublishCheckError(f"{usecase.predictions_table} v{version} not published: {reasons}")
+    require_passed(checks, candidate=f"{usecase.predictions_table} v{version}")
     return Candidate(candidate, version, lineage, population, checks)
 
 
@@ -199,16 +98,16 @@ def run(ctx: RunContext, *, serve_older: bool = False) -> dict[str, object]:
     """Check, build and log the run date's predictions, and serve them unless they are older than
     what is served (then they are a backfill, unless `serve_older`)."""
     usecase, settings, spark = ctx.usecase, ctx.settings, ctx.spark
-    with serving.publish_lock(settings, usecase, f"publish of {ctx.run_date}"):
+    with snapshot.publish_lock(settings, usecase, f"publish of {ctx.run_date}"):
         served = current_events(spark, settings, usecase)
         current = served[-1] if served else None
         candidate = checked_candidate(ctx, current)
-        snapshot, rows = serving.build_usecase_snapshot(
+        built, rows = snapshot.build_usecase_snapshot(
             settings, usecase, ctx.run_date, candidate.version, data_files(candidate.frame)
         )
         if rows != candidate.population:
             raise PublishCheckError(
-                f"{snapshot}: holds {rows} rows, expected {candidate.population}; not published"
+                f"{built}: holds {rows} rows, expected {candidate.population}; not published"
             )
         moves = current is None or serve_older or ctx.run_date >= current.run_date
         event = publish_log.Event(
@@ -218,7 +117,7 @@ def run(ctx: RunContext, *, serve_older: bool = False) -> dict[str, object]:
             predictions_version=candidate.version,
             model_name=candidate.lineage["model_name"],
             model_version=candidate.lineage["model_version"],
-            snapshot=publish_log.relative_snapshot(snapshot.name),
+            snapshot=publish_log.relative_snapshot(built.name),
             checks=json.dumps([asdict(c) for c in candidate.checks]),
             published_at=datetime.now(),
         )
@@ -227,7 +126,7 @@ def run(ctx: RunContext, *, serve_older: bool = False) -> dict[str, object]:
             served.append(event)
         else:
             publish_log.append(spark, settings, event)
-        prune(settings, usecase, served, also=snapshot.name)
+        prune(settings, usecase, served, also=built.name)
     summary: dict[str, object] = {
         "predictions_version": candidate.version,
         "rows": rows,
@@ -246,7 +145,7 @@ def run(ctx: RunContext, *, serve_older: bool = False) -> dict[str, object]:
         usecase.predictions_table,
         candidate.version,
         rows,
-        snapshot.name,
+        built.name,
     )
     return summary
 
@@ -254,7 +153,7 @@ def run(ctx: RunContext, *, serve_older: bool = False) -> dict[str, object]:
 def current_events(spark: SparkSession, settings: Settings, usecase: UseCase) -> list[Event]:
     """The served events, oldest first, after deleting a last one that never took effect (a
     process killed between logging and moving the pointer). Call under the publish lock."""
-    pointer = serving.pointer_target(settings, usecase)
+    pointer = snapshot.pointer_target(settings, usecase)
     orphan = publish_log.drop_unserved(spark, settings, usecase, pointer)
     if orphan is not None:
         log.warning(
@@ -275,19 +174,19 @@ def prune(settings: Settings, usecase: UseCase, served: list[Event], *, also: st
     stack = publish_log.rollback_stack(served)
     recent = list(dict.fromkeys(e.snapshot_name for e in reversed(served)))
     keep = {e.snapshot_name for e in stack[-kept:]} | set(recent[:kept]) | {also}
-    serving.prune_snapshots(settings, usecase, keep)
+    snapshot.prune_snapshots(settings, usecase, keep)
 
 
 def make_current(spark: SparkSession, settings: Settings, usecase: UseCase, event: Event) -> None:
     """Stage the link, log, then move the link: the log never misses what readers can see, and
     a link that cannot be written (disk full, no rights) fails before anything is logged."""
-    staged = serving.stage_pointer(settings, usecase, event.snapshot_name)
+    staged = snapshot.stage_pointer(settings, usecase, event.snapshot_name)
     try:
         publish_log.append(spark, settings, event)
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
-    serving.move_pointer(staged)
+    snapshot.move_pointer(staged)
 
 
 def rollback(
@@ -295,14 +194,12 @@ def rollback(
 ) -> dict[str, object]:
     """Serve again the snapshot served before the current one (or the nearest earlier one of run
     date `to`): each call walks one step further back."""
-    with serving.publish_lock(settings, usecase, "rollback"):
+    with snapshot.publish_lock(settings, usecase, "rollback"):
         served = current_events(spark, settings, usecase)
         if not served:
             raise LookupError(f"{PUBLISH_LOG}: nothing served for use case {usecase.name!r}")
         stack = publish_log.rollback_stack(served)
-        built = [
-            e for e in publish_log.read(spark, settings, usecase) if e.action in publish_log.BUILT
-        ]
+        built = publish_log.built(publish_log.read(spark, settings, usecase))
         target = publish_log.rollback_target(stack, built, to)
         wanted = f"run date {to}" if to else "earlier served snapshot"
         if target is None:
@@ -310,13 +207,13 @@ def rollback(
                 f"{PUBLISH_LOG}: {usecase.name!r} has no {wanted} to roll back to "
                 f"(serving {stack[-1].snapshot_name})"
             )
-        path = serving.usecase_dir(settings, usecase) / "snapshots" / target.snapshot_name
+        path = snapshot.usecase_dir(settings, usecase) / "snapshots" / target.snapshot_name
         if not path.exists():
             raise LookupError(
                 f"{usecase.name!r}: {wanted} ({target.snapshot_name}) is no longer kept (the last "
                 f"{settings.serving_snapshots_kept} are); republish run date {target.run_date} instead"
             )
-        problem = serving.snapshot_problem(path)
+        problem = snapshot.snapshot_problem(path)
         if problem is not None:
             raise LookupError(
                 f"{usecase.name!r}: {wanted} ({target.snapshot_name}) cannot be served: {problem}; "

@@ -13,7 +13,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from prescore import tables
+from prescore.platform import tables
 
 if TYPE_CHECKING:
     from prescore.context import RunContext

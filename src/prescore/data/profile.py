@@ -1,0 +1,415 @@
+"""Profile of one batch: per-column statistics computed in Spark over a cached frame.
+
+Pass 1 is three aggregations: over every row, the arithmetic that Spark compiles (row count,
+nulls, min, max, mean, stddev) and then the sketches it cannot (distinct counts, text min and
+max); over a stable sample of the rows when they are many, the approximate quantiles and the
+Pearson correlation of every pair of numeric columns (features and label), both estimates whose
+sampling error at SAMPLE_ROWS rows is below what a profile reads. Pass 2 counts what needs pass
+1's results: the histogram bins of numeric columns (edges from pass 1's min and max) in one
+grouped count of integer codes, and the values of categoricals in one grouping by all of them at
+once (when pass 1's distinct counts say their combinations are few). The result is one row per
+column and run_date, as PROFILE_SCHEMA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+    from prescore.config import UseCase
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+QUANTILE_ACCURACY = 1_000  # percentile_approx: relative error about 1/accuracy
+# Rows fed to the quantiles and correlations, about: beyond this they come from a seeded-hash
+# sample of the rows. Its quantiles' rank error (standard deviation sqrt(q(1 - q) / n): at most
+# 0.0011, at the median) is of the sketch's own 1/accuracy scale, and a correlation's standard
+# error, (1 - r^2) / sqrt(n), is at most 0.0022. Smaller frames feed every row.
+SAMPLE_ROWS = 200_000
+SAMPLE_SEED = "prescore-profile-sample"  # hashed with the keys: the same rows on every run
+DISTINCT_RSD = 0.05  # approx_count_distinct: relative standard deviation
+HISTOGRAM_BINS = 20
+TOP_VALUES = 10
+JOINT_GROUPS_LIMIT = 100_000  # categorical value combinations grouped at once, at most
+NUMERIC_TYPES = ("int", "long", "double")
+PROFILE_SCHEMA = (
+    "run_date date, usecase string, column string, dtype string, role string, rows long, "
+    "nulls long, null_rate double, distinct_approx long, min string, max string, mean double, "
+    "stddev double, quantiles string, histogram string, top_values string, correlations string"
+)
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """Which statistics each column gets, from the use case: PII columns get counts only."""
+
+    dtypes: dict[str, str]  # column -> declared type, in source order
+    roles: dict[str, str]  # column -> key, event_time, label, feature, pii, other
+    histogram: list[str]  # numeric columns binned
+    top_values: list[str]  # categorical columns counted by value
+    correlated: list[str]  # numeric features and the label
+
+    @classmethod
+    def for_usecase(cls, usecase: UseCase, columns: list[str]) -> ProfilePlan:
+        """The plan for the declared columns present in `columns` (lineage columns are left out)."""
+        dtypes = {c: t for c, t in usecase.source.schema_.items() if c in columns}
+        roles = {c: _role(usecase, c) for c in dtypes}
+        numeric = [
+            c
+            for c, t in dtypes.items()
+            if t in NUMERIC_TYPES and roles[c] in ("feature", "label", "other")
+        ]
+        label = [usecase.label] if usecase.label in numeric else []
+        categorical = [c for c in usecase.categorical_features if c in dtypes]
+        return cls(
+            dtypes=dtypes,
+            roles=roles,
+            histogram=numeric,
+            top_values=categorical + [c for c in label if c not in categorical],
+            correlated=[c for c in usecase.numeric_features if c in numeric] + label,
+        )
+
+
+def _role(usecase: UseCase, column: str) -> str:
+    if column in usecase.keys:
+        return "key"
+    if column in usecase.pii:
+        return "pii"
+    if column == usecase.label:
+        return "label"
+    if column == usecase.event_time:
+        return "event_time"
+    return "feature" if column in usecase.features else "other"
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """One column's statistics; the JSON fields are strings so the Delta table stays flat."""
+
+    column: str
+    dtype: str
+    role: str
+    rows: int
+    nulls: int
+    null_rate: float
+    distinct_approx: int
+    min: str | None
+    max: str | None
+    mean: float | None
+    stddev: float | None
+    quantiles: str | None  # JSON {"0.05": v, ...}
+    histogram: str | None  # JSON {"edges": [...], "counts": [...]}
+    top_values: str | None  # JSON [[value, count], ...], most frequent first
+    correlations: str | None  # JSON {other column: pearson r}
+
+    def loaded(self, name: str) -> Any:
+        value = getattr(self, name)
+        return None if value is None else json.loads(value)
+
+
+# ---------------------------------------------------------------- pass 1: one aggregation
+
+
+def _pair(a: str, b: str) -> str:
+    return f"corr__{a}__{b}"
+
+
+def summary_aggregates(plan: ProfilePlan) -> tuple[list[Column], list[Column], list[Column]]:
+    """Every pass-1 statistic as an aggregate expression named `<stat>__<column>`, in three lists:
+    the arithmetic ones over every row (counts, min, max, moments), which Spark compiles into one
+    tight loop; the sketches over every row (distinct counts, with the min and max of text
+    columns), which it can only interpret (an aggregation holding any of these is interpreted
+    whole); and the sampled ones (quantiles, correlations), which see the sample rows only."""
+    from pyspark.sql import functions as F
+
+    arithmetic = [F.count(F.lit(1)).alias("rows")]
+    sketches = []
+    sampled = []
+    for column, dtype in plan.dtypes.items():
+        col = F.col(column)
+        arithmetic.append(F.count(col).alias(f"nonnull__{column}"))
+        sketches.append(F.approx_count_distinct(col, DISTINCT_RSD).alias(f"distinct__{column}"))
+        # Text min and max need buffers of varying width, which only the sketch aggregation has.
+        bounds = sketches if dtype == "string" else arithmetic
+        if plan.roles[column] != "pii":  # a PII column's profile keeps no value of it
+            bounds.append(F.min(col).cast("string").alias(f"min__{column}"))
+            bounds.append(F.max(col).cast("string").alias(f"max__{column}"))
+        if dtype in NUMERIC_TYPES:
+            value = col.cast("double")
+            arithmetic.append(F.mean(value).alias(f"mean__{column}"))
+            arithmetic.append(F.stddev_samp(value).alias(f"stddev__{column}"))
+            arithmetic.append(F.min(value).alias(f"lo__{column}"))
+            arithmetic.append(F.max(value).alias(f"hi__{column}"))
+            probabilities = F.array(*[F.lit(q) for q in QUANTILES])
+            sampled.append(
+                F.percentile_approx(value, probabilities, QUANTILE_ACCURACY).alias(f"q__{column}")
+            )
+    for i, a in enumerate(plan.correlated):
+        for b in plan.correlated[i + 1 :]:
+            pair = F.corr(F.col(a).cast("double"), F.col(b).cast("double"))
+            sampled.append(pair.alias(_pair(a, b)))
+    return arithmetic, sketches, sampled
+
+
+def summarise(df: DataFrame, *, plan: ProfilePlan) -> dict[str, Any]:
+    """Pass 1: every statistic (any grain in), as `<stat>__<column>`; the quantiles and
+    correlations over a stable sample of SAMPLE_ROWS rows, about, when there are more.
+
+    Three aggregations over the cached frame rather than one: a sketch in an aggregation stops
+    Spark from compiling any of it, and a correlation's update is many times a mean's, so the
+    correlations of every pair over every row would cost more than the rest of the profile.
+    """
+    arithmetic, sketches, sampled = summary_aggregates(plan)
+    with compiled_wide_rows(df.sparkSession, len(arithmetic)):
+        stats = _one_row(df.agg(*arithmetic))
+    if sketches:
+        stats |= _one_row(df.agg(*sketches))
+    if sampled:
+        share = SAMPLE_ROWS / stats["rows"] if stats["rows"] else 1.0
+        sample = df.where(in_sample(df, plan, share)) if share < 1.0 else df
+        stats |= _one_row(sample.agg(*sampled))
+    return stats
+
+
+def in_sample(df: DataFrame, plan: ProfilePlan, share: float) -> Column:
+    """True for about `share` of the rows, always the same ones: a seeded hash of the row's keys
+    (of every column when the plan has none) below `share` of the hash's range. Unlike rand(),
+    it does not depend on how the rows are partitioned."""
+    from pyspark.sql import functions as F
+
+    keys = [c for c, role in plan.roles.items() if role == "key"] or df.columns
+    threshold = -(2**63) + int(share * 2**64)  # xxhash64 is a long over [-2**63, 2**63)
+    return F.xxhash64(F.lit(SAMPLE_SEED), *keys) < F.lit(threshold)
+
+
+def _one_row(aggregated: DataFrame) -> dict[str, Any]:
+    row = aggregated.first()
+    assert row is not None  # a global aggregate always returns one row
+    return row.asDict()
+
+
+@contextmanager
+def compiled_wide_rows(spark: SparkSession, fields: int) -> Iterator[None]:
+    """Let whole-stage code generation compile a plan whose rows have `fields` columns.
+
+    Spark interprets any plan wider than spark.sql.codegen.maxFields (100): a profile's row of
+    statistics is wider than that for a handful of columns.
+    """
+    key = "spark.sql.codegen.maxFields"
+    before = spark.conf.get(key)
+    if before is not None and int(before) >= fields:
+        yield
+        return
+    spark.conf.set(key, str(fields))
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
+# ---------------------------------------------------------------- pass 2: bins and top values
+
+
+def bin_edges(lo: float | None, hi: float | None, bins: int = HISTOGRAM_BINS) -> list[float]:
+    """`bins` equal-width bins over [lo, hi]; a constant column gets one bin."""
+    if lo is None or hi is None or not math.isfinite(lo) or not math.isfinite(hi):
+        return []
+    if hi <= lo:
+        return [lo, lo]
+    width = (hi - lo) / bins
+    return [lo + i * width for i in range(bins)] + [hi]
+
+
+def _bin_index(column: str, bounds: list[float]) -> Column:
+    """The bin of each value (null for null): the maximum lands in the last bin, not past it."""
+    from pyspark.sql import functions as F
+
+    lo, hi, bins = bounds[0], bounds[-1], len(bounds) - 1
+    value = F.col(column).cast("double")
+    # least() skips nulls, so a null would land in the last bin without the when().
+    return F.when(
+        value.isNotNull(),
+        F.least(F.floor((value - lo) / F.lit((hi - lo) / bins or 1.0)), F.lit(bins - 1)),
+    )
+
+
+def bin_counts(df: DataFrame, *, edges: dict[str, list[float]]) -> dict[str, list[int]]:
+    """Histogram counts of each binned column, from one grouped count of integer cell codes.
+
+    Each row gives one code per binned column, the column's position times a stride plus its bin
+    (null for a null value), and the codes are counted. A whole number is hashed and compared far
+    faster than a (column, bin) pair of strings, and than a conditional count per column and bin
+    (at 1M rows, 8 columns: 3.8 s against 18 s for the conditional counts, on 2 loaded cores).
+    """
+    from pyspark.sql import functions as F
+
+    if not edges:
+        return {}
+    stride = max(len(e) for e in edges.values())  # more than any column's number of bins
+    codes = [
+        (_bin_index(c, e) + position * stride).cast("int")
+        for position, (c, e) in enumerate(edges.items())
+    ]
+    cells = df.select(F.explode(F.array(*codes)).alias("cell")).where(F.col("cell").isNotNull())
+    counted = {row["cell"]: row["count"] for row in cells.groupBy("cell").count().collect()}
+    return {
+        c: [int(counted.get(position * stride + i, 0)) for i in range(len(e) - 1)]
+        for position, (c, e) in enumerate(edges.items())
+    }
+
+
+def top_value_counts(
+    df: DataFrame, *, categorical: list[str], distinct: dict[str, int], top: int = TOP_VALUES
+) -> dict[str, dict[str | None, int]]:
+    """Count of each value (as text; null for nulls) of each categorical column.
+
+    When the columns' value combinations are few (from pass 1's distinct counts), one grouping
+    by all of them at once, summed per column on the driver: no row is stacked. Otherwise the
+    stacked (column, value) count, each column keeping its `top` most frequent values.
+    """
+    from pyspark.sql import functions as F
+
+    if not categorical:
+        return {}
+    combinations = math.prod(distinct[c] + 1 for c in categorical)  # + 1: null is a value too
+    if combinations > JOINT_GROUPS_LIMIT:
+        counts: dict[str, dict[str | None, int]] = {}
+        for row in value_counts(df, categorical=categorical, top=top).collect():
+            counts.setdefault(row["column"], {})[row["value"]] = row["count"]
+        return counts
+    as_text = [F.col(c).cast("string").alias(c) for c in categorical]
+    joint = df.select(*as_text).groupBy(*categorical).count().collect()
+    counts = {c: {} for c in categorical}
+    for row in joint:
+        for c in categorical:
+            counts[c][row[c]] = counts[c].get(row[c], 0) + row["count"]
+    return counts
+
+
+def value_counts(df: DataFrame, *, categorical: list[str], top: int = TOP_VALUES) -> DataFrame:
+    """Counts of (column, value) of categorical columns, by stacking: each keeps its `top` most
+    frequent values (a null value is counted as null). The profile uses it for categoricals with
+    too many value combinations to group jointly."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if not categorical:
+        return df.sparkSession.createDataFrame([], "column string, value string, count long")
+    cells = [
+        F.struct(F.lit(c).alias("column"), F.col(c).cast("string").alias("value"))
+        for c in categorical
+    ]
+    stacked = df.select(F.explode(F.array(*cells)).alias("cell")).select("cell.*")
+    counts = stacked.groupBy("column", "value").count()
+    by_count = Window.partitionBy("column").orderBy(F.desc("count"), "value")
+    ranked = counts.withColumn("_rank", F.row_number().over(by_count))
+    return ranked.where(F.col("_rank") <= top).drop("_rank")
+
+
+# ---------------------------------------------------------------- assembling
+
+
+def compute_profile(df: DataFrame, *, plan: ProfilePlan) -> list[ColumnProfile]:
+    """Run both passes (the caller caches `df`) and assemble one ColumnProfile per column."""
+    stats = summarise(df, plan=plan)
+    edges = {c: bin_edges(stats[f"lo__{c}"], stats[f"hi__{c}"]) for c in plan.histogram}
+    edges = {c: e for c, e in edges.items() if e}
+    bins = bin_counts(df, edges=edges)
+    distinct = {c: int(stats[f"distinct__{c}"]) for c in plan.top_values}
+    values = top_value_counts(df, categorical=plan.top_values, distinct=distinct)
+    return [
+        _column_profile(c, plan, stats, edges.get(c), bins.get(c), values.get(c, {}))
+        for c in plan.dtypes
+    ]
+
+
+def _column_profile(
+    column: str,
+    plan: ProfilePlan,
+    stats: dict[str, Any],
+    edges: list[float] | None,
+    bins: list[int] | None,
+    values: dict[str | None, int],
+) -> ColumnProfile:
+    rows = int(stats["rows"])
+    nulls = rows - int(stats[f"nonnull__{column}"])
+    numeric = plan.dtypes[column] in NUMERIC_TYPES
+    quantiles = stats.get(f"q__{column}") if numeric else None
+    histogram = None
+    if edges and bins is not None:
+        histogram = json.dumps({"edges": edges, "counts": bins})
+    top = None
+    if column in plan.top_values:
+        ranked = sorted(((v, n) for v, n in values.items() if v is not None), key=_by_count)
+        top = json.dumps(ranked[:TOP_VALUES])
+    correlations = None
+    if column in plan.correlated:
+        found = {}
+        for other in plan.correlated:
+            if other != column:
+                pair = (
+                    _pair(column, other) if _pair(column, other) in stats else _pair(other, column)
+                )
+                found[other] = _finite(stats[pair])
+        correlations = json.dumps(found)
+    return ColumnProfile(
+        column=column,
+        dtype=plan.dtypes[column],
+        role=plan.roles[column],
+        rows=rows,
+        nulls=nulls,
+        null_rate=nulls / rows if rows else 0.0,
+        distinct_approx=int(stats[f"distinct__{column}"]),
+        min=stats.get(f"min__{column}"),
+        max=stats.get(f"max__{column}"),
+        mean=_finite(stats.get(f"mean__{column}")),
+        stddev=_finite(stats.get(f"stddev__{column}")),
+        quantiles=None
+        if quantiles is None
+        else json.dumps(dict(zip(map(str, QUANTILES), quantiles, strict=True))),
+        histogram=histogram,
+        top_values=top,
+        correlations=correlations,
+    )
+
+
+def _by_count(value_count: tuple[str, int]) -> tuple[int, str]:
+    """Most frequent first; ties by value, so the top list does not depend on row order."""
+    value, count = value_count
+    return -count, value
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def profile_frame(
+    spark: SparkSession, profiles: list[ColumnProfile], *, run_date: date, usecase: str
+) -> DataFrame:
+    """The profile table's rows: one per column and run_date, columns as PROFILE_SCHEMA."""
+    rows = [(run_date, usecase, *astuple(p)) for p in profiles]
+    return spark.createDataFrame(rows, schema=PROFILE_SCHEMA)
+
+
+@dataclass
+class ProfileHistory:
+    """Null rate per column and run_date, from the profile table (for the report's trend plot)."""
+
+    null_rates: dict[str, dict[date, float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple[date, str, float]]) -> ProfileHistory:
+        history = cls()
+        for run_date, column, rate in rows:
+            history.null_rates.setdefault(column, {})[run_date] = rate
+        return history

@@ -1,0 +1,1 @@
+"""Demo data: datagen writes seeded landing files for the demo use cases (`prescore datagen`)."""

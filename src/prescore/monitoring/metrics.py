@@ -1,0 +1,233 @@
+"""Drift and realized-performance metrics: pure functions on histograms, and their Spark passes.
+
+Feature drift compares a reference sample (the champion's training rows) with the current batch:
+
+- PSI per feature, on the reference's deciles for a numeric feature (ties merge bins) and on the
+  declared levels for a categorical one; missing values are a bin of their own, so a rise in
+  nulls is drift too. An empty bin counts as `PSI_EPSILON`.
+- KS per numeric feature: the largest gap between the two empirical CDFs, evaluated at the
+  reference's percentiles (`ks_bins - 1` cut points from `approxQuantile`). Between two cut points
+  the reference CDF moves by one bin's share, so the binned value is below the exact two-sample
+  statistic by at most 1/ks_bins (plus the quantiles' relative error), never above it. Missing
+  values are left out of KS.
+
+Every histogram comes from one Spark aggregate over both frames; only the counts reach the driver.
+Realized performance (AUC, RMSE, MAE, MAPE) is computed in Spark over every joined row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prescore.catalog import SCORE
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+PSI_EPSILON = 1e-4  # the share an empty bin counts as, so one empty bin does not make PSI infinite
+MISSING_BIN = -1  # the bin of null and NaN values
+QUANTILE_ERROR = 0.001  # approxQuantile's relative error
+
+
+def population_stability_index(
+    reference: Sequence[int], candidate: Sequence[int], *, epsilon: float = PSI_EPSILON
+) -> float:
+    """PSI of two histograms over the same bins: the sum of (c - r) * ln(c / r) over bin shares."""
+    ref_total, cand_total = sum(reference), sum(candidate)
+    psi = 0.0
+    for ref_rows, cand_rows in zip(reference, candidate, strict=True):
+        ref_share = max(ref_rows / ref_total, epsilon)
+        cand_share = max(cand_rows / cand_total, epsilon)
+        psi += (cand_share - ref_share) * math.log(cand_share / ref_share)
+    return psi
+
+
+def ks_statistic(reference: Sequence[int], candidate: Sequence[int]) -> float:
+    """Largest gap between the cumulative shares of two histograms over the same ordered bins."""
+    ref_total, cand_total = sum(reference), sum(candidate)
+    if not ref_total or not cand_total:
+        return math.nan
+    ref_cdf = itertools.accumulate(r / ref_total for r in reference)
+    cand_cdf = itertools.accumulate(c / cand_total for c in candidate)
+    return max(abs(c - r) for r, c in zip(ref_cdf, cand_cdf, strict=True))
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    feature: str
+    kind: str  # numeric | categorical
+    psi: float
+    ks: float | None  # numeric features only
+    reference_rows: int
+    current_rows: int
+
+
+def quantile_edges(
+    frame: DataFrame, columns: list[str], bins: Sequence[int]
+) -> dict[int, dict[str, list[float]]]:
+    """For each bin count n, inner bin edges per column: the frame's 1/n, 2/n, ... quantiles
+    (ties merged), all from one approxQuantile pass."""
+    if not columns:
+        return {n: {} for n in bins}
+    cuts = {n: [i / n for i in range(1, n)] for n in bins}
+    every = sorted({c for n in bins for c in cuts[n]})
+    found = frame.approxQuantile(columns, every, QUANTILE_ERROR)
+    # A column with no value (all null) has no quantiles: one bin, besides the missing one.
+    at = {c: dict(zip(every, q, strict=False)) for c, q in zip(columns, found, strict=True)}
+    return {
+        n: {c: sorted({at[c][q] for q in cuts[n] if q in at[c]}) for c in columns} for n in bins
+    }
+
+
+def _bin_of(column: str, edges: list[float]) -> Column:
+    """The bin of a numeric value: how many edges are <= it; null and NaN: MISSING_BIN."""
+    from pyspark.sql import functions as F
+
+    value = F.col(column).cast("double")
+    cuts = F.array(*[F.lit(e) for e in edges]).cast("array<double>")
+    index = F.size(F.filter(cuts, lambda edge: edge <= value))
+    return F.when(value.isNull() | F.isnan(value), MISSING_BIN).otherwise(index)
+
+
+def _level_of(column: str, levels: int) -> Column:
+    """The bin of an encoded categorical (clean stores a level's index): unknown is MISSING_BIN."""
+    from pyspark.sql import functions as F
+
+    code = F.col(column).cast("int")
+    return F.when(code.isNull() | (code < 0) | (code >= levels), MISSING_BIN).otherwise(code)
+
+
+def histograms(
+    reference: DataFrame, current: DataFrame, binnings: dict[str, Column]
+) -> dict[tuple[str, bool], dict[int, int]]:
+    """Rows per (binning, is_current) and bin, for every binning at once, in one Spark aggregate.
+
+    `binnings` maps a name to a Column giving each row's bin."""
+    from pyspark.sql import functions as F
+
+    def long_form(frame: DataFrame, is_current: bool) -> DataFrame:
+        pairs = F.array(
+            *[F.struct(F.lit(n).alias("name"), b.alias("bin")) for n, b in binnings.items()]
+        )
+        return frame.select(F.lit(is_current).alias("is_current"), F.explode(pairs).alias("p"))
+
+    both = long_form(reference, False).unionByName(long_form(current, True))
+    counted = both.groupBy("is_current", "p.name", "p.bin").count().collect()
+    found: dict[tuple[str, bool], dict[int, int]] = {}
+    for row in counted:
+        found.setdefault((row["name"], row["is_current"]), {})[row["bin"]] = row["count"]
+    return found
+
+
+def _aligned(
+    counts: dict[tuple[str, bool], dict[int, int]], name: str, bins: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    ref, cur = counts.get((name, False), {}), counts.get((name, True), {})
+    return [ref.get(b, 0) for b in bins], [cur.get(b, 0) for b in bins]
+
+
+def feature_drift(
+    reference: DataFrame,
+    current: DataFrame,
+    *,
+    numeric: list[str],
+    categorical: dict[str, list[str]],
+    psi_bins: int,
+    ks_bins: int,
+) -> list[FeatureDrift]:
+    """PSI (and KS for numeric features) of every feature, reference against current."""
+    edges = quantile_edges(reference, numeric, (psi_bins, ks_bins))
+    coarse, fine = edges[psi_bins], edges[ks_bins]
+    binnings: dict[str, Column] = {}
+    for column in numeric:
+        binnings[f"psi:{column}"] = _bin_of(column, coarse[column])
+        binnings[f"ks:{column}"] = _bin_of(column, fine[column])
+    for column, levels in categorical.items():
+        binnings[f"psi:{column}"] = _level_of(column, len(levels))
+    counts = histograms(reference, current, binnings)
+    results = []
+    for column in numeric:
+        ref, cur = _aligned(counts, f"psi:{column}", [MISSING_BIN, *range(len(coarse[column]) + 1)])
+        ref_ks, cur_ks = _aligned(counts, f"ks:{column}", range(len(fine[column]) + 1))
+        results.append(
+            FeatureDrift(
+                column,
+                "numeric",
+                population_stability_index(ref, cur),
+                ks_statistic(ref_ks, cur_ks),
+                sum(ref),
+                sum(cur),
+            )
+        )
+    for column, levels in categorical.items():
+        ref, cur = _aligned(counts, f"psi:{column}", [MISSING_BIN, *range(len(levels))])
+        results.append(
+            FeatureDrift(
+                column,
+                "categorical",
+                population_stability_index(ref, cur),
+                None,
+                sum(ref),
+                sum(cur),
+            )
+        )
+    return results
+
+
+# ---------------------------------------------------------------- realized performance
+
+
+def score_bin_counts(
+    reference: DataFrame, candidate: DataFrame, *, edges: list[float]
+) -> tuple[list[int], list[int]]:
+    """Rows per score bin of each frame, in one Spark aggregate; bin i is [edges[i-1], edges[i])."""
+    from pyspark.sql import functions as F
+
+    bin_of = sum((F.when(F.col(SCORE) >= e, 1).otherwise(0) for e in edges), F.lit(0))
+    both = reference.select(F.lit(False).alias("is_candidate"), bin_of.alias("bin")).unionByName(
+        candidate.select(F.lit(True).alias("is_candidate"), bin_of.alias("bin"))
+    )
+    counts = {
+        (r.is_candidate, r.bin): r["count"]
+        for r in both.groupBy("is_candidate", "bin").count().collect()
+    }
+    bins = range(len(edges) + 1)
+    return [counts.get((False, b), 0) for b in bins], [counts.get((True, b), 0) for b in bins]
+
+
+def regression_outcomes(joined: DataFrame, *, label: str, score: str) -> dict[str, float]:
+    """RMSE, MAE and MAPE over every row, in one Spark aggregate. MAPE is a fraction, a label of 0
+    dividing by float64's epsilon, as sklearn's (and evaluation.regression_metrics) does."""
+    from pyspark.sql import functions as F
+
+    y, p = F.col(label).cast("double"), F.col(score).cast("double")
+    eps = float.fromhex("0x1.0p-52")  # numpy.finfo(float64).eps
+    row = joined.agg(
+        F.sqrt(F.avg((y - p) * (y - p))).alias("rmse"),
+        F.avg(F.abs(y - p)).alias("mae"),
+        F.avg(F.abs(y - p) / F.greatest(F.abs(y), F.lit(eps))).alias("mape"),
+    ).first()
+    assert row is not None  # an ungrouped aggregate has one row
+    return {k: float(v) for k, v in row.asDict().items() if v is not None}
+
+
+def binary_outcomes(joined: DataFrame, *, label: str, score: str) -> dict[str, float]:
+    """AUC over every row with Spark ML's evaluator (it sorts the scores into at most 1000 bins,
+    so on very large data the curve is that coarse); {} when only one class is present."""
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    from pyspark.sql import functions as F
+
+    frame = joined.select(
+        F.col(label).cast("double").alias("label"), F.col(score).cast("double").alias("score")
+    )
+    classes = frame.agg(F.count_distinct("label")).first()
+    if classes is None or classes[0] < 2:
+        return {}
+    evaluator = BinaryClassificationEvaluator(
+        rawPredictionCol="score", labelCol="label", metricName="areaUnderROC"
+    )
+    return {"auc": float(evaluator.evaluate(frame))}

@@ -1,0 +1,143 @@
+"""Spark's Maven packages, resolved once at setup into a local folder: jars, not coordinates.
+
+`spark-submit --packages` makes Ivy resolve the coordinates again on every start, even with every
+jar cached (bench/README.md, startup). Setup (`python -m prescore.platform.jvm_setup`) resolves each set of coordinates
+prescore asks for once, through Spark's own resolver, and keeps the jars here; a task or a session
+then hands Spark the local files (`--jars`, `spark.jars`). The coordinates stay the one source
+of truth (`prescore.platform.spark.jars_packages`): a set is looked up by exactly its coordinates, and one
+that was never resolved here falls back to `--packages` (a cluster deployment can use those).
+
+    <jars dir>/files/<group>_<artifact>-<version>.jar    each jar once, shared by the sets
+    <jars dir>/sets/<sha256 of the coordinates>.txt      the coordinates, then its jars in order
+
+The jars dir is $PRESCORE_JARS_DIR, else <python prefix>/share/prescore/jars: the virtualenv (or
+image) whose pyspark and delta-spark decide the coordinates. Every file is written to a temporary
+name and renamed, the set's list last, so a reader sees a whole set or none.
+
+No pyspark import at module level: the DAG file reads the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+JARS_VARIABLE = "PRESCORE_JARS_DIR"
+# Settings that change what Ivy resolves, passed on to the resolving launcher.
+RESOLVER_CONF = (
+    "spark.jars.ivy",
+    "spark.jars.ivySettings",
+    "spark.jars.repositories",
+    "spark.jars.excludes",
+)
+
+
+def jars_dir() -> Path:
+    """The local jar store: $PRESCORE_JARS_DIR, else <sys.prefix>/share/prescore/jars."""
+    named = os.environ.get(JARS_VARIABLE)
+    return Path(named) if named else Path(sys.prefix) / "share" / "prescore" / "jars"
+
+
+def coordinate_list(packages: str) -> list[str]:
+    """The coordinates of a spark.jars.packages value, in order, each once."""
+    return list(dict.fromkeys(p.strip() for p in packages.split(",") if p.strip()))
+
+
+def _set_file(packages: str, folder: Path) -> Path:
+    digest = hashlib.sha256(",".join(coordinate_list(packages)).encode()).hexdigest()
+    return folder / "sets" / f"{digest[:32]}.txt"
+
+
+def local_jars(packages: str, folder: Path | None = None) -> list[Path] | None:
+    """The local jars resolved at setup for exactly these coordinates, or None if there are none
+    (never resolved here, or a jar gone since)."""
+    folder = folder or jars_dir()
+    try:
+        first, *names = _set_file(packages, folder).read_text().splitlines()
+    except (FileNotFoundError, ValueError):
+        return None
+    if first != ",".join(coordinate_list(packages)) or not names:
+        return None
+    jars = [folder / "files" / name for name in names]
+    return jars if all(jar.is_file() for jar in jars) else None
+
+
+def store_jars(packages: str, jars: Sequence[Path], folder: Path | None = None) -> list[Path]:
+    """Copy the jars Spark resolved for `packages` into the store, and record the set."""
+    folder = folder or jars_dir()
+    files = folder / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    for jar in jars:
+        target = files / jar.name
+        if not target.is_file() or target.stat().st_size != jar.stat().st_size:
+            _write_atomically(target, jar.read_bytes())
+    lines = [",".join(coordinate_list(packages)), *(jar.name for jar in jars)]
+    set_file = _set_file(packages, folder)
+    set_file.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(set_file, ("\n".join(lines) + "\n").encode())
+    stored = local_jars(packages, folder)
+    assert stored is not None  # just written
+    return stored
+
+
+def _write_atomically(target: Path, content: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(content)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def resolve_with_spark(packages: str, conf: dict[str, str] | None = None) -> list[Path]:
+    """The jars Spark's own resolver (Ivy, as for --packages) picks for `packages`, in order.
+
+    Starts a Spark launcher with spark.jars.packages (no SparkContext) and reads back the
+    spark.jars it set: the resolved files in Ivy's jars folder.
+    """
+    from pyspark import SparkConf
+    from pyspark.java_gateway import launch_gateway
+
+    spark_conf = SparkConf(loadDefaults=False).set("spark.jars.packages", packages)
+    for key in RESOLVER_CONF:
+        if conf and key in conf:
+            spark_conf.set(key, conf[key])
+    gateway = launch_gateway(spark_conf)
+    try:
+        resolved = str(gateway.jvm.java.lang.System.getProperty("spark.jars") or "")
+    finally:
+        gateway.shutdown()
+        process = getattr(gateway, "proc", None)
+        if process is not None:  # the launcher's JVM ends when its stdin closes
+            process.stdin.close()
+            process.wait()
+    jars = [Path(unquote(urlparse(uri).path)) for uri in resolved.split(",") if uri]
+    if not jars:
+        raise RuntimeError(f"Spark resolved no jar for {packages}")
+    return jars
+
+
+def ensure_local_jars(packages: str, conf: dict[str, str] | None = None) -> list[Path]:
+    """The store's jars for `packages`, resolved through Spark and stored first if missing."""
+    return local_jars(packages) or store_jars(packages, resolve_with_spark(packages, conf))
+
+
+def cds_archive(folder: Path | None = None) -> Path:
+    """The driver JVM's class-data-sharing archive (prescore.platform.cds), made at setup for this Spark."""
+    from importlib.metadata import version
+
+    return (folder or jars_dir()) / "cds" / f"spark-{version('pyspark')}-driver.jsa"
+
+
+def cds_java_options(folder: Path | None = None) -> str | None:
+    """-XX:SharedArchiveFile=<archive> when setup made one; a JVM that finds it unusable (another
+    JDK, say) ignores it and starts as without it."""
+    archive = cds_archive(folder)
+    return f"-XX:SharedArchiveFile={archive}" if archive.is_file() else None

@@ -1,0 +1,187 @@
+"""All Delta reads and writes. Idempotency per (use case, run_date) lives here and nowhere else.
+
+Every table is a Delta folder under <state_dir>/delta/<table>. Writes for a run_date replace that
+run_date's partition in one Delta commit, so a rerun never duplicates and a reader sees either the
+old partition or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prescore.catalog import RUN_DATE
+from prescore.identifiers import quote_identifier, quote_spark_identifier
+from prescore.platform.spark import temporary_conf
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+    from prescore.config import Settings
+
+# Delta refuses a vacuum horizon under its 7-day default unless this check is off (see vacuum).
+RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+
+
+class TableNotFoundError(FileNotFoundError):
+    """A stage asked for a Delta table (or a run_date in it) that was never written."""
+
+
+def exists(settings: Settings, table: str) -> bool:
+    """A table exists once its first commit does (a failed first write leaves only a folder)."""
+    return any((settings.table_path(table) / "_delta_log").glob("*.json"))
+
+
+def _require(settings: Settings, table: str) -> str:
+    if not exists(settings, table):
+        raise TableNotFoundError(
+            f"Delta table {table!r} not found at {settings.table_path(table)}: "
+            "run the stage that writes it first"
+        )
+    return str(settings.table_path(table))
+
+
+def read(
+    spark: SparkSession, settings: Settings, table: str, version: int | None = None
+) -> DataFrame:
+    """The whole table, at its latest version or at `version`."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(_require(settings, table))
+
+
+def duckdb_delta_extension() -> Path:
+    """DuckDB's delta extension, from the duckdb-extension-delta wheel pinned to DuckDB's version:
+    loaded from this file, never downloaded."""
+    import duckdb
+    import duckdb_extension_delta
+
+    folder = Path(duckdb_extension_delta.__file__).parent / "extensions"
+    return folder / f"v{duckdb.__version__}" / "delta.duckdb_extension"
+
+
+def read_with_duckdb(
+    settings: Settings,
+    table: str,
+    columns: list[str],
+    *,
+    where: str = "true",
+    params: list[object] | None = None,
+) -> list[tuple[object, ...]]:
+    """Rows of a Delta table read by DuckDB's delta extension: for readers that must not start a
+    JVM (lookups). `where` is SQL over `columns`, its values bound as `params`."""
+    import duckdb
+
+    selected = ", ".join(quote_identifier(c) for c in columns)
+    with duckdb.connect() as con:
+        con.load_extension(str(duckdb_delta_extension()))
+        sql = f"select {selected} from delta_scan(?) where {where}"
+        return con.execute(sql, [_require(settings, table), *(params or [])]).fetchall()
+
+
+def read_run(
+    spark: SparkSession, settings: Settings, table: str, run_date: date, version: int | None = None
+) -> DataFrame:
+    """One run_date's partition; an absent partition is an error, not an empty frame."""
+    from pyspark.sql import functions as F
+
+    df = read(spark, settings, table, version).where(F.col(RUN_DATE) == F.lit(run_date))
+    if df.limit(1).count() == 0:
+        raise TableNotFoundError(f"Delta table {table!r} has no rows for run_date {run_date}")
+    return df
+
+
+def latest_version(spark: SparkSession, settings: Settings, table: str) -> int:
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, _require(settings, table)).history(1)
+    return int(history.select("version").first()[0])  # type: ignore[index]
+
+
+def replace_run(df: DataFrame, settings: Settings, table: str, run_date: date) -> int:
+    """Write `df` as the run_date partition of `table`, replacing what was there; returns the version.
+
+    The frame must carry a run_date column equal to `run_date` on every row: Delta's
+    replaceWhere constraint check refuses the commit otherwise, so nothing else is touched.
+    """
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .partitionBy(RUN_DATE)
+        .option("replaceWhere", f"{RUN_DATE} = DATE'{run_date.isoformat()}'")
+        .save(str(settings.table_path(table)))
+    )
+    return latest_version(df.sparkSession, settings, table)
+
+
+def append(df: DataFrame, settings: Settings, table: str) -> int:
+    """Append rows (for logs, where every row is an event); returns the new version."""
+    df.write.format("delta").mode("append").save(str(settings.table_path(table)))
+    return latest_version(df.sparkSession, settings, table)
+
+
+def delete_runs_before(
+    spark: SparkSession, settings: Settings, table: str, cutoff: date
+) -> dict[str, object]:
+    """Delete every run_date partition older than `cutoff` in one Delta commit, then vacuum the
+    files it removed: the rows leave the latest version at once and the disk with the vacuum.
+
+    Returns what went: the run dates, rows and files, and the version of the delete (None when
+    nothing was older). A table never written is reported absent, not an error.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    if not exists(settings, table):
+        return {"absent": True}
+    older = F.col(RUN_DATE) < F.lit(cutoff)
+    expired = read(spark, settings, table).where(older).select(RUN_DATE).distinct().collect()
+    run_dates = sorted(row[0] for row in expired)
+    deleted_rows, version = 0, None
+    if run_dates:
+        delta = DeltaTable.forPath(spark, str(settings.table_path(table)))
+        delta.delete(older)
+        last = delta.history(1).first()
+        assert last is not None  # the delete just committed
+        version = int(last["version"])
+        deleted_rows = int(last["operationMetrics"].get("numDeletedRows", 0))
+    files = vacuum_removed_files(spark, settings, table)
+    for day in run_dates:  # the vacuum leaves the emptied partition folders behind
+        with contextlib.suppress(OSError):
+            (settings.table_path(table) / f"{RUN_DATE}={day.isoformat()}").rmdir()
+    return {
+        "deleted_run_dates": [day.isoformat() for day in run_dates],
+        "deleted_rows": deleted_rows,
+        "version": version,
+        "vacuumed_files": files,
+    }
+
+
+def vacuum_removed_files(spark: SparkSession, settings: Settings, table: str) -> int:
+    """Delete from disk every data file the table's log records as removed; returns how many.
+
+    The horizon is 0 hours, on purpose: a removed file of raw or quarantine holds PII past its
+    retention, and keeping it for time travel would keep the PII. It is safe in LITE mode only:
+    LITE deletes the files the log says were removed and never lists the folder, so the data
+    files of a writer that has not committed yet (what Delta's 7-day check protects) are never
+    touched. The cost: those tables time-travel only to their latest version once vacuumed.
+    """
+    from delta.tables import DeltaTable
+
+    path = str(settings.table_path(table))
+    with temporary_conf(spark, RETENTION_CHECK, "false"):  # this session, this one command
+        spark.sql(f"VACUUM delta.{quote_spark_identifier(path)} LITE RETAIN 0 HOURS").collect()
+    last = DeltaTable.forPath(spark, path).history(1).first()
+    if last is None or last["operation"] != "VACUUM END":
+        return 0
+    return int(last["operationMetrics"].get("numDeletedFiles", 0))
+
+
+def delete_where(spark: SparkSession, settings: Settings, table: str, condition: Column) -> None:
+    """Delete the rows matching `condition` in one Delta commit (a log's row that never took effect)."""
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(spark, _require(settings, table)).delete(condition)

@@ -1,0 +1,80 @@
+"""A DuckDB file for BI tools: the sql/delta/ views over a use case's Delta tables (history, as-of,
+publish log, champion vs challenger, monitoring), read live through DuckDB's delta extension.
+
+The serving snapshot holds one published version and answers "what is served now"; this file
+answers "what was served when" from the Delta tables themselves. It holds only view definitions
+(absolute paths to the tables), so it is small, rebuilt in a second, and always reads the tables'
+latest commits. A session opening it loads the delta extension first (`prescore bi-views` prints
+the statement); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from prescore.catalog import PUBLISH_LOG
+from prescore.identifiers import quote_identifier, quote_literal
+from prescore.platform import tables
+from prescore.serving import snapshot
+
+if TYPE_CHECKING:
+    from prescore.config import Settings, UseCase
+
+BI_SQL_DIR = "delta"  # sql/delta/: views over the Delta tables, kept out of the serving snapshots
+
+
+def base_views(settings: Settings, usecase: UseCase) -> dict[str, str]:
+    """The relations sql/delta/ reads, one select each, for the tables that exist so far."""
+    sources = {
+        "prediction_runs": (usecase.predictions_table, ""),
+        "publish_events": (PUBLISH_LOG, f" where usecase = {quote_literal(usecase.name)}"),
+        "shadow_runs": (usecase.shadow_table, ""),
+        "monitoring_runs": (usecase.monitoring_table, ""),
+    }
+    return {
+        name: f"select * from delta_scan({quote_literal(str(settings.table_path(table)))}){where}"
+        for name, (table, where) in sources.items()
+        if tables.exists(settings, table)
+    }
+
+
+def build_bi_views(settings: Settings, usecase: UseCase, target: Path) -> dict[str, list[str]]:
+    """Write `target` with the base views and every sql/delta/ view they allow; returns the views
+    created and those skipped because a table they read is not written yet (no shadow table
+    before a challenger is scored, no publish_log before a first publish)."""
+    views = snapshot.load_views(settings.sql_dir / BI_SQL_DIR)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    created: list[str] = []
+    with duckdb.connect(str(partial)) as con:
+        con.load_extension(str(tables.duckdb_delta_extension()))
+        for name, select in base_views(settings, usecase).items():
+            con.execute(f"create view {quote_identifier(name)} as {select}")
+        pending = dict(views)
+        while pending:  # views may read other views: create each once what it reads exists
+            ready = [n for n, sql in pending.items() if _try_create(con, n, sql)]
+            if not ready:
+                break
+            created += ready
+            for name in ready:
+                del pending[name]
+    os.replace(partial, target)
+    return {"created": created, "skipped": sorted(pending)}
+
+
+def _try_create(con: duckdb.DuckDBPyConnection, name: str, select: str) -> bool:
+    try:
+        con.execute(f"create view {quote_identifier(name)} as {select}")
+    except duckdb.CatalogException:  # a table or view it reads does not exist (yet)
+        return False
+    return True
+
+
+def load_statement() -> str:
+    """What a DuckDB session runs before querying the file's views."""
+    return f"load '{tables.duckdb_delta_extension()}';"
