@@ -44,7 +44,7 @@ def validation_table(entity: str) -> str:
 
 
 def profile_table(entity: str) -> str:
-    """One row per column and run_date (data.profile's PROFILE_SCHEMA)."""
+    """One row per column and run_date (PROFILE_SCHEMA)."""
     return f"profile_{entity}"
 
 
@@ -68,9 +68,11 @@ def monitoring_table(usecase: str) -> str:
 
 
 # ---------------------------------------------------------------- Delta schemas (DDL)
-# The profile table's schema stays beside its computation (data.profile.PROFILE_SCHEMA) while
-# issue 22 reworks the profile passes; it moves here once that lands.
-
+PROFILE_SCHEMA = (
+    "run_date date, usecase string, column string, dtype string, role string, rows long, "
+    "nulls long, null_rate double, distinct_approx long, min string, max string, mean double, "
+    "stddev double, quantiles string, histogram string, top_values string, correlations string"
+)
 VALIDATION_SCHEMA = (
     "run_date date, usecase string, suite string, expectation_type string, column string, "
     "kwargs string, severity string, success boolean, unexpected_count long, "

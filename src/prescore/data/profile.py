@@ -8,7 +8,7 @@ sampling error at SAMPLE_ROWS rows is below what a profile reads. Pass 2 counts 
 1's results: the histogram bins of numeric columns (edges from pass 1's min and max) in one
 grouped count of integer codes, and the values of categoricals in one grouping by all of them at
 once (when pass 1's distinct counts say their combinations are few). The result is one row per
-column and run_date, as PROFILE_SCHEMA.
+column and run_date, as catalog.PROFILE_SCHEMA.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import astuple, dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
+
+from prescore import catalog
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -39,11 +41,6 @@ HISTOGRAM_BINS = 20
 TOP_VALUES = 10
 JOINT_GROUPS_LIMIT = 100_000  # categorical value combinations grouped at once, at most
 NUMERIC_TYPES = ("int", "long", "double")
-PROFILE_SCHEMA = (
-    "run_date date, usecase string, column string, dtype string, role string, rows long, "
-    "nulls long, null_rate double, distinct_approx long, min string, max string, mean double, "
-    "stddev double, quantiles string, histogram string, top_values string, correlations string"
-)
 
 
 @dataclass(frozen=True)
@@ -396,9 +393,9 @@ def _finite(value: float | None) -> float | None:
 def profile_frame(
     spark: SparkSession, profiles: list[ColumnProfile], *, run_date: date, usecase: str
 ) -> DataFrame:
-    """The profile table's rows: one per column and run_date, columns as PROFILE_SCHEMA."""
+    """The profile table's rows: one per column and run_date, columns as catalog.PROFILE_SCHEMA."""
     rows = [(run_date, usecase, *astuple(p)) for p in profiles]
-    return spark.createDataFrame(rows, schema=PROFILE_SCHEMA)
+    return spark.createDataFrame(rows, schema=catalog.PROFILE_SCHEMA)
 
 
 @dataclass
