@@ -77,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     bi_views = commands.add_parser("bi-views", help="DuckDB file of sql/delta/ views for BI tools")
     _usecase_arg(bi_views)
     bi_views.add_argument("--out", required=True, help="DuckDB file to write (replaced)")
+    sql = commands.add_parser(
+        "sql", help="query the use case's Delta tables with DuckDB, offline (views named as tables)"
+    )
+    _usecase_arg(sql)
+    sql.add_argument(
+        "-c",
+        "--query",
+        help="run this statement and print its rows as CSV (default: print the statements that "
+        "set up a DuckDB session: the delta extension loaded by path, one view per table)",
+    )
     promote = commands.add_parser("promote", help="make a registered model version @champion")
     _usecase_arg(promote)
     promote.add_argument("--version", required=True, help="registered model version number")
@@ -180,6 +190,29 @@ def _bi_views(args: argparse.Namespace) -> None:
     print(json.dumps({**made, "file": args.out, "first_run": bi.load_statement()}))
 
 
+def _sql(args: argparse.Namespace) -> None:
+    import csv
+
+    import duckdb
+
+    from prescore.serving import bi
+
+    settings = load_settings()
+    preamble = bi.sql_preamble(settings, load_usecase(args.usecase, settings))
+    if not args.query:
+        print(preamble)
+        return
+    with duckdb.connect() as con:
+        con.execute(preamble)
+        try:
+            result = con.execute(args.query)
+        except duckdb.Error as exc:
+            raise ValueError(f"query failed: {exc}") from None
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow([column[0] for column in result.description or []])
+        writer.writerows(result.fetchall())
+
+
 def _move_champion(args: argparse.Namespace) -> None:
     """`promote` or `rollback-model`: move @champion, keeping the champion history."""
     from prescore.platform import registry
@@ -234,6 +267,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "retention": _retention,
     "rollback": _rollback,
     "bi-views": _bi_views,
+    "sql": _sql,
     "promote": _move_champion,
     "rollback-model": _move_champion,
     "datagen": _datagen,

@@ -606,6 +606,21 @@ class UseCase(_Strict):
     def monitoring_table(self) -> str:
         return catalog.monitoring_table(self.name)
 
+    @property
+    def tables(self) -> list[str]:
+        """Every Delta table of the use case: its entity's, then its own."""
+        return [
+            self.raw_table,
+            self.clean_table,
+            self.quarantine_table,
+            self.validation_table,
+            self.profile_table,
+            self.cleaning_stats_table,
+            self.predictions_table,
+            self.shadow_table,
+            self.monitoring_table,
+        ]
+
 
 # ---------------------------------------------------------------- loading
 

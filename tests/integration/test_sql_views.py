@@ -206,3 +206,33 @@ def test_bi_views_command_writes_a_file_a_bi_session_can_query(
     assert summary["file"] == str(target) and summary["first_run"] == bi.load_statement()
     assert "publish_log" in summary["created"]
     assert query(target, "select count(*) from publish_log") == [(3,)]
+
+
+def test_sql_command_queries_the_delta_tables_offline(published, churn: UseCase) -> None:
+    """`prescore sql` as an analyst runs it: the printed statements set up any DuckDB session
+    (extension by path, a view per table written), and `-c` answers a query as CSV."""
+    state, *_ = published
+    env = {**os.environ, "PRESCORE_ENV": "test", "PRESCORE_STATE_DIR": str(state.state_dir)}
+    base = [PRESCORE, "sql", "--usecase", churn.name]
+    printed = subprocess.run(base, env=env, capture_output=True, text=True, check=False)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    preamble = printed.stdout
+    assert preamble.startswith(bi.load_statement())
+    assert "install" not in preamble.lower()  # nothing is downloaded
+    with duckdb.connect() as con:
+        con.execute(preamble)
+        views = {row[0] for row in con.execute("select view_name from duckdb_views()").fetchall()}
+        assert {churn.clean_table, churn.predictions_table, "publish_events"} <= views
+        assert churn.raw_table not in views  # never written here: no view over a missing table
+        assert con.execute(f"select count(*) from {churn.predictions_table}").fetchall() == [(5,)]
+
+    query = f"select run_date, count(*) as n from {churn.predictions_table} group by 1 order by 1"
+    answered = subprocess.run([*base, "-c", query], env=env, capture_output=True, text=True)
+    assert answered.returncode == 0, answered.stderr[-2000:]
+    assert answered.stdout.splitlines() == ["run_date,n", f"{DAY1},2", f"{DAY2},3"]
+
+    wrong = subprocess.run(
+        [*base, "-c", "select * from no_such_table"], env=env, text=True, capture_output=True
+    )
+    assert wrong.returncode == 1
+    assert "prescore sql: error: query failed" in wrong.stderr and "no_such_table" in wrong.stderr

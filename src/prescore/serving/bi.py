@@ -42,6 +42,22 @@ def base_views(settings: Settings, usecase: UseCase) -> dict[str, str]:
     }
 
 
+def sql_preamble(settings: Settings, usecase: UseCase) -> str:
+    """What a DuckDB session runs to query a use case's Delta tables by hand, offline: the delta
+    extension loaded from its pip-installed file, then one view per table written so far, named
+    as the table, and `publish_events`, the use case's rows of the shared publish log."""
+    views = {
+        table: f"select * from delta_scan({quote_literal(str(settings.table_path(table)))})"
+        for table in usecase.tables
+        if tables.exists(settings, table)
+    }
+    events = base_views(settings, usecase).get("publish_events")
+    if events:
+        views["publish_events"] = events
+    creates = [f"create or replace view {quote_identifier(n)} as {s};" for n, s in views.items()]
+    return "\n".join([load_statement(), *creates])
+
+
 def build_bi_views(settings: Settings, usecase: UseCase, target: Path) -> dict[str, list[str]]:
     """Write `target` with the base views and every sql/delta/ view they allow; returns the views
     created and those skipped because a table they read is not written yet (no shadow table
