@@ -77,6 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     bi_views = commands.add_parser("bi-views", help="DuckDB file of sql/delta/ views for BI tools")
     _usecase_arg(bi_views)
     bi_views.add_argument("--out", required=True, help="DuckDB file to write (replaced)")
+    init = commands.add_parser(
+        "init", help="write a use case and its starter suite from a sample of a data file"
+    )
+    _usecase_arg(init)
+    init.add_argument(
+        "--from",
+        dest="source_file",
+        required=True,
+        type=Path,
+        help="a CSV, Parquet or JSON-lines file",
+    )
+    init.add_argument("--label", help="the column to predict (default: one named label or target)")
+    init.add_argument(
+        "--keys",
+        type=lambda text: [k.strip() for k in text.split(",") if k.strip()],
+        help="the key columns, comma separated (default: the one unique column named *id)",
+    )
+    init.add_argument("--force", action="store_true", help="replace existing files")
     sql = commands.add_parser(
         "sql", help="query the use case's Delta tables with DuckDB, offline (views named as tables)"
     )
@@ -190,6 +208,29 @@ def _bi_views(args: argparse.Namespace) -> None:
     print(json.dumps({**made, "file": args.out, "first_run": bi.load_statement()}))
 
 
+def _init(args: argparse.Namespace) -> None:
+    from prescore.data.scaffold import scaffold
+
+    settings = load_settings()
+    written = scaffold(
+        settings,
+        args.usecase,
+        args.source_file,
+        label=args.label,
+        keys=args.keys,
+        force=args.force,
+    )
+    print(json.dumps(written, indent=2))
+    landing = settings.landing_dir / args.usecase / "run_date=YYYY-MM-DD"
+    print(
+        f"next: review {written['usecase']} (lines marked REVIEW), then\n"
+        f"  prescore check --usecase {args.usecase}\n"
+        f"  mkdir -p {landing} && cp {args.source_file} {landing}/\n"
+        f"  prescore run --usecase {args.usecase} --run-date YYYY-MM-DD",
+        file=sys.stderr,
+    )
+
+
 def _sql(args: argparse.Namespace) -> None:
     import csv
 
@@ -268,6 +309,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "rollback": _rollback,
     "bi-views": _bi_views,
     "sql": _sql,
+    "init": _init,
     "promote": _move_champion,
     "rollback-model": _move_champion,
     "datagen": _datagen,
