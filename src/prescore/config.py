@@ -789,7 +789,7 @@ RAW_LINEAGE_COLUMNS = frozenset({RUN_DATE, SOURCE_FILE, INGESTED_AT})
 class SuiteExpectation(NamedTuple):
     """One expectation of a suite file as written: what `prescore check` shows and checks."""
 
-    index: int  # its place in the file, from 0
+    position: int  # its place in the file, from 0
     type: str
     severity: str  # GX's own: critical (its default), warning or info
     columns: list[str]  # the columns its kwargs name
@@ -854,7 +854,7 @@ def _check_suite(path: Path, usecase: UseCase, settings: Settings) -> None:
         unknown = [c for c in expectation.columns if c not in declared]
         if unknown:
             raise ConfigError(
-                f"{path}: expectations: {suite}: expectation #{expectation.index} "
+                f"{path}: expectations: {suite}: expectation #{expectation.position} "
                 f"({expectation.type}, severity {expectation.severity}): columns {unknown} are "
                 f"not declared in source.schema"
             )
