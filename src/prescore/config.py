@@ -569,9 +569,10 @@ class UseCase(_Strict):
             for second in fields[i + 1 :]:
                 both = sorted(set(roles[first]) & set(roles[second]))
                 if both:
+                    why = " (a key identifies a row, it is not a model input)" * (first == "keys")
                     raise ValueError(
                         f"{first} and {second} both name {both}: a column is a key, the label or "
-                        f"a feature, one role only (a key identifies a row, it is not a model input)"
+                        f"a feature, one role only{why}"
                     )
 
     def _check_role_types(self) -> None:
