@@ -151,9 +151,11 @@ def _check(args: argparse.Namespace) -> None:
         print("\n".join(usecase_summary(usecase, settings)))
     for error in loaded.errors.values():
         print(f"prescore check: error: {error}", file=sys.stderr)
+    folder = settings.conf_dir / "usecases"
     checked = len(loaded.usecases) + len(loaded.errors)
-    if loaded.errors or not checked:
-        folder = settings.conf_dir / "usecases"
+    if not checked:
+        raise ConfigError(f"{folder}: no use case file (<name>.yaml)")
+    if loaded.errors:
         raise ConfigError(
             f"{len(loaded.errors)} of {checked} use case files in {folder} are invalid"
         )
@@ -180,7 +182,8 @@ def usecase_summary(usecase: UseCase, settings: Settings) -> list[str]:
         f"  categorical {', '.join(categorical) or '-'}",
     ]
     if usecase.time_series is not None:
-        lines.append(f"  built       {', '.join(usecase.features[len(usecase.source_features) :])}")
+        built = usecase.time_series.derived_features(usecase.label)
+        lines.append(f"  built       {', '.join(built)} (from the history)")
     suite = suite_path(usecase, settings)
     expectations = suite_expectations(suite)
     lines.append(f"  suite       {suite} ({len(expectations)} expectations)")

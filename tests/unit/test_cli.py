@@ -128,3 +128,8 @@ def test_check_without_usecase_checks_every_file_and_fails_on_any_bad_one(projec
 
     (project / "conf" / "usecases" / "bad.yaml").unlink()
     assert prescore_check(project).returncode == 0
+    for path in (project / "conf" / "usecases").iterdir():
+        path.unlink()
+    empty = prescore_check(project)
+    assert (empty.returncode, empty.stdout) == (1, "")
+    assert empty.stderr.endswith("usecases: no use case file (<name>.yaml)\n")
