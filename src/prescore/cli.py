@@ -1,5 +1,6 @@
-"""The `prescore` command: one subcommand per stage, `run` for the whole flow, `lookup`, `serve`,
-`datagen`, `retention`, and `promote` / `rollback-model` to move a use case's @champion by hand."""
+"""The `prescore` command: one subcommand per stage, `run` for the whole flow, `check` for a use
+case's configuration, `lookup`, `serve`, `datagen`, `retention`, and `promote` / `rollback-model`
+to move a use case's @champion by hand."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from prescore.config import load_settings, load_usecase
+from prescore.config import (
+    ConfigError,
+    Settings,
+    UseCase,
+    load_settings,
+    load_usecase,
+    load_usecases,
+    suite_expectations,
+    suite_path,
+)
 from prescore.flow import STAGES
 from prescore.identifiers import check_usecase_name
 
@@ -61,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         "is published and logged, not served)",
     )
     _stage_args(commands.add_parser("run", help="run every stage in order, without Airflow"))
+    check = commands.add_parser(
+        "check",
+        help="validate a use case and its expectation suite, without Spark and without state",
+    )
+    check.add_argument(
+        "--usecase", type=_usecase, help="name of a file in conf/usecases/ (default: every file)"
+    )
     _stage_args(
         commands.add_parser(
             "retention",
@@ -148,6 +165,64 @@ def build_parser() -> argparse.ArgumentParser:
 #
 # Each subcommand imports what it uses when it runs, on purpose: `prescore lookup` answers without
 # loading Spark, MLflow or FastAPI, and `prescore serve` without Spark.
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Load one use case (or every file of conf/usecases/) as the stages do and summarise it;
+    a bad file raises its ConfigError (every bad file is printed first when checking all)."""
+    settings = load_settings()
+    if args.usecase:
+        print("\n".join(usecase_summary(load_usecase(args.usecase, settings), settings)))
+        return
+    loaded = load_usecases(settings)
+    for usecase in loaded.usecases.values():
+        print("\n".join(usecase_summary(usecase, settings)))
+    for error in loaded.errors.values():
+        print(f"prescore check: error: {error}", file=sys.stderr)
+    folder = settings.conf_dir / "usecases"
+    checked = len(loaded.usecases) + len(loaded.errors)
+    if not checked:
+        raise ConfigError(f"{folder}: no use case file (<name>.yaml)")
+    if loaded.errors:
+        raise ConfigError(
+            f"{len(loaded.errors)} of {checked} use case files in {folder} are invalid"
+        )
+
+
+def usecase_summary(usecase: UseCase, settings: Settings) -> list[str]:
+    """What a valid use case declares, in a few lines: its columns' roles and its suite."""
+    types = usecase.column_types
+    categorical = [
+        f"{c} ({len(levels)} levels)" for c, levels in usecase.categorical_features.items()
+    ]
+    event_time = (
+        f"{usecase.event_time} (the latest row of a key is kept)"
+        if usecase.event_time
+        else "none (keys are unique: a duplicate key fails clean)"
+    )
+    lines = [
+        f"{usecase.name}: ok ({settings.conf_dir / 'usecases' / usecase.name}.yaml)",
+        f"  entity      {usecase.entity} (tables {usecase.raw_table}, {usecase.clean_table})",
+        f"  keys        {', '.join(usecase.keys)}",
+        f"  event_time  {event_time}",
+        f"  label       {usecase.label} ({types[usecase.label]}), task {usecase.task}",
+        f"  numeric     {', '.join(usecase.numeric_features) or '-'}",
+        f"  categorical {', '.join(categorical) or '-'}",
+    ]
+    if usecase.time_series is not None:
+        built = usecase.time_series.derived_features(usecase.label)
+        lines.append(f"  built       {', '.join(built)} (from the history)")
+    suite = suite_path(usecase, settings)
+    expectations = suite_expectations(suite)
+    lines.append(f"  suite       {suite} ({len(expectations)} expectations)")
+    for severity in sorted({e.severity for e in expectations}):
+        named = [
+            f"{e.type}({','.join(e.columns)})" if e.columns and len(e.columns) < 4 else e.type
+            for e in expectations
+            if e.severity == severity
+        ]
+        lines.append(f"    {severity:<9} {len(named)}: {', '.join(named)}")
+    return lines
 
 
 def _lookup(args: argparse.Namespace) -> None:
@@ -305,6 +380,7 @@ def _stages(args: argparse.Namespace) -> None:
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     **{stage: _stages for stage in STAGES},
     "run": _stages,
+    "check": _check,
     "retention": _retention,
     "rollback": _rollback,
     "bi-views": _bi_views,

@@ -6,6 +6,7 @@ wrong type or a missing `${VAR}` fails at load with the file, the field and the 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -23,7 +24,7 @@ from pydantic import (
 )
 
 from prescore import catalog
-from prescore.catalog import TARGET_DATE
+from prescore.catalog import INGESTED_AT, RUN_DATE, SOURCE_FILE, TARGET_DATE
 from prescore.identifiers import USECASE_NAME, check_identifier, check_usecase_name
 
 # The folder holding conf/, expectations/, sql/ and jobs/: $PRESCORE_HOME, else the checkout this
@@ -149,6 +150,15 @@ ColumnType = Literal["string", "int", "long", "double", "boolean", "date", "time
 # wherever it appears, so the error names the field and the value.
 Column = Annotated[str, AfterValidator(check_identifier)]
 Severity = Literal["error", "warn"]
+# The declared types that fit each role of a column.
+LABEL_TYPES: dict[str, tuple[str, ...]] = {
+    "binary": ("int", "long", "boolean"),  # 0/1 or false/true
+    "regression": ("int", "long", "double"),
+}
+NUMERIC_FEATURE_TYPES = ("int", "long", "double", "boolean")
+CATEGORICAL_FEATURE_TYPES = ("string",)  # levels are strings, matched as written
+NUMERIC_RULE_TYPES = ("int", "long", "double")  # clip, outliers, valid_range, impute mean/median
+TIME_TYPES = ("date", "timestamp")
 
 
 _JDBC_FIELDS = ("url", "table", "query", "driver", "driver_package", "user_env", "password_env")
@@ -484,7 +494,9 @@ class UseCase(_Strict):
     description: str = ""
     source: SourceSettings
     keys: list[Column] = Field(min_length=1)
-    event_time: Column
+    # Among rows sharing a key, the latest by event_time is kept; None: keys are unique, and a
+    # duplicate key fails the clean stage.
+    event_time: Column | None = None
     label: Column
     task: Literal["binary", "regression"]
     numeric_features: list[Column] = Field(default_factory=list)
@@ -507,7 +519,8 @@ class UseCase(_Strict):
     @model_validator(mode="after")
     def _columns_declared(self) -> UseCase:
         declared = set(self.source.schema_)
-        used = {*self.keys, self.event_time, self.label, *self.source_features, *self.pii}
+        used = {*self.keys, self.label, *self.source_features, *self.pii}
+        used |= {self.event_time} if self.event_time is not None else set()
         missing = sorted((used | self.cleaning.columns) - declared)
         if missing:
             raise ValueError(f"columns {missing} are used but not declared in source.schema")
@@ -528,6 +541,71 @@ class UseCase(_Strict):
             self._check_time_series(self.time_series)
         return self
 
+    @model_validator(mode="after")
+    def _roles_fit(self) -> UseCase:
+        """Each column plays one role (key, label or feature), with a type that fits it."""
+        self._check_roles_disjoint()
+        self._check_role_types()
+        if self.split.by == "time" and self.split_time_column is None:
+            raise ValueError(
+                "split: by time reads each row's day from event_time (or time_series.date_column): "
+                "declare one, or split by key"
+            )
+        return self
+
+    def _check_roles_disjoint(self) -> None:
+        roles = {
+            "keys": self.keys,
+            "label": [self.label],
+            "numeric_features": self.numeric_features,
+            "categorical_features": list(self.categorical_features),
+        }
+        for field, columns in roles.items():
+            twice = sorted({c for c in columns if columns.count(c) > 1})
+            if twice:
+                raise ValueError(f"{field}: {twice} listed more than once")
+        fields = list(roles)
+        for i, first in enumerate(fields):
+            for second in fields[i + 1 :]:
+                both = sorted(set(roles[first]) & set(roles[second]))
+                if both:
+                    why = " (a key identifies a row, it is not a model input)" * (first == "keys")
+                    raise ValueError(
+                        f"{first} and {second} both name {both}: a column is a key, the label or "
+                        f"a feature, one role only{why}"
+                    )
+
+    def _check_role_types(self) -> None:
+        types = self.column_types
+
+        def refuse(field: str, columns: list[str], allowed: tuple[str, ...], why: str) -> None:
+            wrong = [f"{c} ({types[c]})" for c in columns if types[c] not in allowed]
+            if wrong:
+                one_of = " or ".join(filter(None, [", ".join(allowed[:-1]), allowed[-1]]))
+                raise ValueError(f"{field}: {', '.join(wrong)} must be {one_of} ({why})")
+
+        refuse("label", [self.label], LABEL_TYPES[self.task], f"task {self.task}")
+        if self.event_time is not None:
+            refuse("event_time", [self.event_time], TIME_TYPES, "the latest row of a key wins")
+        refuse("numeric_features", self.numeric_features, NUMERIC_FEATURE_TYPES, "model input")
+        refuse(
+            "categorical_features",
+            list(self.categorical_features),
+            CATEGORICAL_FEATURE_TYPES,
+            "matched against the levels; declare a numeric code as a numeric feature",
+        )
+        cleaning = self.cleaning
+        for field, columns in (
+            ("cleaning.clip", list(cleaning.clip)),
+            ("cleaning.outliers", list(cleaning.outliers)),
+            ("cleaning.valid_range", list(cleaning.valid_range)),
+            (
+                "cleaning.impute",
+                [c for c, r in cleaning.impute.items() if r.strategy in ("mean", "median")],
+            ),
+        ):
+            refuse(field, columns, NUMERIC_RULE_TYPES, "a numeric rule")
+
     def _check_time_series(self, ts: TimeSeriesSettings) -> None:
         schema = self.source.schema_
         if schema.get(ts.date_column) != "date":
@@ -545,6 +623,19 @@ class UseCase(_Strict):
             raise ValueError(f"declared columns {clash} clash with time_series feature names")
         if set(self.source_features) & {ts.date_column, self.label}:
             raise ValueError("the date column and the label are not source features")
+
+    @property
+    def column_types(self) -> dict[str, str]:
+        """Every declared column and its type."""
+        return dict(self.source.schema_)
+
+    @property
+    def split_time_column(self) -> str | None:
+        """The column a split by time reads each row's day from: event_time, else a time
+        series' date column; None when there is neither."""
+        if self.event_time is not None:
+            return self.event_time
+        return self.time_series.date_column if self.time_series is not None else None
 
     @property
     def source_features(self) -> list[str]:
@@ -675,8 +766,10 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        lines.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
+        message = err["msg"].removeprefix("Value error, ")
+        field = ".".join(str(part) for part in err["loc"])
+        # A check of the whole use case names its fields in its message.
+        lines.append(f"{field}: {message}" if field else message)
     return "; ".join(lines)
 
 
@@ -699,6 +792,90 @@ def load_settings(conf_dir: Path | None = None, env: str | None = None) -> Setti
         raise ConfigError(f"{names}: {_describe(exc)}") from exc
 
 
+# ---------------------------------------------------------------- expectation suites, as data
+
+SUITE_KEYS = frozenset({"name", "expectations", "notes", "meta"})
+# The kwargs of a GX expectation that name the columns it reads.
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+_COLUMN_LIST_KWARGS = ("column_list", "column_set")
+# Columns ingest adds to every raw row, which a suite may check besides the declared ones.
+RAW_LINEAGE_COLUMNS = frozenset({RUN_DATE, SOURCE_FILE, INGESTED_AT})
+
+
+class SuiteExpectation(NamedTuple):
+    """One expectation of a suite file as written: what `prescore check` shows and checks."""
+
+    position: int  # its place in the file, from 0
+    type: str
+    severity: str  # GX's own: critical (its default), warning or info
+    columns: list[str]  # the columns its kwargs name
+
+
+def read_suite(path: Path) -> dict[str, Any]:
+    """A suite file's JSON (no Great Expectations import): an object with a string name, known
+    keys only and a non-empty list of expectations; else a ConfigError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: expectation suite not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as UTF-8 text: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise ConfigError(f"{path}: expected an object with a string 'name'")
+    unknown = sorted(set(data) - SUITE_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {unknown} (allowed: {sorted(SUITE_KEYS)})")
+    specs = data.get("expectations")
+    if not isinstance(specs, list) or not specs:
+        raise ConfigError(f"{path}: 'expectations' must be a non-empty list")
+    return data
+
+
+def suite_expectations(path: Path) -> list[SuiteExpectation]:
+    """Each expectation of a suite file: its type, severity and the columns it names."""
+    found = []
+    for index, spec in enumerate(read_suite(path)["expectations"]):
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{path}: expectation #{index}: expected an object, got {spec!r}")
+        kwargs = spec.get("kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"{path}: expectation #{index}: kwargs must be an object")
+        columns = [kwargs[k] for k in _COLUMN_KWARGS if k in kwargs]
+        for name in _COLUMN_LIST_KWARGS:
+            listed = kwargs.get(name) or []
+            columns += listed if isinstance(listed, list) else [listed]
+        kind = spec.get("type")
+        severity = spec.get("severity") or "critical"
+        found.append(SuiteExpectation(index, str(kind), str(severity), [str(c) for c in columns]))
+    return found
+
+
+def suite_path(usecase: UseCase, settings: Settings) -> Path:
+    """The use case's suite file: expectations/<expectations>.json."""
+    return settings.expectations_dir / f"{usecase.expectations}.json"
+
+
+def _check_suite(path: Path, usecase: UseCase, settings: Settings) -> None:
+    """Every column the use case's suite names is declared, whatever the expectation's severity
+    (a `warning` on a mistyped column would otherwise only ever log its failure)."""
+    suite = suite_path(usecase, settings)
+    try:
+        expectations = suite_expectations(suite)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: expectations: {exc}") from exc
+    declared = set(usecase.source.schema_) | RAW_LINEAGE_COLUMNS
+    for expectation in expectations:
+        unknown = [c for c in expectation.columns if c not in declared]
+        if unknown:
+            raise ConfigError(
+                f"{path}: expectations: {suite}: expectation #{expectation.position} "
+                f"({expectation.type}, severity {expectation.severity}): columns {unknown} are "
+                f"not declared in source.schema"
+            )
+
+
 def load_usecase(name: str, settings: Settings) -> UseCase:
     """Load conf/usecases/<name>.yaml: valid, named after its file, alone on its entity.
 
@@ -713,7 +890,7 @@ def load_usecase(name: str, settings: Settings) -> UseCase:
     if not path.is_file():
         known = ", ".join(list_usecases(settings)) or "none"
         raise ConfigError(f"{path}: no use case named {name!r} (known: {known})")
-    usecase = _load_usecase_file(path)
+    usecase = _load_usecase_file(path, settings)
     others = {p: _declared_entity(p) for p in _usecase_files(settings) if p.name != path.name}
     _refuse_shared_entity(path, usecase.entity, others)
     return usecase
@@ -734,7 +911,7 @@ def load_usecases(settings: Settings) -> LoadedUseCases:
     errors: dict[Path, ConfigError] = {}
     for path in files:
         try:
-            valid[path] = _load_usecase_file(path)
+            valid[path] = _load_usecase_file(path, settings)
         except ConfigError as exc:
             errors[path] = exc
     entities = {p: valid[p].entity if p in valid else _declared_entity(p) for p in files}
@@ -761,8 +938,9 @@ def _usecase_files(settings: Settings) -> list[Path]:
     return sorted(_usecases_dir(settings).glob("*.yaml"))
 
 
-def _load_usecase_file(path: Path) -> UseCase:
-    """One use-case file, validated, its `name:` the file's name."""
+def _load_usecase_file(path: Path, settings: Settings) -> UseCase:
+    """One use-case file, validated as a whole, its `name:` the file's name, every column its
+    expectation suite names declared."""
     try:
         check_usecase_name(path.stem)
     except ValueError as exc:
@@ -775,9 +953,11 @@ def _load_usecase_file(path: Path) -> UseCase:
             f"named after its file, conf/usecases/<name>.yaml"
         )
     try:
-        return UseCase.model_validate(data)
+        usecase = UseCase.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    _check_suite(path, usecase, settings)
+    return usecase
 
 
 # The C parser when PyYAML has it: the entity check reads every other use-case file.

@@ -97,6 +97,27 @@ def test_clean_table_has_no_missing_imputed_values_and_no_dropped_columns(spark,
     assert clean_frame.where(F.col("plan").isNull()).count() == 0
 
 
+def test_without_event_time_a_duplicate_key_fails_clean_before_any_write(
+    spark: SparkSession, settings: Settings, churn: UseCase, tmp_path
+) -> None:
+    """The demo data holds older copies of some customers: with no event_time to keep the latest,
+    the clean stage fails naming them, and writes no clean, quarantine or statistics rows."""
+    state = settings.model_copy(update={"state_dir": tmp_path / "state"})
+    usecase = churn.model_copy(update={"event_time": None})
+    write_landing(state, usecase, RUN_DATE, rows=200)
+    ctx = RunContext(state, usecase, RUN_DATE, spark)
+    ingest.run(ctx)
+
+    with pytest.raises(cleaning.DuplicateKeyError) as caught:
+        clean.run(ctx)
+
+    assert str(caught.value).startswith(
+        f"raw_customers run_date {RUN_DATE}: "
+    ) and "of ['customer_id'] are held by more than one row" in str(caught.value)
+    for table in (usecase.clean_table, usecase.quarantine_table, usecase.cleaning_stats_table):
+        assert not state.table_path(table).exists(), table
+
+
 def test_cleaning_settings_without_fitted_rules_fit_nothing(spark: SparkSession) -> None:
     frame = spark.createDataFrame(
         [("a", None, "train")], f"id string, {cleaning.REASON} string, split string"

@@ -25,6 +25,7 @@ from prescore.data.cleaning import (
     DUPLICATE_REASON,
     REASON,
     SPLIT,
+    DuplicateKeyError,
     FittedCleaning,
     anonymise,
     assign_split,
@@ -39,6 +40,7 @@ from prescore.data.cleaning import (
     flag_fitted_rules,
     flag_invalid_rows,
     quarantine_rows,
+    refuse_duplicate_keys,
 )
 
 pytestmark = pytest.mark.unit
@@ -81,6 +83,37 @@ def test_flag_duplicates_keeps_latest_valid_row(spark: SparkSession) -> None:
         ("a", t3): "tenure=-1 outside [0.0, 600.0]",
         ("b", t1): None,
     }
+
+
+def test_without_event_time_a_duplicate_key_is_refused_naming_it(spark: SparkSession) -> None:
+    """No event_time says which row of a key is the latest: refused, never guessed. Rows already
+    flagged (a null key, an invalid value) are not duplicates of the valid one."""
+    df = spark.createDataFrame(
+        [
+            ("s1", "i1", 3, None),
+            ("s1", "i1", 4, None),
+            ("s2", "i1", 5, None),
+            ("s2", "i1", 6, None),
+            ("s2", "i1", 7, None),
+            ("s3", "i1", -1, "sales=-1 outside [0.0, inf]"),
+            ("s3", "i1", 8, None),
+        ],
+        f"store string, item string, sales int, {REASON} string",
+    )
+    with pytest.raises(DuplicateKeyError) as caught:
+        refuse_duplicate_keys(
+            df, keys=["store", "item"], table="raw_sales", run_date=date(2026, 3, 1)
+        )
+    assert str(caught.value).startswith(
+        "raw_sales run_date 2026-03-01: 2 key(s) of ['store', 'item'] are held by more than one "
+        "row (5 rows), e.g. store='s1', item='i1'; the use case declares no event_time"
+    )
+    refuse_duplicate_keys(  # unique keys once the flagged rows are left aside: nothing raised
+        df.where("sales != 4 and sales < 6"),
+        keys=["store", "item"],
+        table="t",
+        run_date=date(2026, 3, 1),
+    )
 
 
 def test_anonymise_hashes_with_hmac_sha256_and_drops(spark: SparkSession) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 from prescore.config import (
     DEFAULT_CONF_DIR,
     ConfigError,
+    Settings,
     load_settings,
     load_usecase,
     load_usecases,
@@ -216,3 +218,246 @@ def test_expectation_suite_is_a_file_name_never_a_path(conf_dir: Path, suite: st
     _edit(path, "expectations: raw_customers", f"expectations: {suite}")
     with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: expectations: String should"):
         load_usecase("churn", load_settings(conf_dir))
+
+
+# ---------------------------------------------------------------- the use case as a whole
+
+
+def _rewrite(path: Path, edit: dict[str, Any], drop: tuple[str, ...] = ()) -> None:
+    data = _merged(yaml.safe_load(path.read_text()), edit)
+    for key in drop:
+        del data[key]
+    path.write_text(yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (
+            {"keys": ["customer_id", "tenure_months"]},
+            "keys and numeric_features both name ['tenure_months']",
+        ),
+        ({"keys": ["plan"]}, "keys and categorical_features both name ['plan']"),
+        ({"keys": ["churned"]}, "keys and label both name ['churned']"),
+        (
+            {"numeric_features": ["tenure_months", "churned"]},
+            "label and numeric_features both name ['churned']",
+        ),
+        (
+            {"numeric_features": ["tenure_months"], "categorical_features": {"tenure_months": []}},
+            "numeric_features and categorical_features both name ['tenure_months']",
+        ),
+        ({"keys": ["customer_id", "customer_id"]}, "keys: ['customer_id'] listed more than once"),
+    ],
+    ids=[
+        "key_numeric",
+        "key_categorical",
+        "key_label",
+        "label_feature",
+        "feature_twice",
+        "key_twice",
+    ],
+)
+def test_a_column_plays_one_role(conf_dir: Path, edit: dict[str, Any], reason: str) -> None:
+    """Issue 18, point 1: a key that is also a feature was accepted, and scoring died minutes
+    later with AMBIGUOUS_REFERENCE; now it is refused at load, naming the fields."""
+    path = conf_dir / "usecases" / "churn.yaml"
+    _rewrite(path, edit)
+    with pytest.raises(ConfigError) as caught:
+        load_usecase("churn", load_settings(conf_dir))
+    assert str(caught.value).startswith(f"{path}: {reason}")
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (
+            {"source": {"schema": {"updated_at": "string"}}},
+            "event_time: updated_at (string) must be date or timestamp",
+        ),
+        (
+            {"source": {"schema": {"churned": "string"}}},
+            "label: churned (string) must be int, long or boolean (task binary)",
+        ),
+        (
+            {"source": {"schema": {"churned": "double"}}},
+            "label: churned (double) must be int, long or boolean",
+        ),
+        (
+            {"task": "regression", "model": {"promotion": {"metric": "rmse", "minimum": None}}},
+            None,  # an int label fits a regression too
+        ),
+        (
+            {"source": {"schema": {"churned": "boolean"}}},
+            None,  # a boolean label fits a binary task
+        ),
+        (
+            {"source": {"schema": {"support_calls": "string"}}},
+            "numeric_features: support_calls (string) must be int, long, double or boolean",
+        ),
+        (
+            {"source": {"schema": {"plan": "int"}}},
+            "categorical_features: plan (int) must be string",
+        ),
+        (
+            {"source": {"schema": {"monthly_charges": "string"}}},
+            "numeric_features: monthly_charges (string)",
+        ),
+        (
+            {"cleaning": {"clip": {"signup_date": {"min": 0}}}},
+            "cleaning.clip: signup_date (date) must be int, long or double",
+        ),
+        (
+            {"cleaning": {"impute": {"region": {"strategy": "median"}}}},
+            "cleaning.impute: region (string) must be int, long or double",
+        ),
+        ({"cleaning": {"impute": {"region": {"strategy": "mode"}}}}, None),
+    ],
+    ids=[
+        "event_time_text",
+        "label_text",
+        "binary_label_double",
+        "regression_int_label",
+        "binary_label_boolean",
+        "numeric_text",
+        "categorical_int",
+        "clipped_text",
+        "clip_date",
+        "median_of_text",
+        "mode_of_text",
+    ],
+)
+def test_types_fit_their_roles(conf_dir: Path, edit: dict[str, Any], reason: str | None) -> None:
+    """Issue 18, point 7: a text event_time ("Mar-2018") was accepted; each role now checks the
+    declared type at load."""
+    path = conf_dir / "usecases" / "churn.yaml"
+    _rewrite(path, edit)
+    settings = load_settings(conf_dir)
+    if reason is None:
+        load_usecase("churn", settings)
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_usecase("churn", settings)
+    assert str(caught.value).startswith(f"{path}: {reason}")
+
+
+def test_event_time_is_optional(conf_dir: Path) -> None:
+    """Issue 18, point 7: a use case whose keys are unique needs no event_time."""
+    _rewrite(conf_dir / "usecases" / "churn.yaml", {}, drop=("event_time",))
+    usecase = load_usecase("churn", load_settings(conf_dir))
+    assert usecase.event_time is None
+    assert usecase.split_time_column is None  # split by key: no time needed
+
+
+def test_a_time_series_without_event_time_splits_on_its_date_column(conf_dir: Path) -> None:
+    _rewrite(conf_dir / "usecases" / "forecast.yaml", {}, drop=("event_time",))
+    usecase = load_usecase("forecast", load_settings(conf_dir))
+    assert usecase.event_time is None
+    assert usecase.split_time_column == "date"
+
+
+def test_split_by_time_needs_a_time_column(conf_dir: Path) -> None:
+    path = conf_dir / "usecases" / "churn.yaml"
+    _rewrite(path, {"split": {"by": "time", "test_days": 7}}, drop=("event_time",))
+    with pytest.raises(ConfigError) as caught:
+        load_usecase("churn", load_settings(conf_dir))
+    assert str(caught.value).startswith(f"{path}: split: by time reads each row's day from")
+
+
+# ---------------------------------------------------------------- the expectation suite
+
+
+@pytest.fixture
+def suites(tmp_path: Path) -> Path:
+    target = tmp_path / "expectations"
+    shutil.copytree(DEFAULT_CONF_DIR.parent / "expectations", target)
+    return target
+
+
+def _with_suites(conf_dir: Path, suites: Path) -> Settings:
+    return load_settings(conf_dir).model_copy(update={"expectations_dir": suites})
+
+
+def _add_expectation(suite: Path, expectation: dict[str, Any]) -> int:
+    data = json.loads(suite.read_text())
+    data["expectations"].append(expectation)
+    suite.write_text(json.dumps(data))
+    return len(data["expectations"]) - 1
+
+
+@pytest.mark.parametrize("severity", ["warning", "info", "critical", None])
+def test_every_expectation_column_is_declared_whatever_its_severity(
+    conf_dir: Path, suites: Path, severity: str | None
+) -> None:
+    """Issue 18, point 8: a mistyped column in a `warning` expectation passed with exit 0."""
+    expectation: dict[str, Any] = {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {"column": "tenure_monhts", "min_value": 0},
+    }
+    if severity:
+        expectation["severity"] = severity
+    index = _add_expectation(suites / "raw_customers.json", expectation)
+    with pytest.raises(ConfigError) as caught:
+        load_usecase("churn", _with_suites(conf_dir, suites))
+    assert str(caught.value) == (
+        f"{conf_dir / 'usecases' / 'churn.yaml'}: expectations: {suites / 'raw_customers.json'}: "
+        f"expectation #{index} (expect_column_values_to_be_between, severity "
+        f"{severity or 'critical'}): columns ['tenure_monhts'] are not declared in source.schema"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "unknown"),
+    [
+        ({"column_A": "plan", "column_B": "regoin"}, ["regoin"]),
+        ({"column_list": ["customer_id", "run_date", "nope"]}, ["nope"]),
+        ({"column_set": ["customer_id", "_source_file", "x"], "exact_match": False}, ["x"]),
+    ],
+    ids=["pair", "list", "set"],
+)
+def test_multi_column_expectations_name_declared_columns(
+    conf_dir: Path, suites: Path, kwargs: dict[str, Any], unknown: list[str]
+) -> None:
+    """Lineage columns that ingest adds (run_date, _source_file, _ingested_at) may be checked."""
+    _add_expectation(
+        suites / "raw_customers.json",
+        {"type": "expect_it", "kwargs": kwargs, "severity": "warning"},
+    )
+    with pytest.raises(ConfigError, match=re.escape(f"columns {unknown} are not declared")):
+        load_usecase("churn", _with_suites(conf_dir, suites))
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "expectation suite not found"),
+        ('{"name": "raw_customers", "expectations": [', "not valid JSON"),
+        ('{"name": "raw_customers", "expectations": []}', "'expectations' must be a non-empty"),
+        ('{"name": "raw_customers", "expectations": [7]}', "expectation #0: expected an object"),
+    ],
+    ids=["missing", "bad_json", "empty", "not_an_object"],
+)
+def test_a_bad_suite_file_is_a_config_error_naming_both_files(
+    conf_dir: Path, suites: Path, content: str | None, reason: str
+) -> None:
+    suite = suites / "raw_customers.json"
+    if content is None:
+        suite.unlink()
+    else:
+        suite.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        load_usecase("churn", _with_suites(conf_dir, suites))
+    path = conf_dir / "usecases" / "churn.yaml"
+    assert str(caught.value).startswith(f"{path}: expectations: {suite}: {reason}")
+
+
+def test_load_usecases_reports_a_bad_suite_for_its_file_only(conf_dir: Path, suites: Path) -> None:
+    _add_expectation(
+        suites / "raw_sales.json",
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "slaes"}},
+    )
+    loaded = load_usecases(_with_suites(conf_dir, suites))
+    assert list(loaded.usecases) == ["churn"]
+    [(path, error)] = loaded.errors.items()
+    assert path == conf_dir / "usecases" / "forecast.yaml"
+    assert "columns ['slaes'] are not declared in source.schema" in str(error)

@@ -41,6 +41,10 @@ class QuarantineLimitError(RuntimeError):
     """Too many rows failed the row-level rules for the run to be trusted."""
 
 
+class DuplicateKeyError(ValueError):
+    """Rows share a key and the use case has no event_time to tell which one is the latest."""
+
+
 # ---------------------------------------------------------------- column helpers
 
 
@@ -134,6 +138,15 @@ def flag_duplicates(df: DataFrame, *, keys: list[str], event_time: str) -> DataF
     )
     rank = F.when(F.col(REASON).isNull(), F.row_number().over(window))
     return df.withColumn(REASON, F.when(rank > 1, F.lit(DUPLICATE_REASON)).otherwise(F.col(REASON)))
+
+
+def duplicate_keys(df: DataFrame, *, keys: list[str]) -> DataFrame:
+    """The keys held by more than one row not yet flagged: one row per such key, its columns and
+    `rows`, how many rows hold it."""
+    from pyspark.sql import functions as F
+
+    held = df.where(F.col(REASON).isNull()).groupBy(*keys).agg(F.count(F.lit(1)).alias("rows"))
+    return held.where(F.col("rows") > 1)
 
 
 def generalised(column: Column, rule: PiiRule) -> Column:
@@ -381,7 +394,7 @@ def clean_rows(
             assign_split,
             keys=usecase.keys,
             split=usecase.split,
-            event_time=usecase.event_time,
+            event_time=usecase.split_time_column,
             run_date=run_date,
         )
     )
@@ -405,6 +418,30 @@ def quarantine_rows(df: DataFrame, *, pii: dict[str, PiiRule], secret: bytes) ->
 
 
 # ---------------------------------------------------------------- edges
+
+
+def refuse_duplicate_keys(
+    flagged: DataFrame, *, keys: list[str], table: str, run_date: date
+) -> None:
+    """Raise DuplicateKeyError when rows not yet flagged share a key (one aggregation), naming the
+    table, the run date, the key columns, the smallest duplicated key and the counts. Without an
+    event_time there is no latest row to keep: dedupe refuses instead of guessing."""
+    from pyspark.sql import functions as F
+
+    found = duplicate_keys(flagged, keys=keys).agg(
+        F.count(F.lit(1)).alias("keys"),
+        F.sum("rows").alias("rows"),
+        F.min(F.struct(*keys)).alias("sample"),
+    )
+    stats = found.first()
+    assert stats is not None  # a global aggregate always returns one row
+    if stats["keys"]:
+        sample = ", ".join(f"{k}={v!r}" for k, v in stats["sample"].asDict().items())
+        raise DuplicateKeyError(
+            f"{table} run_date {run_date}: {stats['keys']} key(s) of {keys} are held by more than "
+            f"one row ({stats['rows']} rows), e.g. {sample}; the use case declares no event_time "
+            f"to keep the latest row of a key: declare one, or remove the duplicates at the source"
+        )
 
 
 def fit_on_train(flagged: DataFrame, *, cleaning: CleaningSettings) -> FittedCleaning:

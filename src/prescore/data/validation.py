@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prescore.catalog import VALIDATION_SCHEMA
-from prescore.config import ConfigError, Severity
+from prescore.config import ConfigError, Severity, read_suite
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 # seconds, which the CLI's other commands, the lookups and the DAG file never pay.
 log = logging.getLogger(__name__)
 
-SUITE_KEYS = frozenset({"name", "expectations", "notes", "meta"})
 # SUMMARY adds unexpected counts and a sample of unexpected values to BOOLEAN_ONLY's verdict.
 # The suite runs with counts only (each sample costs GX two more Spark jobs per expectation);
 # the expectations that fail run again for their sample.
@@ -90,20 +89,8 @@ def load_suite(path: Path) -> ExpectationSuite:
     """
     import great_expectations as gx
 
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: expectation suite not found") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        raise ConfigError(f"{path}: expected an object with a string 'name'")
-    unknown = sorted(set(data) - SUITE_KEYS)
-    if unknown:
-        raise ConfigError(f"{path}: unknown keys {unknown} (allowed: {sorted(SUITE_KEYS)})")
-    specs = data.get("expectations")
-    if not isinstance(specs, list) or not specs:
-        raise ConfigError(f"{path}: 'expectations' must be a non-empty list")
+    data = read_suite(path)
+    specs = data["expectations"]
     expectations = [_build_expectation(spec, path, index) for index, spec in enumerate(specs)]
     return gx.ExpectationSuite(
         name=data["name"], expectations=expectations, notes=data.get("notes"), meta=data.get("meta")

@@ -24,6 +24,7 @@ from prescore.data.cleaning import (
     flag_fitted_rules,
     flag_invalid_rows,
     quarantine_rows,
+    refuse_duplicate_keys,
 )
 from prescore.platform import tables
 
@@ -52,24 +53,23 @@ def run(ctx: RunContext) -> dict[str, object]:
     secret = hmac_secret()
     raw_version = tables.latest_version(ctx.spark, settings, usecase.raw_table)
     raw = tables.read_run(ctx.spark, settings, usecase.raw_table, ctx.run_date, raw_version)
-    flagged = (
-        raw.transform(
-            flag_invalid_rows,
-            keys=usecase.row_keys,
-            valid_range=cleaning.valid_range,
-            pii=usecase.pii,
-        )
-        .transform(flag_duplicates, keys=usecase.row_keys, event_time=usecase.event_time)
-        .transform(
-            assign_split,
-            keys=usecase.keys,
-            split=usecase.split,
-            event_time=usecase.event_time,
-            run_date=ctx.run_date,
-        )
-        .cache()
+    rows = raw.transform(
+        flag_invalid_rows, keys=usecase.row_keys, valid_range=cleaning.valid_range, pii=usecase.pii
     )
+    if usecase.event_time is not None:  # the latest row of a key is kept, older ones quarantined
+        rows = rows.transform(flag_duplicates, keys=usecase.row_keys, event_time=usecase.event_time)
+    flagged = rows.transform(
+        assign_split,
+        keys=usecase.keys,
+        split=usecase.split,
+        event_time=usecase.split_time_column,
+        run_date=ctx.run_date,
+    ).cache()
     try:
+        if usecase.event_time is None:  # no latest row to keep: refused before anything is written
+            refuse_duplicate_keys(
+                flagged, keys=usecase.row_keys, table=usecase.raw_table, run_date=ctx.run_date
+            )
         fitted = fit_on_train(flagged, cleaning=cleaning)
         final = flagged.transform(
             flag_fitted_rules,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prescore import catalog
+from prescore.config import suite_path
 from prescore.data.profile import (
     ColumnProfile,
     ProfileHistory,
@@ -49,8 +50,9 @@ log = logging.getLogger(__name__)
 def run(ctx: RunContext) -> dict[str, object]:
     """Profile and validate the raw table's run_date partition; fail on a failed `error`."""
     usecase, settings, run_date = ctx.usecase, ctx.settings, ctx.run_date
-    suite_path = settings.expectations_dir / f"{usecase.expectations}.json"
-    suite = load_suite(suite_path)  # before any Spark work: a bad suite fails fast
+    suite = load_suite(
+        suite_path(usecase, settings)
+    )  # before any Spark work: a bad suite fails fast
     source = usecase.raw_table
     raw_version = tables.latest_version(ctx.spark, settings, source)
     raw = tables.read_run(ctx.spark, settings, source, run_date, raw_version).cache()
