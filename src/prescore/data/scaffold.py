@@ -343,9 +343,11 @@ def _find_label(sample: Sample) -> str:
 def _task(label: ColumnSketch) -> str:
     if label.kind == "boolean":
         return "binary"
-    if label.kind in ("int", "long", "double"):
+    if label.kind in ("int", "long"):
         zero_one = label.minimum in (0, 1) and label.maximum in (0, 1)
         return "binary" if zero_one and label.distinct <= 2 else "regression"
+    if label.kind == "double":
+        return "regression"
     shown = ", ".join(label.levels[:5])
     raise ScaffoldError(
         f"label {label.name!r} is {label.kind} (values: {shown}): the label must be a number; "
