@@ -25,6 +25,7 @@ from pydantic import (
 
 from prescore import catalog
 from prescore.catalog import INGESTED_AT, RUN_DATE, SOURCE_FILE, TARGET_DATE
+from prescore.expressions import ExpressionError, referenced_columns
 from prescore.identifiers import USECASE_NAME, check_identifier, check_usecase_name
 
 # The folder holding conf/, expectations/, sql/ and jobs/: $PRESCORE_HOME, else the checkout this
@@ -209,6 +210,44 @@ class SourceSettings(_Strict):
                 "user_env and password_env, not in url or options"
             )
         return self
+
+
+# Columns prescore adds to its tables: a derived column cannot take their names.
+_RESERVED_COLUMNS = frozenset(
+    {
+        catalog.RUN_DATE,
+        catalog.SPLIT,
+        catalog.SCORE,
+        catalog.TARGET_DATE,
+        catalog.HORIZON,
+        catalog.QUARANTINE_REASON,
+        catalog.SOURCE_FILE,
+        catalog.INGESTED_AT,
+    }
+)
+
+
+class DerivedColumn(_Strict):
+    """A column computed in clean from one raw row: a Spark SQL expression over source columns,
+    cast to `type`. Checked at load without Spark (prescore.expressions): it parses, reads only
+    declared source columns, and calls only allow-listed row-wise built-ins."""
+
+    sql: str = Field(min_length=1)
+    type: ColumnType
+
+    @field_validator("sql")
+    @classmethod
+    def _row_wise_expression(cls, sql: str) -> str:
+        try:
+            referenced_columns(sql)
+        except ExpressionError as exc:
+            raise ValueError(str(exc)) from None
+        return sql
+
+    @property
+    def columns(self) -> set[str]:
+        """The source columns the expression reads."""
+        return referenced_columns(self.sql)
 
 
 class PiiRule(_Strict):
@@ -493,6 +532,9 @@ class UseCase(_Strict):
     entity: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
     source: SourceSettings
+    # Columns computed in clean from each raw row, in order, before dedupe, split and fitting:
+    # usable wherever a source column is (key, label, feature, cleaning rule), never in raw.
+    derive: dict[Column, DerivedColumn] = Field(default_factory=dict)
     keys: list[Column] = Field(min_length=1)
     # Among rows sharing a key, the latest by event_time is kept; None: keys are unique, and a
     # duplicate key fails the clean stage.
@@ -518,7 +560,8 @@ class UseCase(_Strict):
 
     @model_validator(mode="after")
     def _columns_declared(self) -> UseCase:
-        declared = set(self.source.schema_)
+        self._check_derive()
+        declared = set(self.column_types)
         used = {*self.keys, self.label, *self.source_features, *self.pii}
         used |= {self.event_time} if self.event_time is not None else set()
         missing = sorted((used | self.cleaning.columns) - declared)
@@ -528,9 +571,9 @@ class UseCase(_Strict):
         if needed:
             raise ValueError(f"cleaning.drop_columns {needed} are keys, features, label or PII")
         for column, rule in self.pii.items():
-            if rule.band and self.source.schema_[column] not in ("int", "long"):
+            if rule.band and self.column_types[column] not in ("int", "long"):
                 raise ValueError(f"pii.{column}: band needs an int or long column")
-            if rule.keep and self.source.schema_[column] != "string":
+            if rule.keep and self.column_types[column] != "string":
                 raise ValueError(f"pii.{column}: keep needs a string column")
         leaking = sorted(set(self.pii) & set(self.source_features))
         if leaking:
@@ -606,8 +649,26 @@ class UseCase(_Strict):
         ):
             refuse(field, columns, NUMERIC_RULE_TYPES, "a numeric rule")
 
+    def _check_derive(self) -> None:
+        """Derived names are new, and each expression reads declared source columns, never PII
+        in the clear (a derived value would carry it past clean)."""
+        for name, derived in self.derive.items():
+            if name in self.source.schema_:
+                raise ValueError(f"derive.{name}: the name is a source column already")
+            if name in _RESERVED_COLUMNS:
+                raise ValueError(f"derive.{name}: the name is one prescore's tables use")
+            unknown = sorted(derived.columns - set(self.source.schema_))
+            if unknown:
+                raise ValueError(f"derive.{name}: reads {unknown}, not declared in source.schema")
+            pii = sorted(derived.columns & set(self.pii))
+            if pii:
+                raise ValueError(
+                    f"derive.{name}: reads PII columns {pii}: a derived value would carry "
+                    "them past clean in the clear"
+                )
+
     def _check_time_series(self, ts: TimeSeriesSettings) -> None:
-        schema = self.source.schema_
+        schema = self.column_types
         if schema.get(ts.date_column) != "date":
             raise ValueError(f"time_series.date_column {ts.date_column!r} must be a declared date")
         if schema[self.label] not in ("int", "long", "double"):
@@ -626,8 +687,8 @@ class UseCase(_Strict):
 
     @property
     def column_types(self) -> dict[str, str]:
-        """Every declared column and its type."""
-        return dict(self.source.schema_)
+        """Every column a use case may name, with its type: source.schema, then `derive`."""
+        return {**self.source.schema_, **{c: d.type for c, d in self.derive.items()}}
 
     @property
     def split_time_column(self) -> str | None:
@@ -869,10 +930,11 @@ def _check_suite(path: Path, usecase: UseCase, settings: Settings) -> None:
     for expectation in expectations:
         unknown = [c for c in expectation.columns if c not in declared]
         if unknown:
+            derived = " (derive: columns exist in clean only; the suite checks raw)"
             raise ConfigError(
                 f"{path}: expectations: {suite}: expectation #{expectation.position} "
                 f"({expectation.type}, severity {expectation.severity}): columns {unknown} are "
-                f"not declared in source.schema"
+                f"not declared in source.schema{derived if set(unknown) & set(usecase.derive) else ''}"
             )
 
 

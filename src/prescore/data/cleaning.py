@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from prescore.config import (
         CleaningSettings,
+        DerivedColumn,
         ImputeRule,
         OutlierRule,
         PiiRule,
@@ -107,6 +108,17 @@ def range_violation(
 
 
 # ---------------------------------------------------------------- transforms
+
+
+def add_derived_columns(df: DataFrame, *, derive: dict[str, DerivedColumn]) -> DataFrame:
+    """`df` with each derived column computed from its row's source columns and cast to its
+    declared type (Spark's ANSI rules: a value that does not fit fails the run, loudly).
+    Grain unchanged: one row per row in."""
+    from pyspark.sql import functions as F
+
+    if not derive:
+        return df
+    return df.withColumns({c: F.expr(d.sql).cast(d.type) for c, d in derive.items()})
 
 
 def flag_invalid_rows(
@@ -363,10 +375,11 @@ def fitted_frame(
 
 
 def clean_columns(usecase: UseCase) -> list[str]:
-    """The declared columns clean keeps: all but dropped PII and cleaning.drop_columns."""
+    """The declared columns clean keeps (source, then derived): all but dropped PII and
+    cleaning.drop_columns."""
     dropped = {c for c, rule in usecase.pii.items() if rule.method == "drop"}
     dropped |= set(usecase.cleaning.drop_columns)
-    return [c for c in usecase.source.schema_ if c not in dropped]
+    return [c for c in usecase.column_types if c not in dropped]
 
 
 def clean_rows(

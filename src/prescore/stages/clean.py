@@ -1,6 +1,6 @@
 """Clean stage: raw -> clean_<entity> + quarantine_<entity> + cleaning_stats_<entity>.
 
-Read the raw run date, flag it with the row rules and the split (data.cleaning), fit the cleaning
+Read the raw run date, add the derived columns (`derive:`), flag it with the row rules and the split (data.cleaning), fit the cleaning
 rules on the train split, then write the quarantined rows (with their reason), the fitted values
 and the clean rows: clean + quarantined = raw for the run_date.
 """
@@ -16,6 +16,7 @@ from prescore.data.cleaning import (
     REASON,
     SPLIT,
     QuarantineLimitError,
+    add_derived_columns,
     assign_split,
     clean_rows,
     fit_on_train,
@@ -53,7 +54,7 @@ def run(ctx: RunContext) -> dict[str, object]:
     secret = hmac_secret()
     raw_version = tables.latest_version(ctx.spark, settings, usecase.raw_table)
     raw = tables.read_run(ctx.spark, settings, usecase.raw_table, ctx.run_date, raw_version)
-    rows = raw.transform(
+    rows = raw.transform(add_derived_columns, derive=usecase.derive).transform(
         flag_invalid_rows, keys=usecase.row_keys, valid_range=cleaning.valid_range, pii=usecase.pii
     )
     if usecase.event_time is not None:  # the latest row of a key is kept, older ones quarantined
@@ -88,8 +89,10 @@ def run(ctx: RunContext) -> dict[str, object]:
             ctx.run_date,
         )
         quarantine_version = tables.replace_run(
-            quarantine_rows(
-                final.where(f"{REASON} is not null").drop(SPLIT), pii=usecase.pii, secret=secret
+            quarantine_rows(  # the raw row as it came: derived columns are recomputed on a rerun
+                final.where(f"{REASON} is not null").drop(SPLIT, *usecase.derive),
+                pii=usecase.pii,
+                secret=secret,
             ),
             settings,
             usecase.quarantine_table,
