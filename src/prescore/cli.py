@@ -1,6 +1,6 @@
 """The `prescore` command: one subcommand per stage, `run` for the whole flow, `check` for a use
-case's configuration, `lookup`, `serve`, `datagen`, `retention`, and `promote` / `rollback-model`
-to move a use case's @champion by hand."""
+case's configuration, `lookup`, `serve`, `datagen`, `retention`, `reset`, and `promote` /
+`rollback-model` to move a use case's @champion by hand."""
 
 from __future__ import annotations
 
@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="delete and vacuum raw and quarantine run dates older than retention_days",
         )
     )
+    reset = commands.add_parser(
+        "reset",
+        help="remove one use case's tables, snapshots and reports (MLflow is left alone)",
+    )
+    _usecase_arg(reset)
+    reset.add_argument("--keep-raw", action="store_true", help="keep raw_<entity>")
     rollback = commands.add_parser(
         "rollback", help="serve the snapshot served before the current one again (logged)"
     )
@@ -366,6 +372,18 @@ def _retention(args: argparse.Namespace) -> None:
     print(json.dumps(retention.run(ctx), indent=2))
 
 
+def _reset(args: argparse.Namespace) -> None:
+    from prescore.platform.spark import get_spark
+    from prescore.serving.reset import reset_usecase
+
+    settings = load_settings()
+    usecase = load_usecase(args.usecase, settings)
+    removed = reset_usecase(
+        settings, usecase, keep_raw=args.keep_raw, spark=lambda: get_spark(settings)
+    )
+    print(json.dumps(removed, indent=2))
+
+
 def _stages(args: argparse.Namespace) -> None:
     """A stage by name, or `run`: every stage in order."""
     from prescore.context import RunContext
@@ -382,6 +400,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "run": _stages,
     "check": _check,
     "retention": _retention,
+    "reset": _reset,
     "rollback": _rollback,
     "bi-views": _bi_views,
     "sql": _sql,

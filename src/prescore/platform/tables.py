@@ -8,6 +8,7 @@ old partition or the new one.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -178,6 +179,16 @@ def vacuum_removed_files(spark: SparkSession, settings: Settings, table: str) ->
     if last is None or last["operation"] != "VACUUM END":
         return 0
     return int(last["operationMetrics"].get("numDeletedFiles", 0))
+
+
+def remove(settings: Settings, table: str) -> bool:
+    """Delete a whole table, its log and its files (`prescore reset`); False if there was none.
+    Not a Delta operation: no reader may be reading it, which the caller makes sure of."""
+    path = settings.table_path(table)
+    if not path.exists():
+        return False
+    shutil.rmtree(path)
+    return True
 
 
 def delete_where(spark: SparkSession, settings: Settings, table: str, condition: Column) -> None:

@@ -187,3 +187,11 @@ def drop_unserved(
         & (F.col("published_at") == F.lit(orphan.published_at)),
     )
     return orphan
+
+
+def delete_usecase_rows(spark: SparkSession, settings: Settings, usecase: UseCase) -> None:
+    """Delete every event of one use case in one commit (`prescore reset`); other use cases'
+    events stay. Call under the publish lock."""
+    from pyspark.sql import functions as F
+
+    tables.delete_where(spark, settings, PUBLISH_LOG, F.col("usecase") == usecase.name)
