@@ -8,6 +8,7 @@ old partition or the new one.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 from datetime import date
 from pathlib import Path
@@ -22,8 +23,13 @@ if TYPE_CHECKING:
 
     from prescore.config import Settings
 
+log = logging.getLogger(__name__)
 # Delta refuses a vacuum horizon under its 7-day default unless this check is off (see vacuum).
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+
+
+class SchemaChangeError(ValueError):
+    """A write would change the type of a column of a table whose older rows are never rewritten."""
 
 
 class TableNotFoundError(FileNotFoundError):
@@ -102,20 +108,92 @@ def latest_version(spark: SparkSession, settings: Settings, table: str) -> int:
     return int(history.select("version").first()[0])  # type: ignore[index]
 
 
-def replace_run(df: DataFrame, settings: Settings, table: str, run_date: date) -> int:
+def replace_run(
+    df: DataFrame, settings: Settings, table: str, run_date: date, *, rewrite_older: bool = True
+) -> int:
     """Write `df` as the run_date partition of `table`, replacing what was there; returns the version.
 
     The frame must carry a run_date column equal to `run_date` on every row: Delta's
     replaceWhere constraint check refuses the commit otherwise, so nothing else is touched.
+
+    A use case's schema may change between runs (a feature moved, a derived column added or
+    retyped): a new column is added to the table (older run dates read it as null); a column
+    whose type changed makes one rewrite of the whole table in the new schema (see
+    `_rewrite_in_new_schema`), and a column the frame no longer has stays, null in this run date.
+    With `rewrite_older` false (raw, never modified), a retyped column is a SchemaChangeError.
     """
+    retyped = _retyped_columns(df, settings, table)
+    if retyped and not rewrite_older:
+        changes = ", ".join(f"{c} ({old} -> {new})" for c, (old, new) in sorted(retyped.items()))
+        raise SchemaChangeError(
+            f"{table}: columns changed type: {changes}; its older run dates are never rewritten: "
+            f"declare the old type, or remove the table first (prescore reset)"
+        )
+    if retyped:
+        _rewrite_in_new_schema(df, settings, table, run_date, retyped)
+    else:
+        (
+            df.write.format("delta")
+            .mode("overwrite")
+            .partitionBy(RUN_DATE)
+            .option("replaceWhere", f"{RUN_DATE} = DATE'{run_date.isoformat()}'")
+            .option("mergeSchema", "true")
+            .save(str(settings.table_path(table)))
+        )
+    return latest_version(df.sparkSession, settings, table)
+
+
+def _retyped_columns(df: DataFrame, settings: Settings, table: str) -> dict[str, tuple[str, str]]:
+    """The columns of `df` the table holds with another type: name -> (old type, new type)."""
+    if not exists(settings, table):
+        return {}
+    old = {f.name: f.dataType for f in read(df.sparkSession, settings, table).schema.fields}
+    return {
+        f.name: (old[f.name].simpleString(), f.dataType.simpleString())
+        for f in df.schema.fields
+        if f.name in old and old[f.name] != f.dataType
+    }
+
+
+def _rewrite_in_new_schema(
+    df: DataFrame,
+    settings: Settings,
+    table: str,
+    run_date: date,
+    retyped: dict[str, tuple[str, str]],
+) -> None:
+    """Replace the whole table, in one commit, by `df` for `run_date` and the other run dates
+    in `df`'s schema: a retyped column's older values cast with try_cast (null where they do not
+    fit), a column `df` lacks dropped. Older versions keep the old values (time travel)."""
+    from pyspark.sql import functions as F
+
+    older = read(df.sparkSession, settings, table).where(F.col(RUN_DATE) != F.lit(run_date))
+    dropped = sorted(set(older.columns) - set(df.columns))
+    log.warning(
+        "%s: the schema changed: run dates other than %s are rewritten with %s cast by try_cast "
+        "(null where a value does not fit)%s",
+        table,
+        run_date,
+        ", ".join(f"{c} ({old} -> {new})" for c, (old, new) in sorted(retyped.items())),
+        f", and columns {dropped} dropped" if dropped else "",
+    )
+    casts = [
+        (
+            F.col(f.name).try_cast(f.dataType)
+            if f.name in older.columns
+            else F.lit(None).cast(f.dataType)
+        ).alias(f.name)
+        for f in df.schema.fields
+    ]
     (
-        df.write.format("delta")
+        older.select(*casts)
+        .unionByName(df)
+        .write.format("delta")
         .mode("overwrite")
         .partitionBy(RUN_DATE)
-        .option("replaceWhere", f"{RUN_DATE} = DATE'{run_date.isoformat()}'")
+        .option("overwriteSchema", "true")
         .save(str(settings.table_path(table)))
     )
-    return latest_version(df.sparkSession, settings, table)
 
 
 def append(df: DataFrame, settings: Settings, table: str) -> int:

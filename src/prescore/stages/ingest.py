@@ -61,7 +61,9 @@ def run(ctx: RunContext) -> dict[str, object]:
     raw = frame.transform(
         with_ingest_lineage, run_date=ctx.run_date, ingested_at=datetime.now(), source=origin
     )
-    version = tables.replace_run(raw, ctx.settings, ctx.usecase.raw_table, ctx.run_date)
+    version = tables.replace_run(  # raw is never modified: a retyped column is refused
+        raw, ctx.settings, ctx.usecase.raw_table, ctx.run_date, rewrite_older=False
+    )
     rows = (
         tables.read(ctx.spark, ctx.settings, ctx.usecase.raw_table, version)
         .where(f"{tables.RUN_DATE} = DATE'{ctx.run_date}'")
