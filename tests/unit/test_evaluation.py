@@ -101,3 +101,43 @@ def test_the_gate_keeps_the_champion_when_it_cannot_be_scored() -> None:
         {"auc": 0.9}, {"auc": 0.8}, unscorable="", settings=settings, champion_version="1"
     )
     assert promoted == decide({"auc": 0.9}, {"auc": 0.8}, gate=settings, champion_version="1")
+
+
+@pytest.mark.parametrize(
+    ("trained", "reason"),
+    [
+        (["a", "b"], ""),
+        (["b", "a"], "its features in another order"),
+        (["a", "c"], "features ['c'] no longer used, ['b'] new"),
+    ],
+)
+def test_feature_change_says_how_a_champion_differs(trained: list[str], reason: str) -> None:
+    from prescore.training.promotion import feature_change
+
+    assert feature_change(trained, ["a", "b"]) == reason
+
+
+def test_a_champion_on_other_features_gives_way_to_a_version_meeting_the_minimum() -> None:
+    from prescore.training.promotion import gate
+
+    settings = PromotionSettings(metric="auc", margin=0.0, minimum=0.7)
+    changed = "features ['plan'] no longer used, ['late'] new"
+    promoted = gate(
+        {"auc": 0.8},
+        None,
+        unscorable="",
+        settings=settings,
+        champion_version="3",
+        other_features=changed,
+    )
+    assert promoted.promote
+    assert "champion v3 was trained on other features (features ['plan']" in promoted.reason
+    below = gate(
+        {"auc": 0.6},
+        None,
+        unscorable="",
+        settings=settings,
+        champion_version="3",
+        other_features=changed,
+    )
+    assert not below.promote and "does not meet the minimum" in below.reason

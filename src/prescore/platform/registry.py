@@ -103,6 +103,16 @@ def has_alias(settings: Settings, usecase: UseCase, alias: str) -> bool:
     return True
 
 
+# The training run's parameter naming the model's input columns, in order (stages/train.py).
+FEATURES_PARAM = "features"
+
+
+def trained_features(settings: Settings, ref: ModelRef) -> list[str] | None:
+    """The columns a version was trained on, in order, from its run; None if the run lacks them."""
+    text = client(settings).get_run(ref.run_id).data.params.get(FEATURES_PARAM)
+    return None if text is None else [c for c in text.split(",") if c]
+
+
 def set_alias(settings: Settings, ref: ModelRef, alias: str) -> None:
     client(settings).set_registered_model_alias(ref.name, alias, ref.version)
 

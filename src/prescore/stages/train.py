@@ -107,34 +107,42 @@ def model_rows(ctx: RunContext, clean_version: int) -> DataFrame:
 
 def champion_metrics(
     ctx: RunContext, test: pd.DataFrame
-) -> tuple[registry.ModelRef | None, dict[str, float] | None, str]:
-    """The current champion and its metrics on this test split; a note when it cannot be scored."""
+) -> tuple[registry.ModelRef | None, dict[str, float] | None, str, str]:
+    """The current champion, its metrics on this test split, a note when it cannot be scored,
+    and how its features differ from the use case's (both "" when they do not)."""
     import mlflow.xgboost
 
     settings, usecase = ctx.settings, ctx.usecase
     if not registry.has_alias(settings, usecase, registry.CHAMPION):
-        return None, None, ""
+        return None, None, "", ""
     ref = registry.resolve_alias(settings, usecase, registry.CHAMPION)
+    trained = registry.trained_features(settings, ref)
+    changed = "" if trained is None else promotion.feature_change(trained, usecase.features)
+    if changed:  # scoring its columns by position would be wrong, or fail: not comparable
+        log.warning("train: champion v%s was trained on other features: %s", ref.version, changed)
+        return ref, None, "", changed
     try:
         booster = mlflow.xgboost.load_model(ref.uri)
-        return ref, evaluation.metrics(booster, test, usecase=usecase), ""
-    except Exception as exc:  # e.g. a champion trained on other features
-        return ref, None, f"champion v{ref.version} cannot be scored on this test split: {exc}"
+        return ref, evaluation.metrics(booster, test, usecase=usecase), "", ""
+    except Exception as exc:  # e.g. a champion whose run did not record its features
+        note = f"champion v{ref.version} cannot be scored on this test split: {exc}"
+        return ref, None, note, ""
 
 
 def gate(
     ctx: RunContext, metrics: dict[str, float], test: pd.DataFrame
 ) -> tuple[registry.ModelRef | None, dict[str, float] | None, promotion.Decision]:
     """The champion, its metrics on the same test split, and the promotion gate's decision."""
-    champion, incumbent, note = champion_metrics(ctx, test)
+    champion, incumbent, note, changed = champion_metrics(ctx, test)
     decision = promotion.gate(
         metrics,
         incumbent,
         unscorable=note,
         settings=ctx.usecase.model.promotion,
         champion_version=champion.version if champion else None,
+        other_features=changed,
     )
-    return champion, None if note else incumbent, decision
+    return champion, None if note or changed else incumbent, decision
 
 
 def chosen_params(
@@ -176,7 +184,7 @@ def train_and_register(
         log_input(ctx, clean, clean_version)
         params = chosen_params(fit, clean, usecase=usecase)
         mlflow.log_params(
-            {**params, "num_workers": workers, "features": ",".join(usecase.features)}
+            {**params, "num_workers": workers, registry.FEATURES_PARAM: ",".join(usecase.features)}
         )
         mlflow.log_params({f"rows_{k}": v for k, v in split_rows.items()})
         booster = fit(params)

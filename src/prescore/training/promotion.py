@@ -50,6 +50,16 @@ def decide(
     return Decision(False, f"{versus} on the same test split: not better by {gate.margin:g}")
 
 
+def feature_change(trained: list[str], features: list[str]) -> str:
+    """How a champion's input columns differ from the use case's now, or "" when they do not."""
+    if trained == features:
+        return ""
+    gone, added = sorted(set(trained) - set(features)), sorted(set(features) - set(trained))
+    if not gone and not added:
+        return "its features in another order"
+    return f"features {gone} no longer used, {added} new"
+
+
 def gate(
     challenger: dict[str, float],
     champion: dict[str, float] | None,
@@ -57,9 +67,26 @@ def gate(
     unscorable: str,
     settings: PromotionSettings,
     champion_version: str | None,
+    other_features: str = "",
 ) -> Decision:
     """The promotion gate: kept out when the champion could not be scored on this test split
-    (`unscorable` says why), else `decide`."""
+    (`unscorable` says why), else `decide`.
+
+    `other_features` (from `feature_change`) says the champion was trained on other features:
+    the use case changed, the champion can no longer score its clean table, and no comparison on
+    one test split is possible. The new version then replaces it if it meets the minimum.
+    """
+    if other_features:
+        first = decide(challenger, None, gate=settings)
+        changed = f"champion v{champion_version} was trained on other features ({other_features})"
+        if not first.promote:
+            return Decision(False, f"{changed}, but the new version fails the gate: {first.reason}")
+        value = challenger[settings.metric]
+        return Decision(
+            True,
+            f"{changed}: not comparable, and it cannot score the use case as it is now; "
+            f"{settings.metric} {value:.4f} meets the minimum, the new version replaces it",
+        )
     if unscorable:
         return Decision(False, unscorable)
     return decide(challenger, champion, gate=settings, champion_version=champion_version)
