@@ -279,3 +279,22 @@ def test_promotion_metric_of_another_task_stops_before_fitting(
         ValueError, match=r"model\.promotion\.metric 'rmse' is not a metric of task 'binary'"
     ):
         train.run(RunContext(trained.settings, wrong, RUN_DATE, spark))
+
+
+def test_a_champion_trained_on_other_features_gives_way(
+    spark: SparkSession, trained: Trained
+) -> None:
+    """The use case drops a feature: the champion cannot score it, so it is not compared by
+    position; the new version, meeting the minimum, replaces it, saying why. (Last: it moves
+    @champion.)"""
+    fewer = trained.usecase.model_copy(
+        update={
+            "numeric_features": [f for f in trained.usecase.numeric_features if f != "num_products"]
+        }
+    )
+    before = champion(trained)
+    result = train.run(RunContext(trained.settings, fewer, RUN_DATE, spark))
+    assert result["promoted"] is True
+    assert f"champion v{before} was trained on other features" in str(result["reason"])
+    assert "['num_products'] no longer used" in str(result["reason"])
+    assert champion(trained) == result["version"]
