@@ -29,17 +29,8 @@ if TYPE_CHECKING:
 
 
 def derived_tables(usecase: UseCase, *, keep_raw: bool) -> list[str]:
-    """The Delta tables a reset removes: the entity's (raw unless kept), then the use case's."""
-    entity = [
-        usecase.raw_table,
-        usecase.clean_table,
-        usecase.quarantine_table,
-        usecase.validation_table,
-        usecase.profile_table,
-        usecase.cleaning_stats_table,
-    ]
-    own = [usecase.predictions_table, usecase.shadow_table, usecase.monitoring_table]
-    return [t for t in entity if not (keep_raw and t == usecase.raw_table)] + own
+    """The Delta tables a reset removes: every table of the use case, raw unless kept."""
+    return [t for t in usecase.tables if not (keep_raw and t == usecase.raw_table)]
 
 
 def reset_usecase(
