@@ -215,6 +215,8 @@ def usecase_summary(usecase: UseCase, settings: Settings) -> list[str]:
         f"  numeric     {', '.join(usecase.numeric_features) or '-'}",
         f"  categorical {', '.join(categorical) or '-'}",
     ]
+    for name, derived in usecase.derive.items():
+        lines.append(f"  derive      {name} ({derived.type}) = {derived.sql}")
     if usecase.time_series is not None:
         built = usecase.time_series.derived_features(usecase.label)
         lines.append(f"  built       {', '.join(built)} (from the history)")

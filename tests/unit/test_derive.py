@@ -184,3 +184,13 @@ def test_clean_rows_keep_the_derived_columns(spark: SparkSession, churn: UseCase
         add_derived_columns(raw, derive=usecase.derive), usecase=usecase, secret=b"s"
     )
     assert clean.schema["long_tenure"].dataType.simpleString() == "int"
+
+
+def test_check_lists_the_derived_columns(churn_yaml: tuple[Path, dict[str, Any]]) -> None:
+    from prescore.cli import usecase_summary
+
+    path, data = churn_yaml
+    data["derive"] = {"long_tenure": {"sql": "tenure_months >= 24", "type": "int"}}
+    usecase = _load(path, data)
+    lines = usecase_summary(usecase, load_settings(path.parents[1]))
+    assert "  derive      long_tenure (int) = tenure_months >= 24" in lines
