@@ -1,8 +1,9 @@
 """Clean stage: raw -> clean_<entity> + quarantine_<entity> + cleaning_stats_<entity>.
 
-Read the raw run date, add the derived columns (`derive:`), flag it with the row rules and the split (data.cleaning), fit the cleaning
-rules on the train split, then write the quarantined rows (with their reason), the fitted values
-and the clean rows: clean + quarantined = raw for the run_date.
+Read the raw run date, add the derived columns (`derive:`), flag it with the row rules and the
+split (data.cleaning), fit the cleaning rules on the train split, then write the quarantined rows
+(with their reason), the fitted values and the clean rows: clean + quarantined = raw for the
+run_date.
 """
 
 from __future__ import annotations
