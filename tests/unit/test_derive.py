@@ -194,3 +194,24 @@ def test_check_lists_the_derived_columns(churn_yaml: tuple[Path, dict[str, Any]]
     usecase = _load(path, data)
     lines = usecase_summary(usecase, load_settings(path.parents[1]))
     assert "  derive      long_tenure (int) = tenure_months >= 24" in lines
+
+
+def test_a_suite_naming_a_derived_column_is_told_it_checks_raw(
+    churn_yaml: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    import json
+
+    path, data = churn_yaml
+    suites = tmp_path / "expectations"
+    shutil.copytree(DEFAULT_CONF_DIR.parent / "expectations", suites)
+    suite = suites / "raw_customers.json"
+    spec = json.loads(suite.read_text())
+    spec["expectations"].append(
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "long_tenure"}}
+    )
+    suite.write_text(json.dumps(spec))
+    data["derive"] = {"long_tenure": {"sql": "tenure_months >= 24", "type": "int"}}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    settings = load_settings(path.parents[1]).model_copy(update={"expectations_dir": suites})
+    with pytest.raises(ConfigError, match=re.escape("derive: columns exist in clean only")):
+        load_usecase("churn", settings)
