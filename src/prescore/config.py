@@ -156,6 +156,7 @@ LABEL_TYPES: dict[str, tuple[str, ...]] = {
     "binary": ("int", "long", "boolean"),  # 0/1 or false/true
     "regression": ("int", "long", "double"),
 }
+KEY_TYPES = ("string", "int", "long", "date")  # what the serving key file stores exactly
 NUMERIC_FEATURE_TYPES = ("int", "long", "double", "boolean")
 CATEGORICAL_FEATURE_TYPES = ("string",)  # levels are strings, matched as written
 NUMERIC_RULE_TYPES = ("int", "long", "double")  # clip, outliers, valid_range, impute mean/median
@@ -627,6 +628,12 @@ class UseCase(_Strict):
                 one_of = " or ".join(filter(None, [", ".join(allowed[:-1]), allowed[-1]]))
                 raise ValueError(f"{field}: {', '.join(wrong)} must be {one_of} ({why})")
 
+        refuse(
+            "keys",
+            self.keys,
+            KEY_TYPES,
+            "a lookup matches keys exactly; declare a timestamp key as a string, or derive one",
+        )
         refuse("label", [self.label], LABEL_TYPES[self.task], f"task {self.task}")
         if self.event_time is not None:
             refuse("event_time", [self.event_time], TIME_TYPES, "the latest row of a key wins")

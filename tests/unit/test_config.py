@@ -312,6 +312,10 @@ def test_a_column_plays_one_role(conf_dir: Path, edit: dict[str, Any], reason: s
             "cleaning.impute: region (string) must be int, long or double",
         ),
         ({"cleaning": {"impute": {"region": {"strategy": "mode"}}}}, None),
+        (
+            {"source": {"schema": {"customer_id": "timestamp"}}},
+            "keys: customer_id (timestamp) must be string, int, long or date",
+        ),
     ],
     ids=[
         "event_time_text",
@@ -325,6 +329,7 @@ def test_a_column_plays_one_role(conf_dir: Path, edit: dict[str, Any], reason: s
         "clip_date",
         "median_of_text",
         "mode_of_text",
+        "timestamp_key",
     ],
 )
 def test_types_fit_their_roles(conf_dir: Path, edit: dict[str, Any], reason: str | None) -> None:

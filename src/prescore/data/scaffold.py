@@ -21,7 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from prescore.catalog import raw_table
-from prescore.config import Settings, UseCase
+from prescore.config import KEY_TYPES, Settings, UseCase
 from prescore.identifiers import IDENTIFIER, quote_identifier, quote_literal
 from prescore.platform.files import write_text_atomically
 
@@ -111,6 +111,7 @@ class Proposal:
     pii: dict[str, tuple[str, str]] = field(default_factory=dict)  # column: (method, why)
     left_out: dict[str, str] = field(default_factory=dict)  # declared, not used: why
     undeclared: list[str] = field(default_factory=list)  # names no engine reads alike
+    as_text: list[str] = field(default_factory=list)  # keys declared string: read as written
     notes: list[str] = field(default_factory=list)  # what to review
 
 
@@ -270,6 +271,13 @@ def propose(sample: Sample, *, label: str | None, keys: Sequence[str] | None) ->
         task=_task(sample.column(label_name)),
         event_time=_find_event_time(sample, key_names),
     )
+    for name in key_names:
+        if sample.column(name).kind not in KEY_TYPES:
+            proposal.as_text.append(name)
+            proposal.notes.append(
+                f"key {name} is {sample.column(name).kind} in the file: declared string, so a "
+                f"lookup gives it as written there"
+            )
     taken = {*key_names, label_name, proposal.event_time}
     for name, column in columns.items():
         if name in taken:
@@ -394,7 +402,9 @@ def render_usecase(name: str, entity: str, sample: Sample, proposal: Proposal) -
     if proposal.undeclared:
         lines.append("  columns: ignore_undeclared   # not read: " + ", ".join(proposal.undeclared))
     lines.append("  schema:")
-    lines += [f"    {c.name}: {c.kind}" for c in declared]
+    lines += [
+        f"    {c.name}: {'string' if c.name in proposal.as_text else c.kind}" for c in declared
+    ]
     lines += ["", f"keys: {_flow(proposal.keys)}"]
     if proposal.event_time:
         lines.append(f"event_time: {proposal.event_time}   # dedupe keeps the latest row per key")
