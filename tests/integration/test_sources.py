@@ -75,7 +75,7 @@ BAD: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], str]] = {
     "extra": (lambda df: df.assign(shoe_size=42), r"unexpected column\(s\) \['shoe_size'\]"),
     "retyped": (
         lambda df: df.assign(tenure_months=["many", *list(df["tenure_months"][1:])]),
-        r"column 'tenure_months' has a value that is not int",
+        r"column 'tenure_months' value 'many' is not int; 1 row\(s\) in 2 file\(s\)",
     ),
 }
 

@@ -101,19 +101,24 @@ def latest_version(spark: SparkSession, settings: Settings, table: str) -> int:
     return int(history.select("version").first()[0])  # type: ignore[index]
 
 
-def replace_run(df: DataFrame, settings: Settings, table: str, run_date: date) -> int:
+def replace_run(
+    df: DataFrame, settings: Settings, table: str, run_date: date, *, merge_schema: bool = False
+) -> int:
     """Write `df` as the run_date partition of `table`, replacing what was there; returns the version.
 
     The frame must carry a run_date column equal to `run_date` on every row: Delta's
     replaceWhere constraint check refuses the commit otherwise, so nothing else is touched.
+    `merge_schema` lets the frame add columns to the table (older partitions read them as null).
     """
-    (
+    writer = (
         df.write.format("delta")
         .mode("overwrite")
         .partitionBy(RUN_DATE)
         .option("replaceWhere", f"{RUN_DATE} = DATE'{run_date.isoformat()}'")
-        .save(str(settings.table_path(table)))
     )
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
+    writer.save(str(settings.table_path(table)))
     return latest_version(df.sparkSession, settings, table)
 
 
