@@ -151,8 +151,9 @@ BAD_TENURE, BAD_CHARGE = (3, 7), 25  # rows of the sample given text that does n
 
 
 def messy_csv(ctx: RunContext, sample: pd.DataFrame) -> list[Path]:
-    """Two CSV files as a careless export writes them: an undeclared column, R's `NA` for every
-    missing value, and three numbers that do not parse (rows 3 and 7 of part-0, row 5 of part-1)."""
+    """Two CSV files as R's write.csv writes them: an undeclared column and unnamed row names,
+    `NA` for every missing value, and three numbers that do not parse (rows 4 and 8 of part-0,
+    row 6 of part-1)."""
     frame = as_text(sample).assign(shoe_size=42)
     frame["tenure_months"] = frame["tenure_months"].astype(object)
     frame["monthly_charges"] = frame["monthly_charges"].astype(object)
@@ -162,8 +163,8 @@ def messy_csv(ctx: RunContext, sample: pd.DataFrame) -> list[Path]:
     folder = landing_dir(ctx.settings, ctx.usecase, RUN_DATE)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "part-0.csv", folder / "part-1.csv"]
-    frame[:20].to_csv(paths[0], index=False, na_rep="NA")
-    frame[20:].to_csv(paths[1], index=False, na_rep="NA")
+    frame[:20].to_csv(paths[0], na_rep="NA")  # row names first, headed "", as R writes them
+    frame[20:].to_csv(paths[1], na_rep="NA")
     return paths
 
 

@@ -326,10 +326,13 @@ def read_text(
 
     groups: dict[tuple[str, ...], list[str]] = {}
     for path, header in zip(files, headers, strict=True):
-        groups.setdefault(tuple(header), []).append(str(path))
+        # an undeclared column is never selected: a placeholder name spares Spark an empty or
+        # repeated one (R's write.csv heads its row names with "")
+        names = [c if c in source.schema_ else f"_undeclared_{i}" for i, c in enumerate(header)]
+        groups.setdefault(tuple(names), []).append(str(path))
     frames = []
-    for names, paths in groups.items():
-        ddl = ", ".join(f"{quote_spark_identifier(c)} string" for c in names)
+    for schema, paths in groups.items():
+        ddl = ", ".join(f"{quote_spark_identifier(c)} string" for c in schema)
         reader = spark.read.format(source.format).schema(ddl).options(**source.options)
         reader = reader.option("mode", "FAILFAST")
         if source.format == "csv":
