@@ -4,6 +4,7 @@ that does not parse kept as a bad value, and clean's reason for it."""
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -12,7 +13,14 @@ from pydantic import ValidationError
 from pyspark.sql import SparkSession
 
 from prescore.catalog import BAD_VALUES, BAD_VALUES_TYPE
-from prescore.config import DEFAULT_NULL_VALUES, SourceSettings
+from prescore.config import (
+    DEFAULT_CONF_DIR,
+    DEFAULT_NULL_VALUES,
+    ConfigError,
+    SourceSettings,
+    load_settings,
+    load_usecase,
+)
 from prescore.data.cleaning import REASON, flag_invalid_rows, quarantine_rows
 from prescore.data.sources import (
     SourceSchemaError,
@@ -179,3 +187,14 @@ def test_quarantined_row_leaves_the_bad_values_to_its_reason(spark: SparkSession
     rows = {r.reason: json.loads(r.raw_row) for r in out.collect()}
     assert all(BAD_VALUES not in row for row in rows.values())
     assert rows["column 'age' value 'x' is not int (file g.csv)"]["amount"] == 2.0
+
+
+def test_a_text_option_on_a_typed_source_names_the_file_and_field(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, conf)
+    churn = conf / "usecases" / "churn.yaml"
+    text = churn.read_text()
+    assert "  path: churn" in text  # churn's source is parquet
+    churn.write_text(text.replace("  path: churn", "  path: churn\n  null_values: [NA]", 1))
+    with pytest.raises(ConfigError, match=r"churn\.yaml: source: .*null_values only apply"):
+        load_usecase("churn", load_settings(conf))
