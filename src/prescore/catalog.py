@@ -19,6 +19,10 @@ TARGET_DATE = "target_date"  # the day a time-series prediction is for (training
 HORIZON = "horizon"  # days from the run date to target_date
 QUARANTINE_REASON = "_quarantine_reason"  # why a raw row is not in clean
 SOURCE_FILE, INGESTED_AT = "_source_file", "_ingested_at"  # raw rows' lineage
+# raw rows' lineage too: map of column -> the text that did not parse as its declared type (the
+# column itself is null), null when every value parsed; clean quarantines such rows
+BAD_VALUES = "_bad_values"
+BAD_VALUES_TYPE = "map<string,string>"
 CHAMPION_SCORE, CHALLENGER_SCORE = "champion_score", "challenger_score"  # shadow rows
 
 # ---------------------------------------------------------------- tables

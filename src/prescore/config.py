@@ -164,12 +164,21 @@ TIME_TYPES = ("date", "timestamp")
 
 
 _JDBC_FIELDS = ("url", "table", "query", "driver", "driver_package", "user_env", "password_env")
+# Read as missing in csv and json sources unless the use case lists its own `null_values`.
+DEFAULT_NULL_VALUES = ("", "NA", "NaN", "null")
 _CREDENTIAL = re.compile(r"(^|[;&?:])\s*(user|password)\s*=", re.IGNORECASE)
 
 
 class SourceSettings(_Strict):
     """Landing files (csv with a header, json lines, parquet) under <path>/run_date=YYYY-MM-DD/,
-    an existing Delta table at <path>, or a JDBC table or query; each must match `schema` exactly.
+    an existing Delta table at <path>, or a JDBC table or query; each must match `schema` exactly,
+    unless `columns: ignore_undeclared` (then columns not in `schema` are left out, not refused).
+
+    Text formats (csv, json): a value equal to one of `null_values` (whitespace trimmed) is
+    missing; "NaN" is among the defaults so that a text NaN becomes null, which the cleaning
+    rules fill or drop, not a double NaN that they would pass through. A value that does not parse
+    as its column's type fails the ingest (`on_bad_value: fail`) or lands in raw as null, its text
+    kept in `_bad_values`, and clean quarantines the row (`on_bad_value: quarantine`).
 
     JDBC credentials come from the environment only: `user_env` and `password_env` name the
     variables, and a user or password written into the url or the options is refused.
@@ -186,6 +195,23 @@ class SourceSettings(_Strict):
     driver_package: str | None = None  # jdbc: its Maven coordinate, added to the Spark session
     user_env: str | None = None  # jdbc: the environment variable holding the user
     password_env: str | None = None  # jdbc: the environment variable holding the password
+    columns: Literal["declared", "ignore_undeclared"] = "declared"
+    null_values: list[str] = Field(default_factory=lambda: list(DEFAULT_NULL_VALUES))
+    on_bad_value: Literal["fail", "quarantine"] = "fail"
+
+    @model_validator(mode="after")
+    def _text_options(self) -> SourceSettings:
+        """null_values and on_bad_value: quarantine only mean something for text formats."""
+        if self.format in ("csv", "json"):
+            return self
+        if "null_values" in self.model_fields_set:
+            raise ValueError(f"null_values only apply to formats csv and json, not {self.format}")
+        if self.on_bad_value == "quarantine":
+            raise ValueError(
+                f"on_bad_value: quarantine only applies to formats csv and json; {self.format} "
+                "is typed (a value of the wrong type fails the ingest naming the column)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fields_of_format(self) -> SourceSettings:

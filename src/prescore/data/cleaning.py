@@ -14,11 +14,18 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from prescore.catalog import CLEANING_STATS_SCHEMA, QUARANTINE_REASON, RUN_DATE, SPLIT
+from prescore.catalog import (
+    BAD_VALUES,
+    CLEANING_STATS_SCHEMA,
+    QUARANTINE_REASON,
+    RUN_DATE,
+    SOURCE_FILE,
+    SPLIT,
+)
 from prescore.config import RangeRule
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Mapping
 
     from pyspark.sql import Column, DataFrame, SparkSession
 
@@ -107,6 +114,27 @@ def range_violation(
     )
 
 
+def unparsed_values(declared: Mapping[str, str], *, pii: Collection[str] = ()) -> Column:
+    """A reason naming each column of the row's BAD_VALUES (the text ingest could not parse as
+    the declared type), its text unless the column is in `pii`, and the file; else null:
+    `column 'x' value 'abc' is not double (file part-0.csv)`."""
+    from pyspark.sql import functions as F
+
+    parts = []
+    for column, kind in declared.items():
+        if kind == "string":  # text is never unparsed
+            continue
+        text = F.col(BAD_VALUES).getItem(column)
+        shown = (
+            F.lit("(PII, not shown)") if column in pii else F.concat(F.lit("'"), text, F.lit("'"))
+        )
+        described = F.concat(F.lit(f"column '{column}' value "), shown, F.lit(f" is not {kind}"))
+        parts.append(F.when(text.isNotNull(), described))
+    file = F.concat(F.lit(" (file "), F.coalesce(F.col(SOURCE_FILE), F.lit("?")), F.lit(")"))
+    found = F.concat_ws(", ", *parts)
+    return F.when(F.size(F.col(BAD_VALUES)) > 0, F.concat(found, file))
+
+
 # ---------------------------------------------------------------- transforms
 
 
@@ -127,12 +155,18 @@ def flag_invalid_rows(
     keys: list[str],
     valid_range: dict[str, RangeRule],
     pii: Collection[str] = (),
+    declared: Mapping[str, str] | None = None,
 ) -> DataFrame:
-    """Add _quarantine_reason: the first failed row rule (null key, value out of range), else null.
-    A reason names the value it found, unless the column is in `pii`."""
+    """Add _quarantine_reason: the first failed row rule (a value ingest could not parse as its
+    `declared` type, null key, value out of range), else null. A reason names the value it
+    found, unless the column is in `pii`. Raw rows without BAD_VALUES (ingested before it
+    existed) have no unparsed values."""
     from pyspark.sql import functions as F
 
-    reasons = [F.when(F.col(k).isNull(), F.lit(f"null key {k}")) for k in keys]
+    reasons = []
+    if declared is not None and BAD_VALUES in df.columns:
+        reasons.append(unparsed_values(declared, pii=pii))
+    reasons += [F.when(F.col(k).isNull(), F.lit(f"null key {k}")) for k in keys]
     reasons += [
         range_violation(c, rule, show_value=c not in pii) for c, rule in valid_range.items()
     ]
@@ -419,13 +453,13 @@ def quarantine_rows(df: DataFrame, *, pii: dict[str, PiiRule], secret: bytes) ->
     holds PII in the clear."""
     from pyspark.sql import functions as F
 
-    row_columns = [c for c in df.columns if c not in (REASON, RUN_DATE)]
+    row_columns = [c for c in df.columns if c not in (REASON, RUN_DATE, BAD_VALUES)]
     anonymised = df.transform(anonymise, pii=pii, secret=secret)
     kept = [c for c in row_columns if c in anonymised.columns]
     return anonymised.select(
         F.to_json(F.struct(*kept)).alias("raw_row"),
         F.col(REASON).alias("reason"),
-        F.col("_source_file").alias("source_file"),
+        F.col(SOURCE_FILE).alias("source_file"),
         F.col(RUN_DATE),
     )
 

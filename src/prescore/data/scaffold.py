@@ -21,13 +21,12 @@ import yaml
 from pydantic import ValidationError
 
 from prescore.catalog import raw_table
-from prescore.config import KEY_TYPES, Settings, UseCase
+from prescore.config import DEFAULT_NULL_VALUES, KEY_TYPES, Settings, UseCase
 from prescore.identifiers import IDENTIFIER, quote_identifier, quote_literal
 from prescore.platform.files import write_text_atomically
 
 SAMPLE_ROWS = 20_000
 MAX_LEVELS = 50  # a text column with more distinct values is free text or an identifier
-NULL_VALUES = ("", "NA", "NaN", "null")  # what the sample reads as missing (as source.null_values)
 FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".json": "json"}
 
 _SAFE_NAME = re.compile(IDENTIFIER)
@@ -149,7 +148,7 @@ def _reader(path: Path, source_format: str) -> str:
         return f"read_parquet({location})"
     if source_format == "json":
         return f"read_json_auto({location}, format = 'newline_delimited')"
-    nulls = ", ".join(quote_literal(v) for v in NULL_VALUES)
+    nulls = ", ".join(quote_literal(v) for v in DEFAULT_NULL_VALUES)
     return f"read_csv({location}, nullstr = [{nulls}], header = true)"
 
 

@@ -1,12 +1,16 @@
 """A use case's source: where its landing files are, how they are read, and the checks before
-ingest writes anything: every landing file (or source table) must match the schema declared in
-the use case, or the read fails naming the file and the column.
+ingest writes anything: every landing file (or source table) must hold the columns declared in
+the use case (and no other, unless `columns: ignore_undeclared`), or the read fails naming the
+file and the column.
 
-Parquet: the footer of each file. CSV: the header line of each file, then one Spark pass over the
-text values that finds the first file holding a value that is not of its declared type. JSON
-lines: the keys of each file's first record, then the same pass. Delta: the table's schema.
-JDBC: the columns and types the driver reports, then one pass that counts the rows and finds text
-dates or timestamps that do not parse (SQLite, say, keeps dates as text).
+Parquet: the footer of each file. Delta: the table's schema. JDBC: the columns and types the
+driver reports, then one pass that counts the rows and finds text dates or timestamps that do not
+parse (SQLite, say, keeps dates as text). CSV: the header line of each file; JSON lines: the keys
+of each file's first record. Text files are then read as text, by column name, and parsed here
+(`parse_text`): a value in `null_values` is null, a value that does not cast to its declared type
+is null with its text kept in the BAD_VALUES lineage column. With `on_bad_value: fail` one pass
+counts such rows and the error names the first one (`check_parsed`); with `quarantine` they are
+written to raw as they are and the clean stage quarantines them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Collection
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +26,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prescore.catalog import INGESTED_AT, RUN_DATE, SOURCE_FILE
+from prescore.catalog import BAD_VALUES, BAD_VALUES_TYPE, INGESTED_AT, RUN_DATE, SOURCE_FILE
 from prescore.identifiers import quote_spark_identifier
 
 if TYPE_CHECKING:
@@ -45,30 +50,42 @@ SPARK_TYPES = {
 }
 
 
-def check_columns(where: str, actual: list[str], declared: dict[str, str]) -> None:
-    """Refuse a missing or an extra column, naming the file or table."""
+def check_columns(
+    where: str, actual: list[str], declared: dict[str, str], *, ignore_undeclared: bool = False
+) -> None:
+    """Refuse a missing column, and an extra one unless `ignore_undeclared`, naming the file or
+    table."""
     missing = sorted(set(declared) - set(actual))
     extra = sorted(set(actual) - set(declared))
     if missing:
         raise SourceSchemaError(f"{where}: missing column(s) {missing}")
-    if extra:
-        raise SourceSchemaError(f"{where}: unexpected column(s) {extra} not in the declared schema")
+    if extra and not ignore_undeclared:
+        raise SourceSchemaError(
+            f"{where}: unexpected column(s) {extra} not in the declared schema "
+            "(source.columns: ignore_undeclared leaves them out)"
+        )
 
 
-def check_csv_header(path: Path, declared: dict[str, str], *, delimiter: str = ",") -> None:
-    """The header names the declared columns; a file with no header or no row is refused."""
+def check_csv_header(
+    path: Path, declared: dict[str, str], *, delimiter: str = ",", ignore_undeclared: bool = False
+) -> list[str]:
+    """The header names the declared columns; a file with no header or no row is refused.
+    Returns the header."""
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         header = next(reader, None)
         first = next(reader, None)
     if header is None:
         raise SourceSchemaError(f"{path}: empty file")
-    check_columns(str(path), header, declared)
+    check_columns(str(path), header, declared, ignore_undeclared=ignore_undeclared)
     if first is None:
         raise SourceSchemaError(f"{path}: header only, no rows")
+    return header
 
 
-def check_json_lines(path: Path, declared: dict[str, str]) -> None:
+def check_json_lines(
+    path: Path, declared: dict[str, str], *, ignore_undeclared: bool = False
+) -> None:
     """The first record is a JSON object with the declared keys (JSON lines: one object a line)."""
     with path.open(encoding="utf-8") as handle:
         line = next((text for text in handle if text.strip()), None)
@@ -80,44 +97,12 @@ def check_json_lines(path: Path, declared: dict[str, str]) -> None:
         raise SourceSchemaError(f"{path}: not JSON lines ({exc})") from exc
     if not isinstance(record, dict):
         raise SourceSchemaError(f"{path}: first record is not a JSON object")
-    check_columns(str(path), list(record), declared)
+    check_columns(str(path), list(record), declared, ignore_undeclared=ignore_undeclared)
 
 
-def first_mistyped(df: DataFrame, *, declared: dict[str, str]) -> DataFrame:
-    """For text columns read as strings: one row holding, per declared column, the first file
-    (by name) with a value that does not cast to the declared type, else null."""
-    from pyspark.sql import functions as F
-
-    aggs = []
-    for column, kind in declared.items():
-        text = F.col(column)
-        bad = text.isNotNull() & (F.trim(text) != "") & text.try_cast(SPARK_TYPES[kind]).isNull()
-        aggs.append(F.min(F.when(bad, F.col("_metadata.file_path"))).alias(column))
-    return df.agg(*aggs)
-
-
-def check_values(
-    spark: SparkSession,
-    files: list[Path],
-    source_format: str,
-    declared: dict[str, str],
-    options: dict[str, str],
-) -> None:
-    """One pass over the files as text: refuse the first value that is not of its declared type."""
-    ddl = ", ".join(f"{quote_spark_identifier(c)} string" for c in declared)
-    reader = spark.read.format(source_format).schema(ddl).options(**options)
-    if source_format == "csv":
-        reader = reader.option("header", "true")
-    row = first_mistyped(reader.load([str(p) for p in files]), declared=declared).first()
-    assert row is not None  # a global aggregate always returns one row
-    for column, kind in declared.items():
-        if row[column] is not None:
-            raise SourceSchemaError(
-                f"{row[column]}: column {column!r} has a value that is not {kind}"
-            )
-
-
-def check_delta(spark: SparkSession, path: str, declared: dict[str, str]) -> int:
+def check_delta(
+    spark: SparkSession, path: str, declared: dict[str, str], *, ignore_undeclared: bool = False
+) -> int:
     """The Delta table has the declared columns with their declared types; its version now."""
     from delta.tables import DeltaTable
 
@@ -125,7 +110,7 @@ def check_delta(spark: SparkSession, path: str, declared: dict[str, str]) -> int
         raise SourceSchemaError(f"{path}: not a Delta table")
     table = DeltaTable.forPath(spark, path)
     schema = table.toDF().schema
-    check_columns(path, schema.fieldNames(), declared)
+    check_columns(path, schema.fieldNames(), declared, ignore_undeclared=ignore_undeclared)
     for column, kind in declared.items():
         actual = schema[column].dataType.simpleString()
         if actual != SPARK_TYPES[kind]:
@@ -190,7 +175,10 @@ def read_jdbc(spark: SparkSession, source: SourceSettings) -> DataFrame:
         raise SourceSchemaError(_jdbc_failure(source, exc, credentials)) from None
     declared = source.schema_
     check_jdbc_types(
-        jdbc_name(source), {f.name: f.dataType.simpleString() for f in df.schema}, declared
+        jdbc_name(source),
+        {f.name: f.dataType.simpleString() for f in df.schema},
+        declared,
+        ignore_undeclared=source.columns == "ignore_undeclared",
     )
     check_jdbc_values(df, source)
     from pyspark.sql import functions as F
@@ -211,9 +199,11 @@ def _jdbc_failure(source: SourceSettings, exc: Exception, credentials: dict[str,
     return f"{jdbc_name(source)}: cannot read ({reason.strip()[:300]})"
 
 
-def check_jdbc_types(where: str, actual: dict[str, str], declared: dict[str, str]) -> None:
+def check_jdbc_types(
+    where: str, actual: dict[str, str], declared: dict[str, str], *, ignore_undeclared: bool = False
+) -> None:
     """The driver reports the declared columns, each of a type its declared type accepts."""
-    check_columns(where, list(actual), declared)
+    check_columns(where, list(actual), declared, ignore_undeclared=ignore_undeclared)
     for column, kind in declared.items():
         base = actual[column].split("(")[0]  # decimal(10,2) -> decimal
         if base not in JDBC_ACCEPTS[kind]:
@@ -274,9 +264,11 @@ _ARROW_ACCEPTS = {
 }
 
 
-def check_parquet_schema(path: Path, declared: dict[str, str]) -> None:
-    """Refuse a Parquet file with a missing, extra or retyped column, or no rows (reads the
-    footer only)."""
+def check_parquet_schema(
+    path: Path, declared: dict[str, str], *, ignore_undeclared: bool = False
+) -> None:
+    """Refuse a Parquet file with a missing, extra (unless `ignore_undeclared`) or retyped column,
+    or no rows (reads the footer only)."""
     try:
         footer = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -284,7 +276,7 @@ def check_parquet_schema(path: Path, declared: dict[str, str]) -> None:
     if footer.metadata.num_rows == 0:  # an export that wrote its schema and nothing else
         raise SourceSchemaError(f"{path}: no rows (an empty export?)")
     actual = {field.name: field.type for field in footer.schema_arrow}
-    check_columns(str(path), list(actual), declared)
+    check_columns(str(path), list(actual), declared, ignore_undeclared=ignore_undeclared)
     for column, kind in declared.items():
         if not any(accepts(actual[column]) for accepts in _ARROW_ACCEPTS[kind]):
             raise SourceSchemaError(
@@ -302,42 +294,184 @@ def landing_files(folder: Path, source: SourceSettings) -> list[Path]:
     return files
 
 
-def read_source(spark: SparkSession, files: list[Path], source: SourceSettings) -> DataFrame:
-    """Read the landing files with the declared schema; FAILFAST so a bad record stops the read."""
+def read_parquet(spark: SparkSession, files: list[Path], source: SourceSettings) -> DataFrame:
+    """The Parquet files' declared columns (by name) as the declared types, with each row's file
+    name as SOURCE_FILE."""
+    from pyspark.sql import functions as F
+
     ddl = ", ".join(
         f"{quote_spark_identifier(c)} {SPARK_TYPES[t]}" for c, t in source.schema_.items()
     )
-    reader = spark.read.format(source.format).schema(ddl).options(**source.options)
-    if source.format in ("csv", "json"):
+    df = spark.read.format("parquet").schema(ddl).options(**source.options)
+    frame = df.load([str(p) for p in files])
+    return frame.withColumn(SOURCE_FILE, F.col("_metadata.file_name"))
+
+
+ROW_ORDER = "_row_order"  # a text row's place in its file; a helper column, never written
+
+
+def read_text(
+    spark: SparkSession, files: list[Path], source: SourceSettings, *, headers: list[list[str]]
+) -> DataFrame:
+    """The text files' declared columns as strings, picked by name, with SOURCE_FILE (the file
+    name) and ROW_ORDER (the row's place in its file: its split's offset, then its rank there).
+
+    Spark's CSV reader maps a given schema to the columns by position, so the CSV files are read
+    in groups of equal `headers` (one a file), each with its own header as the schema; JSON maps
+    keys by name. FAILFAST: a line that is not a record stops the read.
+    """
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for path, header in zip(files, headers, strict=True):
+        # an undeclared column is never selected: a placeholder name spares Spark an empty or
+        # repeated one (R's write.csv heads its row names with "")
+        names = [c if c in source.schema_ else f"_undeclared_{i}" for i, c in enumerate(header)]
+        groups.setdefault(tuple(names), []).append(str(path))
+    frames = []
+    for schema, paths in groups.items():
+        ddl = ", ".join(f"{quote_spark_identifier(c)} string" for c in schema)
+        reader = spark.read.format(source.format).schema(ddl).options(**source.options)
         reader = reader.option("mode", "FAILFAST")
-    if source.format == "csv":
-        reader = reader.option("header", "true")
-    return reader.load([str(p) for p in files])
+        if source.format == "csv":
+            reader = reader.option("header", "true")
+        df = reader.load(paths)
+        order = F.struct(F.col("_metadata.file_block_start"), F.monotonically_increasing_id())
+        frames.append(
+            df.select(
+                *[F.col(quote_spark_identifier(c)).alias(c) for c in source.schema_],
+                F.col("_metadata.file_name").alias(SOURCE_FILE),
+                order.alias(ROW_ORDER),
+            )
+        )
+    return reduce(lambda a, b: a.unionByName(b), frames)
+
+
+def parse_text(df: DataFrame, *, declared: dict[str, str], null_values: list[str]) -> DataFrame:
+    """Each declared text column as its declared type: a value in `null_values` (whitespace
+    trimmed) is null, and so is a value that does not cast, its text kept in BAD_VALUES
+    (column -> text; null when every value of the row parsed). Other columns pass through."""
+    from pyspark.sql import functions as F
+
+    typed, unparsed = [], []
+    for column, kind in declared.items():
+        text = F.col(quote_spark_identifier(column))
+        missing = text.isNull()
+        if null_values:
+            missing = missing | F.trim(text).isin(null_values)
+        value = text if kind == "string" else text.try_cast(SPARK_TYPES[kind])
+        typed.append(F.when(~missing, value).alias(column))
+        if kind != "string":
+            entry = F.struct(F.lit(column).alias("key"), text.alias("value"))
+            unparsed.append(F.when(~missing & value.isNull(), entry))
+    if unparsed:
+        found = F.filter(F.array(*unparsed), lambda entry: entry.isNotNull())
+        bad = F.when(F.size(found) > 0, F.map_from_entries(found))
+    else:
+        bad = F.lit(None)
+    rest = [F.col(quote_spark_identifier(c)) for c in df.columns if c not in declared]
+    return df.select(*typed, *rest, bad.cast(BAD_VALUES_TYPE).alias(BAD_VALUES))
+
+
+def describe_bad_values(
+    values: dict[str, str], declared: dict[str, str], *, hidden: Collection[str] = ()
+) -> str:
+    """`column 'x' value 'abc' is not double` for each column of a row's BAD_VALUES, in declared
+    order; the text of a `hidden` (PII) column is not shown."""
+    parts = []
+    for column, kind in declared.items():
+        if column in values:
+            shown = "(PII, not shown)" if column in hidden else repr(values[column])
+            parts.append(f"column {column!r} value {shown} is not {kind}")
+    return ", ".join(parts)
+
+
+def check_parsed(
+    parsed: DataFrame,
+    files: list[Path],
+    source: SourceSettings,
+    *,
+    headers: list[list[str]],
+    hidden: Collection[str] = (),
+) -> None:
+    """Refuse text files holding a value that does not parse as its declared type, naming the
+    first such file (by name), its first bad row, the columns and values, and how many rows are bad.
+
+    One pass counts the bad rows; only when there are some, a second reads the first bad file
+    alone to number its rows: row n is the n-th record after a CSV's header (its line is n + 1
+    when no value spans lines and no line is blank), or the n-th JSON record.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    bad = F.col(BAD_VALUES).isNotNull()
+    found = parsed.agg(
+        F.count_if(bad).alias("rows"), F.min(F.when(bad, F.col(SOURCE_FILE))).alias("file")
+    ).first()
+    assert found is not None  # a global aggregate always returns one row
+    if not found["rows"]:
+        return
+    index = next(i for i, p in enumerate(files) if p.name == found["file"])
+    path = files[index]
+    alone = parse_text(
+        read_text(parsed.sparkSession, [path], source, headers=[headers[index]]),
+        declared=source.schema_,
+        null_values=source.null_values,
+    )
+    numbered = alone.withColumn("_row", F.row_number().over(Window.orderBy(ROW_ORDER)))
+    first = numbered.where(bad).orderBy("_row").select("_row", BAD_VALUES).first()
+    assert first is not None  # the file holds a bad row: the first pass found it
+    described = describe_bad_values(dict(first[BAD_VALUES]), source.schema_, hidden=hidden)
+    row = (
+        f"row {first['_row']} after the header"
+        if source.format == "csv"
+        else f"record {first['_row']}"
+    )
+    raise SourceSchemaError(
+        f"{path}: {row}: {described}; {found['rows']} row(s) in "
+        f"{len(files)} file(s) have a value that does not parse as its declared type "
+        "(source.on_bad_value: quarantine sends such rows to quarantine instead)"
+    )
 
 
 def with_ingest_lineage(
     df: DataFrame, *, run_date: date, ingested_at: datetime, source: str | None = None
 ) -> DataFrame:
-    """Add run_date, the source of each row (its file name, or `source`) and the ingest time."""
+    """Add run_date, the source of each row (`source`, else the file name the read put in
+    SOURCE_FILE), the ingest time, and BAD_VALUES (null) when the read left none."""
     from pyspark.sql import functions as F
 
-    origin = F.lit(source) if source is not None else F.col("_metadata.file_name")
-    return (
-        df.withColumn(RUN_DATE, F.lit(run_date))
-        .withColumn(SOURCE_FILE, origin)
-        .withColumn(INGESTED_AT, F.lit(ingested_at))
-    )
+    lineage = {
+        RUN_DATE: F.lit(run_date),
+        SOURCE_FILE: F.lit(source) if source is not None else F.col(SOURCE_FILE),
+        INGESTED_AT: F.lit(ingested_at),
+        # typed sources leave none: every value is of its declared type
+        BAD_VALUES: F.col(BAD_VALUES) if BAD_VALUES in df.columns else F.lit(None),
+    }
+    data = [F.col(quote_spark_identifier(c)) for c in df.columns if c not in lineage]
+    lineage[BAD_VALUES] = lineage[BAD_VALUES].cast(BAD_VALUES_TYPE)
+    return df.select(*data, *[value.alias(name) for name, value in lineage.items()])
 
 
-def check_landing_files(spark: SparkSession, files: list[Path], source: SourceSettings) -> None:
-    """Every file matches the declared schema (columns, then values for text formats)."""
+def check_landing_files(files: list[Path], source: SourceSettings) -> list[list[str]]:
+    """Every file holds the declared columns (and no other, unless ignore_undeclared): Parquet's
+    footer, CSV's header, the first JSON record's keys. Returns each file's columns as the read
+    must name them (a CSV's header; the declared columns otherwise)."""
     declared = source.schema_
+    ignore = source.columns == "ignore_undeclared"
+    headers = []
     for path in files:
         if source.format == "parquet":
-            check_parquet_schema(path, declared)
+            check_parquet_schema(path, declared, ignore_undeclared=ignore)
         elif source.format == "csv":
-            check_csv_header(path, declared, delimiter=source.options.get("sep", ","))
+            delimiter = source.options.get("sep", source.options.get("delimiter", ","))
+            headers.append(
+                check_csv_header(path, declared, delimiter=delimiter, ignore_undeclared=ignore)
+            )
+            continue
         else:
-            check_json_lines(path, declared)
-    if source.format in ("csv", "json"):
-        check_values(spark, files, source.format, declared, source.options)
+            check_json_lines(path, declared, ignore_undeclared=ignore)
+        headers.append(list(declared))
+    return headers

@@ -56,7 +56,11 @@ def run(ctx: RunContext) -> dict[str, object]:
     raw_version = tables.latest_version(ctx.spark, settings, usecase.raw_table)
     raw = tables.read_run(ctx.spark, settings, usecase.raw_table, ctx.run_date, raw_version)
     rows = raw.transform(add_derived_columns, derive=usecase.derive).transform(
-        flag_invalid_rows, keys=usecase.row_keys, valid_range=cleaning.valid_range, pii=usecase.pii
+        flag_invalid_rows,
+        keys=usecase.row_keys,
+        valid_range=cleaning.valid_range,
+        pii=usecase.pii,
+        declared=usecase.source.schema_,
     )
     if usecase.event_time is not None:  # the latest row of a key is kept, older ones quarantined
         rows = rows.transform(flag_duplicates, keys=usecase.row_keys, event_time=usecase.event_time)
