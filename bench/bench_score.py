@@ -1,13 +1,16 @@
 """Score stage throughput: prescore's `score_frame` in local Spark against native XGBoost.
 
 Same rows, same model, same run. Churn rows from prescore.demo.datagen go through the clean stage's
-transforms once (cached under bench/.data/); a small booster is trained natively on a sample.
-Then, in rows per second, best of 3 after a warm-up:
+transforms once (cached under bench/.data/); the package's preprocessing is fitted on them and a
+small booster is trained natively on a sample. Then, in rows per second, best of 3 after a warm-up:
 
-- baseline: `Booster.inplace_predict` over the whole float32 matrix, one process, nthread = cores;
-- prescore: `score_frame` over a cached DataFrame of the same rows in local[cores], written to
-  Spark's no-op sink, with the Arrow batch size as configured and with larger batches;
-- peers on the same cached frame: xgboost.spark's model transform and mlflow.pyfunc.spark_udf.
+- baseline: `Booster.inplace_predict` over the whole float32 matrix, already preprocessed, one
+  process, nthread = cores;
+- prescore: `score_frame` over a cached DataFrame of the same clean rows in local[cores] (so the
+  package's preprocessing is inside what is timed), written to Spark's no-op sink, with the Arrow
+  batch size as configured and with larger batches;
+- peers on the same cached frame, preprocessed first (not timed): xgboost.spark's model transform
+  and mlflow.pyfunc.spark_udf over the bare booster.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from prescore.data.cleaning import clean_rows
 from prescore.demo.datagen import churn_chunks
 from prescore.platform import tables
 from prescore.platform.spark import get_spark
-from prescore.scoring.predict import load_booster, score_frame
-from prescore.training.features import as_model_input
+from prescore.scoring.predict import score_frame, scorer
+from prescore.training.package import Package, Preprocessing, fit_preprocessing, preprocessed
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -77,7 +80,7 @@ def write_valid_rows(usecase: UseCase, rows: int, target: Path) -> None:
 
 def clean_table(spark: SparkSession, usecase: UseCase, size: str) -> Path:
     """Parquet folder of clean rows (as the clean stage writes them), generated once per size."""
-    root = DATA_DIR / f"score-{size}"
+    root = DATA_DIR / f"score-{size}-v2"  # v2: clean keeps missing values and levels as text
     clean = root / "clean"
     if not (clean / "_SUCCESS").exists():
         shutil.rmtree(root, ignore_errors=True)
@@ -90,10 +93,13 @@ def clean_table(spark: SparkSession, usecase: UseCase, size: str) -> Path:
     return clean
 
 
-def model_matrix(clean: Path, usecase: UseCase) -> tuple[np.ndarray, np.ndarray]:
-    """The features as one float32 matrix (null -> NaN, as `as_model_input`) and the labels."""
-    frame = pq.read_table(clean, columns=[*usecase.features, usecase.label]).to_pandas()
-    return frame[usecase.features].to_numpy(dtype=np.float32), frame[usecase.label].to_numpy()
+def model_matrix(
+    clean: Path, preprocessing: Preprocessing, usecase: UseCase
+) -> tuple[np.ndarray, np.ndarray]:
+    """The features as the booster's float32 matrix (the package's preprocessing) and the labels."""
+    table = pq.read_table(clean, columns=[*usecase.features, usecase.label])
+    matrix = preprocessing.matrix({f: table.column(f) for f in usecase.features})
+    return matrix, table.column(usecase.label).to_numpy()
 
 
 def train_model(matrix: np.ndarray, labels: np.ndarray, usecase: UseCase) -> Any:
@@ -150,7 +156,7 @@ def xgboost_spark_scores(frame: DataFrame, model: Any, usecase: UseCase) -> Data
 
 
 def mlflow_scores(
-    spark: SparkSession, frame: DataFrame, raw_model: bytes, usecase: UseCase
+    spark: SparkSession, features: DataFrame, package: Package, usecase: UseCase
 ) -> DataFrame:
     """mlflow.pyfunc.spark_udf over the same booster saved as an MLflow model (no tracking server)."""
     import mlflow.pyfunc
@@ -162,12 +168,10 @@ def mlflow_scores(
     shutil.rmtree(path, ignore_errors=True)
     # Explicit requirements: inferring them would load the model in a subprocess.
     mlflow.xgboost.save_model(
-        load_booster(raw_model), str(path), pip_requirements=[f"xgboost=={xgboost.__version__}"]
+        package.booster, str(path), pip_requirements=[f"xgboost=={xgboost.__version__}"]
     )
     udf = mlflow.pyfunc.spark_udf(spark, str(path), result_type="double", env_manager="local")
-    return frame.transform(as_model_input, features=usecase.features).select(
-        *usecase.keys, udf(F.struct(*usecase.features)).alias(SCORE)
-    )
+    return features.select(*usecase.keys, udf(F.struct(*usecase.features)).alias(SCORE))
 
 
 def measure(subject: str, rows: int, seconds: float, note: str) -> Measurement:
@@ -194,17 +198,26 @@ def bench_settings() -> Settings:
 
 
 def measure_subjects(
-    spark: SparkSession, clean: Path, model: Any, matrix: np.ndarray, usecase: UseCase
+    spark: SparkSession,
+    clean: Path,
+    model: Any,
+    preprocessing: Preprocessing,
+    matrix: np.ndarray,
+    usecase: UseCase,
 ) -> list[Measurement]:
     """Every subject over the same rows and model, timed in turns."""
-    raw_model = bytes(model.get_booster().save_raw("ubj"))
-    native = load_booster(raw_model)  # as the score stage loads it, then every core in one call
+    package = Package.from_parts(
+        bytes(model.get_booster().save_raw("ubj")), preprocessing.to_json()
+    )
+    native = package.booster  # as the score stage loads it, then every core in one call
     native.set_param({"nthread": CORES})
     frame = spark.read.parquet(str(clean)).repartition(CORES).cache()
-    broadcast = spark.sparkContext.broadcast(raw_model)
+    features = frame.transform(preprocessed, preprocessing).cache()
+    broadcast = scorer(spark, key=BENCHMARK, package=package)
     try:
-        frame.count()  # fill the cache outside the timings
-        scored = score_frame(frame, model=broadcast, model_key=BENCHMARK, usecase=usecase)
+        frame.count()  # fill the caches outside the timings
+        features.count()
+        scored = score_frame(frame, model=broadcast, usecase=usecase)
         check_same_scores(scored, native.inplace_predict(matrix))
         configured = str(spark.conf.get(ARROW_BATCH))
         subjects: dict[str, tuple[Callable[[], object], str]] = {
@@ -217,16 +230,17 @@ def measure_subjects(
                 f"{ARROW_BATCH}={batch}",
             )
         subjects["xgboost.spark transform"] = (
-            scoring(spark, xgboost_spark_scores(frame, model, usecase), configured),
+            scoring(spark, xgboost_spark_scores(features, model, usecase), configured),
             "SparkXGBClassifierModel.transform, n_jobs=1",
         )
         subjects["mlflow spark_udf"] = (
-            scoring(spark, mlflow_scores(spark, frame, raw_model, usecase), configured),
+            scoring(spark, mlflow_scores(spark, features, package, usecase), configured),
             "mlflow.pyfunc.spark_udf, env_manager=local",
         )
         seconds = best_times({name: action for name, (action, _) in subjects.items()})
     finally:
-        broadcast.unpersist()
+        broadcast.parts.unpersist()
+        features.unpersist()
         frame.unpersist()
     rows = len(matrix)
     return [measure(name, rows, seconds[name], note) for name, (_, note) in subjects.items()]
@@ -238,8 +252,9 @@ def run(size: str) -> list[Measurement]:
     spark = get_spark(settings)
     try:
         clean = clean_table(spark, usecase, size)
-        matrix, labels = model_matrix(clean, usecase)
+        preprocessing = fit_preprocessing(spark.read.parquet(str(clean)), usecase=usecase)
+        matrix, labels = model_matrix(clean, preprocessing, usecase)
         model = train_model(matrix, labels, usecase)
-        return measure_subjects(spark, clean, model, matrix, usecase)
+        return measure_subjects(spark, clean, model, preprocessing, matrix, usecase)
     finally:
         spark.stop()

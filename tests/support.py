@@ -21,7 +21,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from prescore.config import Settings, UseCase
+from prescore.platform import registry
 from prescore.serving import snapshot
+from prescore.training.package import Preprocessing
 
 # The session's whole-flow run (the `flow` fixture in conftest.py): its run date and its log file,
 # under the flow's state folder.
@@ -144,3 +146,36 @@ def publish_snapshot(
     )
     point_current_to(settings, usecase, built)
     return built
+
+
+def register_package(
+    settings: Settings,
+    usecase: UseCase,
+    booster: Any,
+    *,
+    alias: str,
+    preprocessing: Preprocessing | None = None,
+) -> registry.ModelRef:
+    """Register `booster` as a model package of `usecase` under `alias`, as training does (by
+    default every feature numeric, as is: no fill, clip or levels)."""
+    import tempfile
+
+    import mlflow
+    import pandas as pd
+
+    from prescore.training.package import FeatureStep, Package
+    from prescore.training.pyfunc import log_package
+
+    steps = preprocessing or Preprocessing([FeatureStep(f, "numeric") for f in usecase.features])
+    package = Package(steps, booster)
+    name = registry.model_name(settings, usecase)
+    example = pd.DataFrame({f: [0.5] for f in package.features})
+    registry.client(settings)
+    experiment = registry.experiment_id(settings, usecase)
+    with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as folder:
+        info = log_package(
+            package, folder=Path(folder), registered_model_name=name, input_example=example
+        )
+    ref = registry.ModelRef(name, str(info.registered_model_version), run.info.run_id)
+    registry.set_alias(settings, ref, alias)
+    return ref

@@ -199,7 +199,8 @@ def usecase_summary(usecase: UseCase, settings: Settings) -> list[str]:
     """What a valid use case declares, in a few lines: its columns' roles and its suite."""
     types = usecase.column_types
     categorical = [
-        f"{c} ({len(levels)} levels)" for c, levels in usecase.categorical_features.items()
+        f"{c} ({len(levels)} levels)" if isinstance(levels, list) else f"{c} (levels learned)"
+        for c, levels in usecase.categorical_features.items()
     ]
     event_time = (
         f"{usecase.event_time} (the latest row of a key is kept)"

@@ -16,6 +16,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -322,6 +323,24 @@ class OutlierRule(_Strict):
     action: Literal["clip", "quarantine"] = "clip"
 
 
+class LearnedLevels(_Strict):
+    """`levels: auto`: a categorical's levels learned from the training split when a model is
+    trained (the `max_levels` most frequent values seen at least `min_count` times, most frequent
+    first) and stored with that model version; any other value is coded as missing."""
+
+    levels: Literal["auto"] = "auto"
+    max_levels: int = Field(100, ge=1)
+    min_count: int = Field(1, ge=1)
+
+
+def _levels_shorthand(value: Any) -> Any:
+    return {"levels": "auto"} if value == "auto" else value
+
+
+# A categorical feature's levels: the list, as written, or learned (`auto`, or its settings).
+Levels = Annotated[list[str] | LearnedLevels, BeforeValidator(_levels_shorthand)]
+
+
 class CleaningSettings(_Strict):
     fill: dict[Column, float | int | str] = Field(
         default_factory=dict
@@ -569,7 +588,9 @@ class UseCase(_Strict):
     label: Column
     task: Literal["binary", "regression"]
     numeric_features: list[Column] = Field(default_factory=list)
-    categorical_features: dict[Column, list[str]] = Field(default_factory=dict)
+    # Levels as written (a known list), or learned with the model (`auto`): a value outside them
+    # is coded as missing, and counted by monitor.
+    categorical_features: dict[Column, Levels] = Field(default_factory=dict)
     pii: dict[Column, PiiRule] = Field(default_factory=dict)
     cleaning: CleaningSettings = CleaningSettings()
     # The suite's file name (without .json) in expectations/: a plain name, never a path.
@@ -616,6 +637,7 @@ class UseCase(_Strict):
         """Each column plays one role (key, label or feature), with a type that fits it."""
         self._check_roles_disjoint()
         self._check_role_types()
+        self._check_model_input_rules()
         if self.split.by == "time" and self.split_time_column is None:
             raise ValueError(
                 "split: by time reads each row's day from event_time (or time_series.date_column): "
@@ -681,6 +703,25 @@ class UseCase(_Strict):
             ),
         ):
             refuse(field, columns, NUMERIC_RULE_TYPES, "a numeric rule")
+
+    def _check_model_input_rules(self) -> None:
+        """Fills and clips prepare the model's input: they travel with each model version (fitted
+        on its training rows) and so name features; row rules (`valid_range`, `impute: drop`,
+        `outliers` with `action: quarantine`) may name any column."""
+        cleaning, features = self.cleaning, set(self.source_features)
+        for field, columns in (
+            ("cleaning.fill", list(cleaning.fill)),
+            ("cleaning.impute", [c for c, r in cleaning.impute.items() if r.strategy != "drop"]),
+            ("cleaning.clip", list(cleaning.clip)),
+            ("cleaning.outliers", [c for c, r in cleaning.outliers.items() if r.action == "clip"]),
+        ):
+            other = sorted(set(columns) - features)
+            if other:
+                raise ValueError(
+                    f"{field}: {other} are not features: fills and clips prepare the model's "
+                    "input and are stored with each model version (a row rule may name any "
+                    "column: valid_range, impute drop, outliers with action quarantine)"
+                )
 
     def _check_derive(self) -> None:
         """Derived names are new, and each expression reads declared source columns, never PII

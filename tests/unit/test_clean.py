@@ -31,9 +31,6 @@ from prescore.data.cleaning import (
     assign_split,
     clean_columns,
     clean_rows,
-    clip_outliers,
-    encode_categoricals,
-    fill_missing,
     fit_on_train,
     fitted_from,
     flag_duplicates,
@@ -208,26 +205,6 @@ def test_a_range_reason_never_quotes_a_pii_value(spark: SparkSession) -> None:
     assert reasons == {"a": "age outside [18.0, inf]", "b": "tenure=-1 outside [0.0, inf]"}
 
 
-def test_clip_outliers_keeps_nulls(spark: SparkSession) -> None:
-    df = spark.createDataFrame(
-        [(1, 5000.0), (2, -3.0), (3, None), (4, 42.0)], "id int, charge double"
-    )
-    out = clip_outliers(df, clip={"charge": RangeRule(min=0, max=500)})
-    expected = spark.createDataFrame(
-        [(1, 500.0), (2, 0.0), (3, None), (4, 42.0)], "id int, charge double"
-    )
-    assert_df_equality(out, expected, ignore_row_order=True)
-
-
-def test_encode_categoricals_maps_unknown_to_null(spark: SparkSession) -> None:
-    df = spark.createDataFrame(
-        [(1, "basic"), (2, "premium"), (3, "gold"), (4, None)], "id int, plan string"
-    )
-    out = encode_categoricals(df, levels={"plan": ["basic", "standard", "premium"]})
-    expected = spark.createDataFrame([(1, 0), (2, 2), (3, None), (4, None)], "id int, plan int")
-    assert_df_equality(out, expected, ignore_row_order=True)
-
-
 def test_split_is_stable_across_partitioning(spark: SparkSession) -> None:
     df = spark.range(2000).select(F.format_string("C%08d", "id").alias("customer_id"))
     split = SplitSettings(train=0.7, validation=0.15, test=0.15, seed=42)
@@ -260,17 +237,6 @@ def test_generalise_bands_numbers_and_truncates_text(spark: SparkSession) -> Non
         "id string, age string, postcode string",
     )
     assert_df_equality(out, expected, ignore_row_order=True)
-
-
-def test_fill_missing_keeps_each_column_type(spark: SparkSession) -> None:
-    df = spark.createDataFrame(
-        [(1, None, None, None), (2, 3, 1.5, "x")], "id int, calls int, usage double, plan string"
-    )
-    out = fill_missing(df, fill={"calls": 2.6, "usage": 7.25, "plan": "basic"})
-    expected = spark.createDataFrame(
-        [(1, 3, 7.25, "basic"), (2, 3, 1.5, "x")], "id int, calls int, usage double, plan string"
-    )
-    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 TRAIN_ROWS = [  # id, split, usage, plan, charge, reason
@@ -366,7 +332,7 @@ def test_flag_fitted_rules_quarantines_drop_and_outliers(spark: SparkSession) ->
     assert_df_equality(flagged, expected, ignore_row_order=True)
 
 
-def test_clean_rows_applies_fitted_values_and_drops_columns(
+def test_clean_rows_keep_values_as_they_came_and_drop_columns(
     spark: SparkSession, churn: UseCase
 ) -> None:
     usecase = churn.model_copy(
@@ -386,16 +352,13 @@ def test_clean_rows_applies_fitted_values_and_drops_columns(
         if column not in raw.columns:
             raw = raw.withColumn(column, F.lit(None).cast(kind.replace("long", "bigint")))
     raw = raw.withColumn("run_date", F.lit(None).cast("date"))
-    fitted = FittedCleaning(
-        fill={"data_usage_gb": 7.5}, bounds={"total_charges": RangeRule(min=0.0, max=100.0)}
-    )
-
-    out = clean_rows(raw, usecase=usecase, secret=SECRET, fitted=fitted)
+    out = clean_rows(raw, usecase=usecase, secret=SECRET)
 
     assert "signup_date" not in out.columns and "name" not in out.columns
     assert out.columns[:-2] == clean_columns(usecase)
+    # fills and clips are the model package's, fitted with each version (test_package)
     values = {r.customer_id: (r.data_usage_gb, r.total_charges) for r in out.collect()}
-    assert values == {"C1": (7.5, 100.0), "C2": (3.0, 10.0)}
+    assert values == {"C1": (None, 5000.0), "C2": (3.0, 10.0)}
 
 
 def test_split_by_time_takes_the_last_days_as_test(spark: SparkSession) -> None:

@@ -1,4 +1,4 @@
-"""Cleaning's pure transforms: row rules, anonymisation, fills, clips, encodings and the split.
+"""Cleaning's pure transforms: row rules, anonymisation, the fitted statistics and the split.
 
 Grain: one row per raw row in; the stage (stages/clean.py) sends the rows flagged with a
 QUARANTINE_REASON to quarantine_<entity> and the rest, cleaned, to clean_<entity>, one row per
@@ -228,43 +228,6 @@ def anonymise(df: DataFrame, *, pii: dict[str, PiiRule], secret: bytes) -> DataF
     return df.drop(HMAC_INNER_PAD, HMAC_OUTER_PAD) if hashed else df
 
 
-def fill_missing(df: DataFrame, *, fill: dict[str, float | int | str]) -> DataFrame:
-    """Nulls of each column replaced by its value, cast to the column's type (rounded for integers)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import IntegralType
-
-    for column, value in fill.items():
-        integral = isinstance(df.schema[column].dataType, IntegralType)
-        literal = F.lit(round(value) if integral and isinstance(value, float) else value)
-        df = df.withColumn(
-            column, F.coalesce(F.col(column), literal.cast(df.schema[column].dataType))
-        )
-    return df
-
-
-def clip_outliers(df: DataFrame, *, clip: dict[str, RangeRule]) -> DataFrame:
-    from pyspark.sql import functions as F
-
-    for column, rule in clip.items():
-        value = F.col(column)
-        if rule.min is not None:
-            value = F.greatest(value, F.lit(rule.min))
-        if rule.max is not None:
-            value = F.least(value, F.lit(rule.max))
-        df = df.withColumn(column, F.when(F.col(column).isNull(), None).otherwise(value))
-    return df
-
-
-def encode_categoricals(df: DataFrame, *, levels: dict[str, list[str]]) -> DataFrame:
-    """Each categorical becomes the index of its level in the declared list; unknown -> null."""
-    from pyspark.sql import functions as F
-
-    for column, values in levels.items():
-        code = F.array_position(F.array(*[F.lit(v) for v in values]), F.col(column))
-        df = df.withColumn(column, F.when(code > 0, (code - 1).cast("int")))
-    return df
-
-
 def assign_split(
     df: DataFrame,
     *,
@@ -417,26 +380,16 @@ def clean_columns(usecase: UseCase) -> list[str]:
 
 
 def clean_rows(
-    df: DataFrame,
-    *,
-    usecase: UseCase,
-    secret: bytes,
-    fitted: FittedCleaning | None = None,
-    run_date: date | None = None,
+    df: DataFrame, *, usecase: UseCase, secret: bytes, run_date: date | None = None
 ) -> DataFrame:
     """The clean frame from raw rows that passed the row rules: declared columns minus dropped
-    ones, anonymised, filled (with `fitted`, else the constants), clipped, encoded, split."""
-    cleaning = usecase.cleaning
-    fitted = fitted or FittedCleaning.constants(cleaning)
-    clipped = {c: b for c, b in fitted.bounds.items() if cleaning.outliers[c].action == "clip"}
+    ones, anonymised, split. Values stay as they came, missing ones included: fills, clips and
+    category codes prepare the model's input and are fitted and applied with each model version
+    (training.package), so a later day is scored with the values its model was trained with."""
     kept = [c for c in clean_columns(usecase) if c in df.columns]
     return (
         df.select(*kept, RUN_DATE)
         .transform(anonymise, pii=usecase.pii, secret=secret)
-        .transform(fill_missing, fill={c: v for c, v in fitted.fill.items() if c in kept})
-        .transform(clip_outliers, clip=cleaning.clip)
-        .transform(clip_outliers, clip=clipped)
-        .transform(encode_categoricals, levels=usecase.categorical_features)
         .transform(
             assign_split,
             keys=usecase.keys,

@@ -27,6 +27,7 @@ from prescore.platform.files import write_text_atomically
 
 SAMPLE_ROWS = 20_000
 MAX_LEVELS = 50  # a text column with more distinct values is free text or an identifier
+LISTED_LEVELS = 12  # more distinct values: `levels: auto`, learned with each model
 FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".json": "json"}
 
 _SAFE_NAME = re.compile(IDENTIFIER)
@@ -106,7 +107,7 @@ class Proposal:
     task: str
     event_time: str | None
     numeric: list[str] = field(default_factory=list)
-    categorical: dict[str, list[str]] = field(default_factory=dict)
+    categorical: dict[str, list[str] | None] = field(default_factory=dict)  # None: auto
     pii: dict[str, tuple[str, str]] = field(default_factory=dict)  # column: (method, why)
     left_out: dict[str, str] = field(default_factory=dict)  # declared, not used: why
     undeclared: list[str] = field(default_factory=list)  # names no engine reads alike
@@ -300,8 +301,10 @@ def _assign(proposal: Proposal, column: ColumnSketch) -> None:
         proposal.numeric.append(column.name)
     elif column.kind in ("date", "timestamp"):
         proposal.left_out[column.name] = "a date: derive features from it with derive: if useful"
-    elif column.distinct <= MAX_LEVELS:
+    elif column.distinct <= LISTED_LEVELS:
         proposal.categorical[column.name] = list(column.levels)
+    elif column.distinct <= MAX_LEVELS:
+        proposal.categorical[column.name] = None
     else:
         proposal.left_out[column.name] = (
             f"{column.distinct} distinct values in {column.values}: an identifier or free text"
@@ -419,10 +422,15 @@ def render_usecase(name: str, entity: str, sample: Sample, proposal: Proposal) -
     if proposal.categorical:
         lines += [
             "",
-            "categorical_features:   # the levels seen in the sample, most frequent first; "
-            "any other value becomes missing",
+            "categorical_features:   # the levels seen in the sample, most frequent first, or "
+            "auto (learned from each model's training split); any other value becomes missing",
         ]
-        lines += [f"  {n}: {_flow(levels)}" for n, levels in proposal.categorical.items()]
+        lines += [
+            f"  {n}: {_flow(levels)}"
+            if levels is not None
+            else f"  {n}: auto   # over {LISTED_LEVELS} distinct values in the sample"
+            for n, levels in proposal.categorical.items()
+        ]
     if proposal.pii:
         lines += ["", "pii:   # hash (HMAC-SHA256) | drop | generalise; only raw_ keeps the values"]
         lines += [
@@ -484,6 +492,8 @@ def render_suite(entity: str, sample: Sample, proposal: Proposal) -> str:
                 )
             )
     for name, levels in proposal.categorical.items():
+        if levels is None:  # learned: any value may be a level
+            continue
         expectations.append(
             _expectation(
                 "expect_column_values_to_be_in_set",

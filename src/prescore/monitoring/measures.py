@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from prescore.config import MonitoringSettings, UseCase
 
 TRAINING_SPLITS = ("train", "validation")
+UNSEEN_LEVELS = "unseen_levels"  # a categorical's values outside its model's levels, per batch
 # Realized metric -> (threshold field in `monitoring:`, True when a value above it is bad).
 REALIZED = {
     "auc": ("min_auc", False),
@@ -89,18 +90,28 @@ def drift_measures(
     measures = [judged(psi[0], feature, None if few else found.psi, psi[1], **context)]
     if found.kind == "numeric":
         measures.append(judged(ks[0], feature, None if few else found.ks, ks[1], **context))
+    if found.unseen is not None:  # counted on every batch: the model scores them as missing
+        unseen = {**context, "detail": "values outside the model's levels, scored as missing"}
+        measures.append(judged(UNSEEN_LEVELS, feature, float(found.unseen), None, **unseen))
     return measures
 
 
 def feature_measures(
-    reference: DataFrame, current: DataFrame, *, usecase: UseCase, compared: str
+    reference: DataFrame,
+    current: DataFrame,
+    *,
+    usecase: UseCase,
+    levels: dict[str, list[str]],
+    compared: str,
 ) -> list[Measure]:
+    """PSI and KS of every source feature, the training rows against the batch, and the unseen
+    values of each categorical; `levels` are the model version's (declared or learned)."""
     limits = usecase.monitoring
     drift = metrics.feature_drift(
         reference,
         current,
         numeric=usecase.numeric_features,
-        categorical=usecase.categorical_features,
+        categorical={c: levels[c] for c in usecase.categorical_features},
         psi_bins=limits.psi_bins,
         ks_bins=limits.ks_bins,
     )

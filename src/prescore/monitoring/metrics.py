@@ -64,6 +64,7 @@ class FeatureDrift:
     ks: float | None  # numeric features only
     reference_rows: int
     current_rows: int
+    unseen: int | None = None  # categorical: current values outside the model's levels
 
 
 def quantile_edges(
@@ -93,12 +94,20 @@ def _bin_of(column: str, edges: list[float]) -> Column:
     return F.when(value.isNull() | F.isnan(value), MISSING_BIN).otherwise(index)
 
 
-def _level_of(column: str, levels: int) -> Column:
-    """The bin of an encoded categorical (clean stores a level's index): unknown is MISSING_BIN."""
+def _level_of(column: str, levels: list[str]) -> Column:
+    """The bin of a categorical value: its level's index; missing or unseen is MISSING_BIN."""
     from pyspark.sql import functions as F
 
-    code = F.col(column).cast("int")
-    return F.when(code.isNull() | (code < 0) | (code >= levels), MISSING_BIN).otherwise(code)
+    position = F.array_position(F.array(*[F.lit(v) for v in levels]), F.col(column))
+    return F.when(F.coalesce(position, F.lit(0)) > 0, position - 1).otherwise(MISSING_BIN)
+
+
+def _is_unseen(column: str, levels: list[str]) -> Column:
+    """1 for a value present but outside the levels (the model codes it as missing), else 0."""
+    from pyspark.sql import functions as F
+
+    outside = F.col(column).isNotNull() & ~F.col(column).isin(*levels)
+    return F.when(outside, 1).otherwise(0)
 
 
 def histograms(
@@ -147,7 +156,8 @@ def feature_drift(
         binnings[f"psi:{column}"] = _bin_of(column, coarse[column])
         binnings[f"ks:{column}"] = _bin_of(column, fine[column])
     for column, levels in categorical.items():
-        binnings[f"psi:{column}"] = _level_of(column, len(levels))
+        binnings[f"psi:{column}"] = _level_of(column, levels)
+        binnings[f"unseen:{column}"] = _is_unseen(column, levels)
     counts = histograms(reference, current, binnings)
     results = []
     for column in numeric:
@@ -165,6 +175,7 @@ def feature_drift(
         )
     for column, levels in categorical.items():
         ref, cur = _aligned(counts, f"psi:{column}", [MISSING_BIN, *range(len(levels))])
+        _, unseen = _aligned(counts, f"unseen:{column}", [1])
         results.append(
             FeatureDrift(
                 column,
@@ -173,6 +184,7 @@ def feature_drift(
                 None,
                 sum(ref),
                 sum(cur),
+                unseen[0],
             )
         )
     return results

@@ -6,7 +6,7 @@ Named `registry`, not `mlflow`: a module of that name would shadow the library i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prescore import catalog
 
@@ -176,8 +176,24 @@ def rollback_champion(settings: Settings, usecase: UseCase, *, when: str) -> Mod
     return previous
 
 
-def model_bytes(ref: ModelRef) -> bytes:
-    """The registered booster in XGBoost's native (ubj) form, to broadcast to the workers."""
-    import mlflow.xgboost
+class NotAPackageError(LookupError):
+    """A registered version is a bare booster, logged before models carried their preprocessing."""
 
-    return bytes(mlflow.xgboost.load_model(ref.uri).save_raw("ubj"))
+
+def load_package(ref: ModelRef) -> Any:
+    """The registered version's model package (training.package.Package): its booster and the
+    preprocessing fitted with it, loaded through MLflow's pyfunc loader."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(ref.uri)
+    try:
+        package = getattr(model.unwrap_python_model(), "package", None)
+    except MlflowException:
+        package = None
+    if package is None:
+        raise NotAPackageError(
+            f"{ref.name} v{ref.version} is not a prescore model package (a bare booster, "
+            "registered before versions carried their preprocessing): train a new version"
+        )
+    return package

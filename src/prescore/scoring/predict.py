@@ -1,34 +1,62 @@
 """The model applied to every row to score: a scalar Arrow UDF over the feature columns.
 
-The booster travels to the workers once as a broadcast. Only the float32 features go to Python,
-where each Arrow batch becomes one contiguous matrix (`inplace_predict`), and only the scores
-come back: the keys and the stamps (literals) stay in the JVM. `with_lineage` stamps which model,
-which data version and when on every prediction row; `shadow_frame` scores the same rows with
-the champion and the challenger side by side.
+Each model version travels to the workers once as a broadcast of its package (the booster and the
+preprocessing it was trained with: training.package), loaded once per Python worker. Only the
+feature columns go to Python, as clean holds them; each Arrow batch becomes one contiguous float32
+matrix through the package's own preprocessing (`Preprocessing.matrix`, the code the pyfunc and
+computed scores run) and `inplace_predict`, and only the scores come back: the keys and the stamps
+(literals) stay in the JVM. `with_lineage` stamps which model, which data version and when on
+every prediction row; `shadow_frame` scores the same rows with the champion and the challenger
+side by side.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from prescore.catalog import CHALLENGER_SCORE, CHAMPION_SCORE, HORIZON, RUN_DATE, SCORE, TARGET_DATE
 from prescore.identifiers import quote_spark_identifier
-from prescore.training.features import as_model_input
+from prescore.training.package import Package
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.broadcast import Broadcast
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
     from prescore.config import UseCase
     from prescore.platform.registry import ModelRef
-_BOOSTERS: dict[str, Any] = {}  # one deserialised booster per model version, per Python worker
+_PACKAGES: dict[str, Package] = {}  # one loaded package per model version, per Python worker
 
 
 class MissingColumnsError(ValueError):
     """The clean table lacks a key or feature column the use case declares."""
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """One model version as the workers get it: the score column it fills, its key (the version's
+    URI), its feature columns and its package's parts, broadcast."""
+
+    column: str
+    key: str
+    features: list[str]
+    parts: Broadcast[tuple[bytes, str]]
+
+    def package(self) -> Package:
+        """The package, loaded on first use in this Python worker."""
+        if self.key not in _PACKAGES:
+            booster, preprocessing = self.parts.value
+            _PACKAGES[self.key] = Package.from_parts(booster, preprocessing, threads=1)
+        return _PACKAGES[self.key]
+
+
+def scorer(spark: SparkSession, *, key: str, package: Package, column: str = SCORE) -> Scorer:
+    """Broadcast `package` for the workers (unpersist `parts` once the scores are written)."""
+    parts = spark.sparkContext.broadcast(package.to_parts())
+    return Scorer(column=column, key=key, features=package.features, parts=parts)
 
 
 def model_columns(usecase: UseCase) -> list[str]:
@@ -49,52 +77,38 @@ def require_model_columns(df: DataFrame, *, usecase: UseCase, table: str) -> Non
         )
 
 
-def load_booster(raw: bytes) -> Any:
-    import xgboost
-
-    booster = xgboost.Booster()
-    booster.load_model(bytearray(raw))
-    booster.set_param({"nthread": 1})  # one Spark task per core already
-    return booster
+def input_columns(scorers: list[Scorer]) -> list[str]:
+    """Every feature any of the models reads, each once, in first-seen order."""
+    return list(dict.fromkeys(f for s in scorers for f in s.features))
 
 
 def predict_batches(
-    batches: Iterator[tuple[pa.Array, ...]],
-    *,
-    models: list[tuple[str, Broadcast[bytes], str]],
+    batches: Iterator[tuple[pa.Array, ...]], *, scorers: list[Scorer]
 ) -> Iterator[pa.Array]:
-    """Scalar Arrow UDF body: one score per row and model, per Arrow batch of feature columns;
-    each booster is loaded once per worker. One model gives a double column, several a struct
-    with one double field per model.
-
-    Features arrive as float32 without nulls (`as_model_input`), so each column is copied once
-    into a contiguous matrix that every model predicts on.
-    """
-    import numpy as np
+    """Scalar Arrow UDF body: one score per row and model, per Arrow batch of the models' input
+    columns (`input_columns`, in that order). One model gives a double column, several a struct
+    with one double field per model."""
     import pyarrow as pa
 
-    boosters = []
-    for _, model, model_key in models:
-        if model_key not in _BOOSTERS:
-            _BOOSTERS[model_key] = load_booster(model.value)
-        boosters.append(_BOOSTERS[model_key])
-    names = [column for column, _, _ in models]
+    names = input_columns(scorers)
+    packages = [s.package() for s in scorers]
     for columns in batches:
-        matrix = np.empty((len(columns[0]), len(columns)), dtype=np.float32)
-        for index, column in enumerate(columns):
-            matrix[:, index] = column.to_numpy(zero_copy_only=False)
-        scores = [pa.array(b.inplace_predict(matrix), type=pa.float64()) for b in boosters]
-        yield scores[0] if len(scores) == 1 else pa.StructArray.from_arrays(scores, names=names)
+        by_name = dict(zip(names, columns, strict=True))
+        scores = [pa.array(p.predict_columns(by_name), type=pa.float64()) for p in packages]
+        if len(scores) == 1:
+            yield scores[0]
+        else:
+            yield pa.StructArray.from_arrays(scores, names=[s.column for s in scorers])
 
 
-def scores_udf(models: list[tuple[str, Broadcast[bytes], str]], returns: str) -> Any:
-    """The scalar-iterator Arrow UDF over the feature columns (`predict_batches`)."""
+def scores_udf(scorers: list[Scorer], returns: str) -> Any:
+    """The scalar-iterator Arrow UDF over the models' input columns (`predict_batches`)."""
     import warnings
 
     from pyspark.sql.functions import ArrowUDFType, arrow_udf
 
     def predict(batches: Iterator[tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
-        return predict_batches(batches, models=models)
+        return predict_batches(batches, scorers=scorers)
 
     # The type is given, not inferred from hints: this module's hints are strings naming pyarrow,
     # which is imported only for type checking. Spark warns that hints are preferred.
@@ -103,56 +117,56 @@ def scores_udf(models: list[tuple[str, Broadcast[bytes], str]], returns: str) ->
         return arrow_udf(predict, returns, ArrowUDFType.SCALAR_ITER)
 
 
-def scored_by(
-    df: DataFrame, *, models: list[tuple[str, Broadcast[bytes], str]], usecase: UseCase
-) -> DataFrame:
+def scored_by(df: DataFrame, *, scorers: list[Scorer], usecase: UseCase) -> DataFrame:
     """Published keys + one score column per model for every row of a frame to score (one row
-        per key, or per key and target day for a time series).
+    per key, or per key and target day for a time series).
 
     A scalar Arrow UDF: only the features go to Python and only the scores come back, while
-        the keys stay in the JVM (bench/README.md compares it with shipping the keys both ways).
+    the keys stay in the JVM (bench/README.md compares it with shipping the keys both ways).
     """
     from pyspark.sql import functions as F
 
-    keys, features = usecase.published_keys, usecase.features
-    columns = [column for column, _, _ in models]
+    keys = usecase.published_keys
+    columns = [s.column for s in scorers]
     returns = (
         ", ".join(f"{quote_spark_identifier(c)} double" for c in columns)
         if len(columns) > 1
         else "double"
     )
-    scores = scores_udf(models, returns)(*(F.col(f) for f in features))
-    inputs = df.select(*keys, *features).transform(as_model_input, features=features)
+    scores = scores_udf(scorers, returns)(*(F.col(f) for f in input_columns(scorers)))
     if len(columns) == 1:
-        return inputs.select(*keys, scores.alias(columns[0]))
-    return inputs.select(*keys, scores.alias("_scores")).select(
+        return df.select(*keys, scores.alias(columns[0]))
+    return df.select(*keys, scores.alias("_scores")).select(
         *keys, *(F.col("_scores")[c].alias(c) for c in columns)
     )
 
 
-def score_frame(
-    df: DataFrame, *, model: Broadcast[bytes], model_key: str, usecase: UseCase
-) -> DataFrame:
+def score_frame(df: DataFrame, *, model: Scorer, usecase: UseCase) -> DataFrame:
     """Keys + score for every row of a clean frame (one row per key in, one row per key out)."""
-    return scored_by(df, models=[(SCORE, model, model_key)], usecase=usecase)
+    return scored_by(df, scorers=[model], usecase=usecase)
 
 
 def shadow_frame(
     df: DataFrame,
     *,
-    champion: tuple[ModelRef, Broadcast[bytes]],
-    challenger: tuple[ModelRef, Broadcast[bytes]],
+    champion: tuple[ModelRef, Scorer],
+    challenger: tuple[ModelRef, Scorer],
     usecase: UseCase,
     run_date: date,
     scored_at: datetime,
 ) -> DataFrame:
-    """Both models on the same rows: keys, champion_score, challenger_score, their versions,
-    scored_at and run_date; one row per key."""
+    """Both models on the same rows, each through its own package: keys, champion_score,
+    challenger_score, their versions, scored_at and run_date; one row per key."""
+    from dataclasses import replace
+
     from pyspark.sql import functions as F
 
     (champ, champ_model), (chall, chall_model) = champion, challenger
-    models = [(CHAMPION_SCORE, champ_model, champ.uri), (CHALLENGER_SCORE, chall_model, chall.uri)]
-    return scored_by(df, models=models, usecase=usecase).select(
+    scorers = [
+        replace(champ_model, column=CHAMPION_SCORE),
+        replace(chall_model, column=CHALLENGER_SCORE),
+    ]
+    return scored_by(df, scorers=scorers, usecase=usecase).select(
         "*",
         F.lit(champ.name).alias("model_name"),
         F.lit(champ.version).alias("champion_version"),

@@ -1,9 +1,10 @@
 """Clean stage: raw -> clean_<entity> + quarantine_<entity> + cleaning_stats_<entity>.
 
 Read the raw run date, add the derived columns (`derive:`), flag it with the row rules and the
-split (data.cleaning), fit the cleaning rules on the train split, then write the quarantined rows
-(with their reason), the fitted values and the clean rows: clean + quarantined = raw for the
-run_date.
+split (data.cleaning), fit the cleaning rules on the train split (the bounds that quarantine, and
+the day's fill values and bounds, recorded), then write the quarantined rows (with their reason),
+the fitted values and the clean rows, anonymised, with their missing values: clean + quarantined
+= raw for the run_date. Fills, clips and category codes are the model's (training.package).
 """
 
 from __future__ import annotations
@@ -111,11 +112,7 @@ def run(ctx: RunContext) -> dict[str, object]:
                 f"see {usecase.quarantine_table}"
             )
         clean = clean_rows(
-            final.where(f"{REASON} is null"),
-            usecase=usecase,
-            secret=secret,
-            fitted=fitted,
-            run_date=ctx.run_date,
+            final.where(f"{REASON} is null"), usecase=usecase, secret=secret, run_date=ctx.run_date
         )
         clean_version = tables.replace_run(clean, settings, usecase.clean_table, ctx.run_date)
     finally:

@@ -134,9 +134,14 @@ def measure(ctx: RunContext) -> tuple[list[Measure], dict[str, DataFrame]]:
     ).cache()
     try:
         reference, reference_name = training_reference(ctx, str(entry.model_version))
+        model = registry.model_version(settings, usecase, str(entry.model_version))
         batch = f"{usecase.clean_table} v{features_version} of {ctx.run_date}"
         measures = feature_measures(
-            reference, current, usecase=usecase, compared=f"{reference_name} vs {batch}"
+            reference,
+            current,
+            usecase=usecase,
+            levels=registry.load_package(model).preprocessing.levels,
+            compared=f"{reference_name} vs {batch}",
         )
         measures += prediction_measures(
             predictions,

@@ -25,10 +25,16 @@ from typing import TYPE_CHECKING
 from prescore.platform import registry, tables
 from prescore.platform.spark import temporary_conf
 from prescore.scoring.population import rows_to_score
-from prescore.scoring.predict import score_frame, shadow_frame, with_horizon, with_lineage
+from prescore.scoring.predict import (
+    Scorer,
+    score_frame,
+    scorer,
+    shadow_frame,
+    with_horizon,
+    with_lineage,
+)
 
 if TYPE_CHECKING:
-    from pyspark.broadcast import Broadcast
     from pyspark.sql import DataFrame
 
     from prescore.config import Settings, UseCase
@@ -54,9 +60,9 @@ def run(ctx: RunContext) -> dict[str, object]:
     challenger = challenger_of(settings, usecase, ref)
     clean_version = tables.latest_version(ctx.spark, settings, usecase.clean_table)
     clean = rows_to_score(ctx.spark, settings, usecase, ctx.run_date, clean_version)
-    model = ctx.spark.sparkContext.broadcast(registry.model_bytes(ref))
+    model = scorer(ctx.spark, key=ref.uri, package=registry.load_package(ref))
     scored_at = datetime.now()
-    predictions = score_frame(clean, model=model, model_key=ref.uri, usecase=usecase).transform(
+    predictions = score_frame(clean, model=model, usecase=usecase).transform(
         with_lineage,
         ref=ref,
         features_version=clean_version,
@@ -78,20 +84,21 @@ def run(ctx: RunContext) -> dict[str, object]:
         }
         if challenger is not None:
             summary |= score_shadow(ctx, clean, (ref, model), challenger, scored_at)
-    model.unpersist()
+    model.parts.unpersist()
     return summary
 
 
 def score_shadow(
     ctx: RunContext,
     clean: DataFrame,
-    champion: tuple[registry.ModelRef, Broadcast[bytes]],
+    champion: tuple[registry.ModelRef, Scorer],
     challenger: registry.ModelRef,
     scored_at: datetime,
 ) -> dict[str, object]:
     """Write both models' scores of the run date into shadow_<usecase>; nothing reads it to serve."""
     usecase = ctx.usecase
-    chall_model = ctx.spark.sparkContext.broadcast(registry.model_bytes(challenger))
+    package = registry.load_package(challenger)
+    chall_model = scorer(ctx.spark, key=challenger.uri, package=package)
     shadow = shadow_frame(
         clean,
         champion=champion,
@@ -101,7 +108,7 @@ def score_shadow(
         scored_at=scored_at,
     )
     version = tables.replace_run(shadow, ctx.settings, usecase.shadow_table, ctx.run_date)
-    chall_model.unpersist()
+    chall_model.parts.unpersist()
     log.info(
         "score: shadow @challenger v%s -> %s v%d",
         challenger.version,

@@ -4,7 +4,8 @@ A time-series use case trains on the supervised frame of its clean history (pres
 one row per series, origin day and horizon, split on the target day.
 
 One MLflow run per training: params, the clean table version as its input, test metrics and the
-champion's on the same test split, plots, the booster in native format, registered. Every new
+champion's on the same test split, plots, and the model package (the booster in native format
+with the preprocessing fitted on the train split: training.package) as a pyfunc, registered. Every new
 version becomes @challenger; the promotion gate (`model.promotion`) moves @champion to it only if
 it meets the minimum and beats the champion by the margin. The gate's decision and reason are the
 run's tags. Bad data stops the stage before anything is logged or registered, so a failed training
@@ -26,7 +27,8 @@ from prescore.platform import registry, tables
 from prescore.training import evaluation, promotion, timeseries, tuning
 from prescore.training.estimator import (
     check_training_data,
-    fit_booster,
+    fit_package,
+    fitted_preprocessing,
     split_frame,
     test_frame,
     training_frame,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
     from prescore.config import UseCase
     from prescore.context import RunContext
+    from prescore.training.package import Package
 
 # mlflow and xgboost are imported inside the functions that use them: importing them takes
 # seconds, which the CLI's other commands, the lookups and the DAG file never pay.
@@ -108,10 +111,9 @@ def model_rows(ctx: RunContext, clean_version: int) -> DataFrame:
 def champion_metrics(
     ctx: RunContext, test: pd.DataFrame
 ) -> tuple[registry.ModelRef | None, dict[str, float] | None, str, str]:
-    """The current champion, its metrics on this test split, a note when it cannot be scored,
-    and how its features differ from the use case's (both "" when they do not)."""
-    import mlflow.xgboost
-
+    """The current champion, its metrics on this test split (through its own package), a note
+    when it cannot be scored, and how its features differ from the use case's (both "" when they
+    do not)."""
     settings, usecase = ctx.settings, ctx.usecase
     if not registry.has_alias(settings, usecase, registry.CHAMPION):
         return None, None, "", ""
@@ -122,9 +124,9 @@ def champion_metrics(
         log.warning("train: champion v%s was trained on other features: %s", ref.version, changed)
         return ref, None, "", changed
     try:
-        booster = mlflow.xgboost.load_model(ref.uri)
-        return ref, evaluation.metrics(booster, test, usecase=usecase), "", ""
-    except Exception as exc:  # e.g. a champion whose run did not record its features
+        package = registry.load_package(ref)
+        return ref, evaluation.metrics(package, test, usecase=usecase), "", ""
+    except Exception as exc:  # e.g. a bare booster, registered before model packages
         note = f"champion v{ref.version} cannot be scored on this test split: {exc}"
         return ref, None, note, ""
 
@@ -170,11 +172,14 @@ def train_and_register(
     usecase, settings = ctx.usecase, ctx.settings
     registry.client(settings)
     workers = num_workers(ctx)
-    training = training_frame(clean, usecase=usecase)
+    preprocessing = fitted_preprocessing(clean, usecase=usecase)
+    training = training_frame(clean, usecase=usecase, preprocessing=preprocessing)
     test = test_frame(clean, usecase=usecase).toPandas()
 
-    def fit(params: dict[str, Any]) -> Any:
-        return fit_booster(training, usecase=usecase, params=params, workers=workers)
+    def fit(params: dict[str, Any]) -> Package:
+        return fit_package(
+            training, usecase=usecase, preprocessing=preprocessing, params=params, workers=workers
+        )
 
     with mlflow.start_run(
         experiment_id=registry.experiment_id(settings, usecase),
@@ -187,11 +192,11 @@ def train_and_register(
             {**params, "num_workers": workers, registry.FEATURES_PARAM: ",".join(usecase.features)}
         )
         mlflow.log_params({f"rows_{k}": v for k, v in split_rows.items()})
-        booster = fit(params)
-        metrics = evaluation.metrics(booster, test, usecase=usecase)
+        package = fit(params)
+        metrics = evaluation.metrics(package, test, usecase=usecase)
         champion, incumbent, decision = gate(ctx, metrics, test)
-        log_evaluation(booster, test, ctx, metrics, incumbent, champion, decision)
-        ref = log_model(ctx, booster, test, run.info.run_id)
+        log_evaluation(package, test, ctx, metrics, incumbent, champion, decision)
+        ref = log_model(ctx, package, test, run.info.run_id)
     registry.set_alias(settings, ref, registry.CHALLENGER)
     if decision.promote:
         registry.promote(settings, ref, reason=decision.reason, when=datetime.now(UTC).isoformat())
@@ -238,7 +243,7 @@ def log_input(ctx: RunContext, clean: DataFrame, clean_version: int) -> None:
 
 
 def log_evaluation(
-    booster: Any,
+    package: Package,
     test: pd.DataFrame,
     ctx: RunContext,
     metrics: dict[str, float],
@@ -263,25 +268,26 @@ def log_evaluation(
             "compared_with_champion": champion.version if champion else "none",
         }
     )
-    for name, figure in evaluation.plots(booster, test, usecase=ctx.usecase).items():
+    for name, figure in evaluation.plots(package, test, usecase=ctx.usecase).items():
         mlflow.log_figure(figure, f"plots/{name}")
 
 
-def log_model(ctx: RunContext, booster: Any, test: pd.DataFrame, run_id: str) -> registry.ModelRef:
-    """The booster in XGBoost's native format with signature and input example; registered."""
-    import mlflow.xgboost
-    from mlflow.models import infer_signature
+def log_model(
+    ctx: RunContext, package: Package, test: pd.DataFrame, run_id: str
+) -> registry.ModelRef:
+    """The package as a pyfunc (signature on the clean columns, five test rows as its input
+    example); registered."""
+    import tempfile
+    from pathlib import Path
 
-    sample = test[ctx.usecase.features].head(5)
+    from prescore.training.pyfunc import log_package
+
     name = registry.model_name(ctx.settings, ctx.usecase)
-    info = mlflow.xgboost.log_model(
-        booster,
-        name="model",
-        signature=infer_signature(
-            sample, evaluation.predict(booster, sample, features=ctx.usecase.features)
-        ),
-        input_example=sample,
-        registered_model_name=name,
-        model_format="ubj",
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        info = log_package(
+            package,
+            folder=Path(folder),
+            registered_model_name=name,
+            input_example=test[package.features].head(5),
+        )
     return registry.ModelRef(name=name, version=str(info.registered_model_version), run_id=run_id)

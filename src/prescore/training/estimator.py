@@ -1,8 +1,9 @@
-"""The training rows and the estimator: splits as model input, data checks, the xgboost.spark fit.
+"""The training rows and the estimator: the splits, data checks, the xgboost.spark fit.
 
 Grain in: the clean rows of a run date (or a time series' supervised frame), one per key, with
-their `split`; the fit is distributed over `workers` xgboost.spark workers, early stopping on the
-validation split.
+their `split`. The package's preprocessing is fitted on the train split, the booster on the train
+and validation splits through that preprocessing (distributed over `workers` xgboost.spark
+workers, early stopping on the validation split); the result is one `Package`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from prescore.catalog import SPLIT
-from prescore.training.features import as_model_input
+from prescore.training.package import Package, Preprocessing, fit_preprocessing, preprocessed
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -25,25 +26,36 @@ class TrainingDataError(ValueError):
     """The clean data cannot train a trustworthy model (too few rows, constant label, ...)."""
 
 
-def training_frame(clean: DataFrame, *, usecase: UseCase) -> DataFrame:
-    """Train + validation rows with a labelled validation indicator, features as model input."""
+def fitted_preprocessing(clean: DataFrame, *, usecase: UseCase) -> Preprocessing:
+    """The package's preprocessing, fitted on the train split (labelled or not)."""
     from pyspark.sql import functions as F
 
+    return fit_preprocessing(clean.where(F.col(SPLIT) == "train"), usecase=usecase)
+
+
+def training_frame(
+    clean: DataFrame, *, usecase: UseCase, preprocessing: Preprocessing
+) -> DataFrame:
+    """Train + validation rows with a labelled validation indicator, features as the booster's
+    input (`preprocessing` applied)."""
+    from pyspark.sql import functions as F
+
+    labelled = clean.where(
+        F.col(SPLIT).isin("train", "validation") & F.col(usecase.label).isNotNull()
+    )
     return (
-        clean.where(F.col(SPLIT).isin("train", "validation") & F.col(usecase.label).isNotNull())
+        labelled.select(*usecase.features, usecase.label, SPLIT)
         .withColumn(IS_VALIDATION, F.col(SPLIT) == "validation")
-        .transform(as_model_input, features=usecase.features)
+        .transform(preprocessed, preprocessing)
     )
 
 
 def split_frame(clean: DataFrame, *, usecase: UseCase, split: str) -> DataFrame:
-    """One split's labelled rows: the features as model input and the label."""
+    """One split's labelled rows as clean holds them: the features and the label."""
     from pyspark.sql import functions as F
 
-    return (
-        clean.where((F.col(SPLIT) == split) & F.col(usecase.label).isNotNull())
-        .transform(as_model_input, features=usecase.features)
-        .select(*usecase.features, usecase.label)
+    return clean.where((F.col(SPLIT) == split) & F.col(usecase.label).isNotNull()).select(
+        *usecase.features, usecase.label
     )
 
 
@@ -114,11 +126,17 @@ def build_estimator(usecase: UseCase, *, params: dict[str, Any], workers: int) -
     )
 
 
-def fit_booster(
-    training: DataFrame, *, usecase: UseCase, params: dict[str, Any], workers: int
-) -> Any:
-    """The fitted booster, cut at the best validation round when early stopping ended the fit."""
+def fit_package(
+    training: DataFrame,
+    *,
+    usecase: UseCase,
+    preprocessing: Preprocessing,
+    params: dict[str, Any],
+    workers: int,
+) -> Package:
+    """The fitted booster, cut at the best validation round when early stopping ended the fit,
+    with the preprocessing its input went through."""
     model = build_estimator(usecase, params=params, workers=workers).fit(training)
     booster = model.get_booster()
     best = booster.attr("best_iteration")
-    return booster[: int(best) + 1] if best is not None else booster
+    return Package(preprocessing, booster[: int(best) + 1] if best is not None else booster)

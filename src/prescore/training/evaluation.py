@@ -1,8 +1,9 @@
-"""Test-split metrics and diagnostic plots of a booster, computed on the driver.
+"""Test-split metrics and diagnostic plots of a model package, computed on the driver.
 
 A split is small next to the table (`split.test` of the rows) and is collected once as a pandas
-frame; the challenger and the champion are both scored on that same frame with
-`Booster.inplace_predict`, the call the score stage makes, so their metrics are comparable.
+frame of clean rows; the challenger and the champion each score that same frame through their own
+package (its preprocessing, then `Booster.inplace_predict`, as the score stage does), so their
+metrics are comparable.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from prescore.config import UseCase
+    from prescore.training.package import Package
 
 
-def predict(booster: Any, frame: pd.DataFrame, *, features: list[str]) -> np.ndarray:
-    """Scores of one booster: probabilities for binary, values for regression."""
-    return np.asarray(booster.inplace_predict(frame[features].to_numpy(dtype=np.float32)))
+def predict(package: Package, frame: pd.DataFrame) -> np.ndarray:
+    """Scores of one package on clean rows: probabilities for binary, values for regression."""
+    return package.predict(frame)
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, *, threshold: float) -> dict[str, float]:
@@ -56,10 +58,10 @@ def regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
-def metrics(booster: Any, frame: pd.DataFrame, *, usecase: UseCase) -> dict[str, float]:
-    """The task's metrics of `booster` on one split (`frame` holds the features and the label)."""
+def metrics(package: Package, frame: pd.DataFrame, *, usecase: UseCase) -> dict[str, float]:
+    """The task's metrics of `package` on one split (`frame` holds the features and the label)."""
     y = frame[usecase.label].to_numpy(dtype=np.float64)
-    p = predict(booster, frame, features=usecase.features).astype(np.float64)
+    p = predict(package, frame)
     if usecase.task == "binary":
         return binary_metrics(y, p, threshold=usecase.model.threshold)
     return regression_metrics(y, p)
@@ -79,14 +81,16 @@ def is_better(metric: str, value: float, than: float, *, margin: float = 0.0) ->
 # ---------------------------------------------------------------- plots
 
 
-def plots(booster: Any, frame: pd.DataFrame, *, usecase: UseCase) -> dict[str, Figure]:
+def plots(package: Package, frame: pd.DataFrame, *, usecase: UseCase) -> dict[str, Figure]:
     """Figures to log as artifacts, by file name: importance, and ROC/PR/calibration or residuals."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a driver
     y = frame[usecase.label].to_numpy(dtype=np.float64)
-    p = predict(booster, frame, features=usecase.features).astype(np.float64)
-    figures = {"feature_importance.png": importance_plot(booster, features=usecase.features)}
+    p = predict(package, frame)
+    figures = {
+        "feature_importance.png": importance_plot(package.booster, features=package.features)
+    }
     if usecase.task == "binary":
         figures |= {
             "roc_curve.png": roc_plot(y, p),

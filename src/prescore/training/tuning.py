@@ -43,7 +43,7 @@ def search(
 ) -> tuple[Params, optuna.Study]:
     """Best parameters (the use case's `params` overlaid by the best trial's) and the study.
 
-    `fit(params)` returns a fitted booster; each trial is a nested MLflow run of the active run.
+    `fit(params)` returns a fitted model package (training.package); each trial is a nested MLflow run of the active run.
     """
     import mlflow
     import optuna
@@ -63,8 +63,7 @@ def search(
         ):
             mlflow.set_tag("trial", str(trial.number))
             mlflow.log_params(params)
-            booster = fit(params)
-            scores = evaluation.metrics(booster, validation, usecase=usecase)
+            scores = evaluation.metrics(fit(params), validation, usecase=usecase)
             mlflow.log_metrics({f"validation_{k}": v for k, v in scores.items()})
         log.info("tuning: trial %d %s=%.4f %s", trial.number, metric, scores[metric], params)
         return scores[metric]

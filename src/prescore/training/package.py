@@ -1,0 +1,259 @@
+"""The model package: a booster and everything between a clean row and the booster's input.
+
+`Preprocessing` holds what a model version was fitted with: for each feature, in the booster's
+column order, its fill value, its clip bounds and (categorical) its levels. `matrix` turns feature
+columns (Arrow arrays, as Spark's Arrow batches carry them, or a pandas frame's columns) into the
+booster's float32 matrix. It is the one implementation of those transforms: training applies it
+in Spark (`preprocessed`, through mapInArrow), the score stage inside its Arrow UDF, the MLflow
+pyfunc (training.pyfunc) and computed scores on pandas rows. So a score is the same number
+wherever it is computed, and scoring on a later day uses the values the model was trained with.
+
+Missing means null or NaN, for every kind. Per feature, in order: missing -> the fill value (if
+any); each clip range in turn (a fixed `cleaning.clip`, then fitted outlier bounds); a
+categorical becomes its level's index, an unknown or missing level NaN (XGBoost's missing).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    import pandas as pd
+    import pyarrow as pa
+    from pyspark.sql import DataFrame
+
+    from prescore.config import LearnedLevels, UseCase
+
+FORMAT = 1  # the JSON layout of `Preprocessing`, stored with every model version
+
+
+class FeatureValueError(ValueError):
+    """A feature column holds values that cannot be its kind (text in a numeric feature)."""
+
+
+@dataclass(frozen=True)
+class FeatureStep:
+    """How one feature column becomes one booster column."""
+
+    name: str
+    kind: str  # "numeric" or "categorical"
+    integral: bool = False  # an int or long column: a fitted fill value is rounded
+    fill: float | str | None = None
+    clips: list[tuple[float | None, float | None]] = field(default_factory=list)
+    levels: list[str] = field(default_factory=list)  # categorical: code = index in this list
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The fitted steps of every feature, in the booster's column order."""
+
+    steps: list[FeatureStep]
+
+    @property
+    def features(self) -> list[str]:
+        return [step.name for step in self.steps]
+
+    @property
+    def levels(self) -> dict[str, list[str]]:
+        return {s.name: s.levels for s in self.steps if s.kind == "categorical"}
+
+    def matrix(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """The booster's input: one float32 column per feature, from Arrow arrays or anything
+        `pyarrow.array` takes (a pandas Series, a list), looked up by feature name."""
+        rows = len(columns[self.features[0]]) if self.steps else 0
+        out = np.empty((rows, len(self.steps)), dtype=np.float32)
+        for index, step in enumerate(self.steps):
+            out[:, index] = transformed(step, columns[step.name])
+        return out
+
+    def frame_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """`matrix` of a pandas frame's feature columns; a missing column is a KeyError naming it."""
+        absent = [f for f in self.features if f not in frame.columns]
+        if absent:
+            raise KeyError(f"feature columns {absent} are missing")
+        return self.matrix({f: frame[f] for f in self.features})
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "steps": [asdict(s) for s in self.steps]}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Preprocessing:
+        found = json.loads(text)
+        if found.get("format") != FORMAT:
+            raise ValueError(f"preprocessing format {found.get('format')!r} is not {FORMAT}")
+        steps = [
+            FeatureStep(**{**s, "clips": [tuple(c) for c in s["clips"]]}) for s in found["steps"]
+        ]
+        return cls(steps=steps)
+
+
+def _arrow(values: Any) -> pa.Array:
+    import pyarrow as pa
+
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values
+    return pa.array(values, from_pandas=True)
+
+
+def transformed(step: FeatureStep, values: Any) -> np.ndarray:
+    """One feature column as float64, missing as NaN, after the step's fill, clips and coding."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = _arrow(values)
+    if step.kind == "categorical":
+        text = pc.cast(array, pa.string()) if array.type != pa.string() else array
+        if step.fill is not None:
+            text = pc.fill_null(text, str(step.fill))
+        codes = pc.index_in(text, value_set=pa.array(step.levels, pa.string()))
+        return np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.float64)
+    try:
+        numbers = pc.cast(array, pa.float64()) if array.type != pa.float64() else array
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise FeatureValueError(
+            f"feature {step.name!r}: values of type {array.type} are not numbers ({exc})"
+        ) from exc
+    x = np.array(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)
+    if step.fill is not None:
+        fill = round(float(step.fill)) if step.integral else float(step.fill)
+        x[np.isnan(x)] = fill
+    for low, high in step.clips:
+        x = np.clip(x, -np.inf if low is None else low, np.inf if high is None else high)
+    return x
+
+
+# ---------------------------------------------------------------- the booster and its steps
+
+
+@dataclass
+class Package:
+    """A booster and its preprocessing: a model version, ready to score raw feature rows."""
+
+    preprocessing: Preprocessing
+    booster: Any  # xgboost.Booster
+
+    @property
+    def features(self) -> list[str]:
+        return self.preprocessing.features
+
+    def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.inplace_predict(matrix), dtype=np.float64)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Scores of raw feature rows: probabilities for binary, values for regression."""
+        return self.predict_matrix(self.preprocessing.frame_matrix(frame))
+
+    def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        return self.predict_matrix(self.preprocessing.matrix(columns))
+
+    def to_parts(self) -> tuple[bytes, str]:
+        """The booster in XGBoost's native (ubj) form and the preprocessing as JSON."""
+        return bytes(self.booster.save_raw("ubj")), self.preprocessing.to_json()
+
+    @classmethod
+    def from_parts(cls, booster: bytes, preprocessing: str, *, threads: int = 0) -> Package:
+        """`threads` > 0 pins the booster's threads (one Spark task per core already)."""
+        import xgboost
+
+        loaded = xgboost.Booster()
+        loaded.load_model(bytearray(booster))
+        if threads:
+            loaded.set_param({"nthread": threads})
+        return cls(Preprocessing.from_json(preprocessing), loaded)
+
+
+# ---------------------------------------------------------------- fitted in Spark
+
+
+def fit_preprocessing(train: DataFrame, *, usecase: UseCase) -> Preprocessing:
+    """The steps of every feature, fitted on `train` (the training split's rows, as clean holds
+    them): fill values and outlier bounds (data.cleaning's fits, one aggregation) and learned
+    levels; constants, fixed clips and declared levels as the use case gives them."""
+    from prescore.config import LearnedLevels
+    from prescore.data.cleaning import fit_aggregates, fitted_from
+
+    cleaning = usecase.cleaning
+    stats = train.agg(*fit_aggregates(cleaning)).first()
+    assert stats is not None  # a global aggregate always returns one row
+    fitted = fitted_from(stats.asDict(), cleaning)
+    types = usecase.column_types
+    steps = []
+    for name in usecase.features:
+        clips = [(r.min, r.max) for r in [cleaning.clip.get(name)] if r is not None]
+        if name in fitted.bounds and cleaning.outliers[name].action == "clip":
+            clips.append((fitted.bounds[name].min, fitted.bounds[name].max))
+        declared = usecase.categorical_features.get(name)
+        levels = (
+            learned_levels(train, name, declared)
+            if isinstance(declared, LearnedLevels)
+            else list(declared or [])
+        )
+        steps.append(
+            FeatureStep(
+                name=name,
+                kind="numeric" if declared is None else "categorical",
+                integral=types.get(name) in ("int", "long"),
+                fill=fitted.fill.get(name),
+                clips=clips,
+                levels=levels,
+            )
+        )
+    return Preprocessing(steps=steps)
+
+
+def learned_levels(train: DataFrame, column: str, how: LearnedLevels) -> list[str]:
+    """The `max_levels` most frequent values of `column` seen `min_count` times or more, most
+    frequent first (ties by value, so a refit on the same rows learns the same codes)."""
+    from pyspark.sql import functions as F
+
+    counted = (
+        train.where(F.col(column).isNotNull())
+        .groupBy(column)
+        .count()
+        .where(F.col("count") >= how.min_count)
+        .orderBy(F.col("count").desc(), F.col(column))
+        .limit(how.max_levels)
+    )
+    return [str(row[0]) for row in counted.collect()]
+
+
+# ---------------------------------------------------------------- applied in Spark
+
+
+def preprocessed(df: DataFrame, preprocessing: Preprocessing) -> DataFrame:
+    """`df` with each feature column replaced by its float booster column (the other columns as
+    they are): `Preprocessing.matrix` on each Arrow batch. One row out per row in."""
+    import pyarrow as pa
+    from pyspark.sql.types import FloatType, StructField, StructType
+
+    features = set(preprocessing.features)
+    schema = StructType(
+        [
+            StructField(f.name, FloatType(), True) if f.name in features else f
+            for f in df.schema.fields
+        ]
+    )
+
+    def transform(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            matrix = preprocessing.matrix(
+                {name: batch.column(name) for name in preprocessing.features}
+            )
+            position = {name: i for i, name in enumerate(preprocessing.features)}
+            arrays = [
+                pa.array(matrix[:, position[name]], pa.float32())
+                if name in position
+                else batch.column(name)
+                for name in batch.schema.names
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+    return df.mapInArrow(transform, schema)

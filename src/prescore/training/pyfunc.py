@@ -1,0 +1,84 @@
+"""The registered model: a `Package` as an MLflow pyfunc, loadable and servable anywhere prescore
+is installed (`mlflow.pyfunc.load_model`, `mlflow models serve --env-manager local`).
+
+Its input is the feature columns as clean holds them (before any fill, clip or coding), by name;
+its output one score per row. The signature names every feature: a categorical is a string, a
+numeric column `any`, because MLflow refuses integers for a double column and floats (an integer
+column with a missing value) for a long one; the package itself casts and names a value that is
+not a number.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflow.pyfunc import PythonModel
+
+from prescore.training.package import Package
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import ModelSignature
+
+BOOSTER = "booster"  # the artifact names inside a logged model
+PREPROCESSING = "preprocessing"
+
+
+class PackagedModel(PythonModel):
+    """Loads the booster and its preprocessing from the model's artifacts; predicts raw rows."""
+
+    package: Package
+
+    def load_context(self, context: Any) -> None:
+        artifacts = context.artifacts
+        self.package = Package.from_parts(
+            Path(artifacts[BOOSTER]).read_bytes(), Path(artifacts[PREPROCESSING]).read_text()
+        )
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
+        return self.package.predict(model_input)
+
+
+def signature(package: Package) -> ModelSignature:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema, TensorSpec
+
+    inputs: list[ColSpec | TensorSpec] = [
+        ColSpec("string" if step.kind == "categorical" else AnyType(), step.name)
+        for step in package.preprocessing.steps
+    ]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double")]))
+
+
+def log_package(
+    package: Package, *, folder: Path, registered_model_name: str, input_example: pd.DataFrame
+) -> Any:
+    """Log `package` as the run's model `model` and register it; `folder` holds the artifact
+    files while they are logged. Returns MLflow's ModelInfo."""
+    booster, preprocessing = package.to_parts()
+    (folder / "booster.ubj").write_bytes(booster)
+    (folder / "preprocessing.json").write_text(preprocessing)
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=PackagedModel(),
+        artifacts={
+            BOOSTER: str(folder / "booster.ubj"),
+            PREPROCESSING: str(folder / "preprocessing.json"),
+        },
+        signature=signature(package),
+        input_example=input_example,
+        registered_model_name=registered_model_name,
+        pip_requirements=requirements(),
+    )
+
+
+def requirements() -> list[str]:
+    """The libraries the package needs at load, pinned as installed (prescore itself must be
+    installed where the model is served: the class above lives in it)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "xgboost", "pyarrow", "pandas")]
