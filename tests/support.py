@@ -179,3 +179,46 @@ def register_package(
     ref = registry.ModelRef(name, str(info.registered_model_version), run.info.run_id)
     registry.set_alias(settings, ref, alias)
     return ref
+
+
+@contextmanager
+def mlflow_model_server(model_uri: str, settings: Settings) -> Iterator[httpx.Client]:
+    """`mlflow models serve` of a registered model, as a deployment starts it (the local
+    environment), on a free loopback port; stopped on the way out."""
+    import os
+    import subprocess
+    import sys
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    # As from an activated environment: mlflow runs `uvicorn` from PATH.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri, "PATH": path}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            deadline = time.monotonic() + 120
+            while True:
+                if server.poll() is not None:
+                    assert server.stderr is not None
+                    why = server.stderr.read().decode(errors="replace")[-3000:]
+                    raise AssertionError(f"mlflow models serve exited: {why}")
+                assert time.monotonic() < deadline, "mlflow models serve did not start in 120 s"
+                try:
+                    if http.get("/ping").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.5)
+            yield http
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -8,19 +8,22 @@ from pathlib import Path
 
 import duckdb
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from prescore.config import Settings
+from prescore.catalog import SCORE
+from prescore.config import Settings, UseCase
 from prescore.context import RunContext
 from prescore.demo.datagen import landing_dir
 from prescore.flow import run_flow
 from prescore.platform import registry, tables
+from prescore.scoring.predict import score_frame, scorer
 from prescore.serving.client import Scores
-from support import FLOW_LOG, FLOW_RUN_DATE
+from support import FLOW_LOG, FLOW_RUN_DATE, mlflow_model_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 RUN_DATE = FLOW_RUN_DATE
@@ -63,6 +66,54 @@ def test_looked_up_score_equals_the_registered_models_prediction(spark: SparkSes
         assert found.score == pytest.approx(float(score), abs=1e-6)
         assert found.model_version == champion.version
         assert found.model_name == champion.name
+
+
+def damaged(rows: pd.DataFrame, usecase: UseCase) -> pd.DataFrame:
+    """Clean rows with what a later day brings: every 7th numeric value missing, every 11th a
+    thousand times too large, every 13th categorical value a level the model never saw."""
+    rows = rows.copy()
+    index = np.arange(len(rows))
+    for column in usecase.numeric_features:
+        values = rows[column].astype("float64")
+        values[index % 11 == 3] *= 1000
+        values[index % 7 == 0] = np.nan
+        rows[column] = values
+    for column in usecase.categorical_features:
+        rows[column] = rows[column].where(index % 13 != 5, "never-seen")
+    return rows
+
+
+def test_one_number_from_batch_pyfunc_and_mlflow_serve(spark: SparkSession, flow) -> None:
+    """1,000 rows of the run date with missing values, outliers and unseen levels: the score
+    stage's Spark scoring, the registered pyfunc on the raw rows and `mlflow models serve` over
+    HTTP give the same score to 1e-6, because the model version carries its preprocessing."""
+    ctx, _ = flow
+    usecase, settings = ctx.usecase, ctx.settings
+    champion = registry.resolve_alias(settings, usecase)
+    clean = tables.read_run(spark, settings, usecase.clean_table, RUN_DATE)
+    columns = clean.select(*usecase.keys, *usecase.features)
+    half = columns.orderBy(*usecase.keys).limit(500).toPandas()
+    again = half.assign(customer_id=half["customer_id"] + "-b")  # damaged differently below
+    rows = damaged(pd.concat([half, again], ignore_index=True), usecase)
+
+    frame = spark.createDataFrame(rows.astype(object).where(rows.notna(), None), columns.schema)
+    model = scorer(spark, key=champion.uri, package=registry.load_package(champion))
+    batch = score_frame(frame, model=model, usecase=usecase).toPandas()
+    batch = rows[usecase.keys].merge(batch, on=usecase.keys, how="left")[SCORE].to_numpy()
+    model.parts.unpersist()
+
+    features = rows[usecase.features]
+    local = mlflow.pyfunc.load_model(champion.uri).predict(features)
+    records = features.astype(object).where(features.notna(), None)
+    body = {"dataframe_split": records.to_dict(orient="split", index=False)}
+    with mlflow_model_server(champion.uri, settings) as http:
+        answer = http.post("/invocations", json=body)
+    assert answer.status_code == 200, answer.text
+    served = np.asarray(answer.json()["predictions"], dtype=np.float64)
+
+    np.testing.assert_allclose(local, batch, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(served, batch, rtol=0, atol=1e-6)
+    assert len(np.unique(np.round(batch, 6))) > 100  # real scores, not one constant
 
 
 def test_missing_key_is_reported_missing(flow) -> None:
