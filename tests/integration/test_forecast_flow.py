@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
+import mlflow.pyfunc
+import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
@@ -14,7 +16,8 @@ from prescore.config import TARGET_DATE, Settings, UseCase, load_usecase
 from prescore.context import RunContext
 from prescore.demo.datagen import write_landing
 from prescore.flow import run_flow, run_stage
-from prescore.platform import tables
+from prescore.platform import registry, tables
+from prescore.scoring.population import rows_to_score
 from prescore.serving.client import Scores
 from prescore.serving.http import create_app
 from support import running
@@ -64,6 +67,26 @@ def test_predictions_hold_one_row_per_series_and_horizon(
     assert all(r[TARGET_DATE] == D2 + timedelta(days=r["horizon"]) for r in rows)
     assert len({(r["store_id"], r["item_id"], r[TARGET_DATE]) for r in rows}) == len(rows)
     assert all(r["score"] > 0 for r in rows)
+
+
+def test_the_registered_pyfunc_forecasts_the_scored_rows_to_the_same_numbers(
+    forecast_flow,  # type: ignore[no-untyped-def]
+    spark: SparkSession,
+) -> None:
+    """The champion, loaded as any MLflow model, on the rows the score stage scored (the origin
+    day's features and lags, one row per series and horizon) gives the stored forecasts."""
+    state, usecase, _, _ = forecast_flow
+    champion = registry.resolve_alias(state, usecase)
+    version = tables.latest_version(spark, state, usecase.clean_table)
+    rows = rows_to_score(spark, state, usecase, D2, version).toPandas()
+    predictions = tables.read_run(spark, state, usecase.predictions_table, D2).toPandas()
+    keys = usecase.published_keys
+    joined = rows.merge(predictions[[*keys, "score"]], on=keys, validate="one_to_one")
+    assert len(joined) == SERIES * 7
+
+    local = mlflow.pyfunc.load_model(champion.uri).predict(joined[usecase.features])
+
+    np.testing.assert_allclose(local, joined["score"], rtol=0, atol=1e-6)
 
 
 def test_a_lookup_by_store_item_and_target_date_answers_each_of_the_next_days(
