@@ -95,6 +95,8 @@ class ServeSettings(_Strict):
     max_body_bytes: int = Field(1_048_576, ge=1)  # a larger request body is refused with 413
     auth: ServeAuth | None = None  # None: no authentication (then loopback only, or --insecure)
     usecases: list[str] | None = None  # the use cases answered; None: every file in conf/usecases/
+    # Computed scores: seconds between looks at @champion (a promotion swaps the model after it).
+    model_refresh_seconds: float = Field(10.0, ge=0)
 
 
 class Settings(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from prescore.flow import run_flow
 from prescore.platform import registry, tables
 from prescore.scoring.predict import score_frame, scorer
 from prescore.serving.client import Scores
-from support import FLOW_LOG, FLOW_RUN_DATE, mlflow_model_server
+from prescore.serving.http import create_app
+from support import FLOW_LOG, FLOW_RUN_DATE, mlflow_model_server, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 RUN_DATE = FLOW_RUN_DATE
@@ -114,6 +116,57 @@ def test_one_number_from_batch_pyfunc_and_mlflow_serve(spark: SparkSession, flow
     np.testing.assert_allclose(local, batch, rtol=0, atol=1e-6)
     np.testing.assert_allclose(served, batch, rtol=0, atol=1e-6)
     assert len(np.unique(np.round(batch, 6))) > 100  # real scores, not one constant
+
+
+def test_keys_not_precomputed_are_computed_from_their_features_over_http(
+    spark: SparkSession, flow
+) -> None:
+    """scores:compute gives the precomputed score of a key from its clean features; a batch
+    with features serves the keys found and computes the others; PII, a missing feature and
+    text in a numeric feature are 422s naming the column."""
+    ctx, _ = flow
+    usecase, settings = ctx.usecase, ctx.settings
+    clean = tables.read_run(spark, settings, usecase.clean_table, RUN_DATE)
+    rows = clean.select(*usecase.keys, *usecase.features).orderBy(*usecase.keys).limit(50)
+    records = json.loads(rows.toPandas().to_json(orient="records"))
+    keys = [r["customer_id"] for r in records]
+    precomputed = [s.score for s in Scores(usecase, settings).get_many(keys)]
+    features = [{f: r[f] for f in usecase.features} for r in records]
+
+    with running(create_app(settings, [usecase])) as http:
+        computed = http.post("/v1/churn/scores:compute", json={"rows": records})
+        new_keys = [f"NEW-{i}" for i in range(5)]
+        batch = http.post(
+            "/v1/churn/scores:batch",
+            json={"keys": [*keys, *new_keys], "features": [*features, *features[:5]]},
+        )
+        refused = {
+            "email": {**features[0], "email": "someone@example.com"},
+            "tenure_months": {f: v for f, v in features[0].items() if f != "tenure_months"},
+            "monthly_charges": {**features[0], "monthly_charges": "a lot"},
+        }
+        refusals = {
+            c: http.post("/v1/churn/scores:compute", json={"rows": [row]})
+            for c, row in refused.items()
+        }
+
+    assert computed.status_code == 200, computed.text
+    answers = computed.json()["scores"]
+    assert [a["key"] for a in answers] == [{"customer_id": k} for k in keys]
+    assert {(a["source"], a["freshness"]) for a in answers} == {("computed", None)}
+    np.testing.assert_allclose([a["score"] for a in answers], precomputed, rtol=0, atol=1e-6)
+    champion = registry.resolve_alias(settings, usecase)
+    assert {a["model_version"] for a in answers} == {champion.version}
+
+    assert batch.status_code == 200, batch.text
+    both = batch.json()["scores"]
+    assert [a["source"] for a in both] == ["precomputed"] * 50 + ["computed"] * 5
+    assert None not in [a["freshness"] for a in both[:50]]  # judged by the snapshot's times
+    np.testing.assert_allclose([a["score"] for a in both[50:]], precomputed[:5], atol=1e-6)
+
+    for column, answer in refusals.items():
+        assert answer.status_code == 422, (column, answer.text)
+        assert column in answer.json()["detail"]
 
 
 def test_missing_key_is_reported_missing(flow) -> None:

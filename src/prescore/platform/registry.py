@@ -176,7 +176,7 @@ def rollback_champion(settings: Settings, usecase: UseCase, *, when: str) -> Mod
     return previous
 
 
-class NotAPackageError(LookupError):
+class NotAPackageError(ModelNotFoundError):
     """A registered version is a bare booster, logged before models carried their preprocessing."""
 
 

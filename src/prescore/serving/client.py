@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from functools import partial
 from pathlib import Path
@@ -34,10 +34,12 @@ import numpy as np
 from prescore.config import Settings, UseCase, load_settings, load_usecase
 from prescore.identifiers import quote_identifier
 from prescore.serving import keyindex, publish_log, snapshot
+from prescore.serving.compute import ChampionPackage, computed
 from prescore.serving.keyindex import KeyIndex, KeyPart
 
 log = logging.getLogger(__name__)
 Freshness = Literal["fresh", "stale", "expired", "missing"]
+Source = Literal["precomputed", "computed"]
 KeyValue = str | int | Sequence[str | int]
 Signature = tuple[int, int, int, int]  # a file's device, inode, size and mtime in ns
 _NAMED_RUN_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})-v\d+\.")  # snapshot.snapshot_path's names
@@ -86,16 +88,20 @@ class Served(NamedTuple):
 
 class Score(NamedTuple):
     """One key's answer. A named tuple, not a dataclass: a 1000-key batch builds 1000 of them, and
-    a tuple is built in C (bench/README.md, lookup: what a frozen dataclass cost)."""
+    a tuple is built in C (bench/README.md, lookup: what a frozen dataclass cost).
+
+    `source`: "precomputed" (from the snapshot), "computed" (from features, on demand: no
+    freshness, no scored_at), or None for a missing key."""
 
     key: tuple[Any, ...]
     score: float | None
-    freshness: Freshness
+    freshness: Freshness | None
     model_name: str | None = None
     model_version: str | None = None
     scored_at: datetime | None = None
     valid_until: datetime | None = None
     run_date: date | None = None
+    source: Source | None = None
 
 
 # Score(*row) without namedtuple's Python-level _make: a batch builds one Score per key.
@@ -152,6 +158,7 @@ class Scores:
         self._swap = threading.Lock()
         self._history: tuple[str, list[publish_log.Event]] | None = None  # (link target, log)
         self._past: dict[Path, KeyIndex] = {}  # key files of earlier snapshots, for as_of
+        self._champion: ChampionPackage | None = None  # loaded at the first computed score
 
     @property
     def snapshot(self) -> Path:
@@ -259,11 +266,20 @@ class Scores:
             columns = ", ".join(f"{k} ({t})" for k, t in zip(index.keys, index.kinds, strict=True))
             raise ValueError(f"use case {self.usecase.name!r} has key {columns}: {exc}") from None
 
-    def get(self, key: KeyValue, *, as_of: date | datetime | None = None) -> Score:
-        """The score of one key; with `as_of`, as the snapshot current then answered it."""
+    def get(
+        self,
+        key: KeyValue,
+        *,
+        as_of: date | datetime | None = None,
+        features: Mapping[str, Any] | None = None,
+    ) -> Score:
+        """The score of one key; with `as_of`, as the snapshot current then answered it. With
+        `features`, a key that was not precomputed is scored from them (`compute`)."""
         index, now = self._answering(as_of)
         (canonical,) = self._canonical([key], index)
         row = index.find_one(canonical)
+        if row < 0 and features is not None:
+            return self._computed([canonical], [features])[0]
         if row < 0:
             return Score(canonical, None, "missing")
         score, name, version, scored_at, valid_until = (
@@ -271,16 +287,60 @@ class Scores:
         )
         status = freshness(scored_at, valid_until, now=now, stale_after=self._stale_after)
         return Score(
-            canonical, score, status, name, version, scored_at, valid_until, index.run_date
+            canonical,
+            score,
+            status,
+            name,
+            version,
+            scored_at,
+            valid_until,
+            index.run_date,
+            "precomputed",
         )
 
     def get_many(
-        self, keys: Sequence[KeyValue], *, as_of: date | datetime | None = None
+        self,
+        keys: Sequence[KeyValue],
+        *,
+        as_of: date | datetime | None = None,
+        features: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[Score]:
-        """Scores of many keys at once, in their order, all from the same snapshot."""
+        """Scores of many keys at once, in their order, all from the same snapshot. With
+        `features` (one mapping per key, in the same order), the keys that were not precomputed
+        are scored from theirs, in one call of the model."""
+        if features is not None and len(features) != len(keys):
+            raise ValueError(f"{len(keys)} keys but {len(features)} rows of features")
         index, now = self._answering(as_of)
         canonical = self._canonical(keys, index)
-        return self._scores(index, canonical, index.find(index.needles(canonical)), now)
+        scores = self._scores(index, canonical, index.find(index.needles(canonical)), now)
+        if features is None:
+            return scores
+        missing = [i for i, score in enumerate(scores) if score.source is None]
+        if missing:
+            found = self._computed([canonical[i] for i in missing], [features[i] for i in missing])
+            for i, score in zip(missing, found, strict=True):
+                scores[i] = score
+        return scores
+
+    def compute(self, rows: Sequence[Mapping[str, Any]]) -> list[Score]:
+        """Scores computed now by the @champion's model package from rows of feature values
+        (None for a missing value), in their order; a row's key columns, if given, are its key.
+        ComputeRefusedError names a PII, unknown or missing column, or a value of the wrong kind."""
+        keys = [tuple(row.get(k) for k in self.usecase.keys) for row in rows]
+        return self._computed([() if all(v is None for v in k) else k for k in keys], rows)
+
+    def _computed(
+        self, keys: Sequence[tuple[Any, ...]], rows: Sequence[Mapping[str, Any]]
+    ) -> list[Score]:
+        if self._champion is None:
+            refresh = self.settings.serve.model_refresh_seconds
+            self._champion = ChampionPackage(self.settings, self.usecase, refresh)
+        ref, package = self._champion.current()
+        values = computed(package, self.usecase, rows).tolist() if rows else []
+        return [
+            Score(key, value, None, ref.name, ref.version, source="computed")
+            for key, value in zip(keys, values, strict=True)
+        ]
 
     def _scores(
         self, index: KeyIndex, keys: list[tuple[KeyPart, ...]], rows: np.ndarray, now: datetime
@@ -294,11 +354,22 @@ class Scores:
         score, name, version, scored_at, valid_until = index.columns(rows)
         status = self._freshness(index, rows, now)
         run_date: list[date | None] = [index.run_date] * len(keys)
+        source: list[Source | None] = ["precomputed"] * len(keys)
         for i in missing:
             score[i] = name[i] = version[i] = scored_at[i] = valid_until[i] = run_date[i] = None
+            source[i] = None
             status[i] = "missing"
         columns = zip(
-            keys, score, status, name, version, scored_at, valid_until, run_date, strict=True
+            keys,
+            score,
+            status,
+            name,
+            version,
+            scored_at,
+            valid_until,
+            run_date,
+            source,
+            strict=True,
         )
         return list(map(_new_score, columns))
 

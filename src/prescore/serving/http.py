@@ -1,7 +1,11 @@
 """HTTP lookups: a FastAPI app answering every key from one `Scores` client per use case.
 
     GET  /v1/{usecase}/scores/{key}    one key; a composite key as comma-separated values
-    POST /v1/{usecase}/scores:batch    {"keys": [...]}: answers in request order
+    POST /v1/{usecase}/scores:batch    {"keys": [...]}: answers in request order; with
+                                       "features" (one object per key), a key not precomputed
+                                       is computed from its features
+    POST /v1/{usecase}/scores:compute  {"rows": [{feature: value, ...}]}: computed now by the
+                                       @champion's model package (serving.compute)
     GET  /healthz                      liveness
     GET  /readyz, /readyz/{usecase}    readiness of every use case, or of one
     GET  /metrics, /docs               Prometheus, OpenAPI
@@ -54,6 +58,7 @@ from prescore.config import (
     list_usecases,
     load_usecases,
 )
+from prescore.platform.registry import ModelNotFoundError
 from prescore.serving.client import (
     NothingPublishedError,
     Score,
@@ -85,6 +90,11 @@ OPEN_PATHS = ("/healthz", "/readyz")  # answered without a token: probes of the 
 
 class BatchRequest(BaseModel):
     keys: list[KeyPart | list[KeyPart]]
+    features: list[dict[str, Any]] | None = None  # for each key, in order: scored if missed
+
+
+class ComputeRequest(BaseModel):
+    rows: list[dict[str, Any]]  # feature values by name (null: missing); key columns optional
 
 
 # An ISO 8601 time as the answers carry it (text, made once per snapshot by _iso), documented
@@ -105,7 +115,8 @@ class ScoreAnswer(TypedDict):
     usecase: str
     key: dict[str, str | int]
     score: float | None
-    freshness: str
+    freshness: str | None  # None for a computed score
+    source: str | None  # precomputed | computed; None for a missing key
     model_name: str | None
     model_version: str | None
     scored_at: IsoTime
@@ -125,6 +136,7 @@ def answers(usecase: UseCase, scores: Sequence[Score]) -> list[ScoreAnswer]:
             "key": dict(zip(keys, score.key, strict=True)),
             "score": score.score,
             "freshness": score.freshness,
+            "source": score.source,
             "model_name": score.model_name,
             "model_version": score.model_version,
             "scored_at": iso(score.scored_at),
@@ -500,7 +512,22 @@ def _add_lookup_routes(app: FastAPI, clients: dict[str, Scores], max_batch: int)
         if len(request.keys) > max_batch:
             raise HTTPException(413, f"{len(request.keys)} keys; at most {max_batch} per batch")
         with lookup_errors(usecase):
-            scores = client.get_many(request.keys)
+            scores = client.get_many(request.keys, features=request.features)
+        return json_answer({"scores": answers(client.usecase, scores)})
+
+    @app.post(
+        "/v1/{usecase}/scores:compute",
+        response_model=None,
+        responses={200: {"model": BatchAnswer}},
+        summary="Scores computed now from feature values by the champion model, in row order",
+    )
+    def compute_scores(usecase: str, request: ComputeRequest) -> JSONResponse:
+        # A plain def: the first call loads the model (seconds), off the event loop.
+        client = client_of(usecase)
+        if not 1 <= len(request.rows) <= max_batch:
+            raise HTTPException(413, f"{len(request.rows)} rows; 1 to {max_batch} per request")
+        with lookup_errors(usecase):
+            scores = client.compute(request.rows)
         return json_answer({"scores": answers(client.usecase, scores)})
 
 
@@ -513,6 +540,8 @@ def lookup_errors(usecase: str) -> Iterator[None]:
         yield
     except NothingPublishedError:
         raise HTTPException(503, f"nothing published for use case {usecase!r} yet") from None
+    except ModelNotFoundError as exc:  # no @champion to compute with, or not a package
+        raise HTTPException(503, without_paths(str(exc))) from None
     except (SnapshotNotFoundError, SnapshotUnreadableError) as exc:
         # Not logged here, at every request: the client logs a damaged snapshot once.
         raise HTTPException(503, without_paths(str(exc))) from None

@@ -108,7 +108,10 @@ def transformed(step: FeatureStep, values: Any) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    array = _arrow(values)
+    try:
+        array = _arrow(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise FeatureValueError(f"feature {step.name!r}: values of mixed kinds ({exc})") from exc
     if step.kind == "categorical":
         text = pc.cast(array, pa.string()) if array.type != pa.string() else array
         if step.fill is not None:
@@ -119,7 +122,7 @@ def transformed(step: FeatureStep, values: Any) -> np.ndarray:
         numbers = pc.cast(array, pa.float64()) if array.type != pa.float64() else array
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise FeatureValueError(
-            f"feature {step.name!r}: values of type {array.type} are not numbers ({exc})"
+            f"feature {step.name!r}: values of type {array.type} are not numbers"
         ) from exc
     x = np.array(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)
     if step.fill is not None:

@@ -1,0 +1,93 @@
+"""Scores computed on demand: the @champion's model package, in-process, on rows of features.
+
+Precompute misses some keys (a customer who signed up this morning); for those a caller sends the
+feature values and gets the score the batch would have given, from the same package (its fitted
+fills, clips and levels: training.package). The package is loaded once per version; the alias is
+looked up again at most every `refresh` seconds, so a promotion or a rollback swaps the model
+without a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from prescore.platform import registry
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from prescore.config import Settings, UseCase
+    from prescore.training.package import Package
+
+
+class ComputeRefusedError(ValueError):
+    """A compute request that cannot be scored: a time series, a PII or unknown column, a
+    missing feature or a value that is not its feature's kind; the message names it."""
+
+
+class ChampionPackage:
+    """The use case's @champion package, loaded once per version; safe to share between threads."""
+
+    def __init__(self, settings: Settings, usecase: UseCase, refresh: float = 10.0) -> None:
+        self.settings, self.usecase, self.refresh = settings, usecase, refresh
+        self._loaded: tuple[registry.ModelRef, Package] | None = None
+        self._next_check = 0.0
+        self._lock = threading.Lock()
+
+    def current(self) -> tuple[registry.ModelRef, Package]:
+        """The champion's version and package (ModelNotFoundError when there is none)."""
+        loaded = self._loaded
+        if loaded is not None and monotonic() < self._next_check:
+            return loaded
+        with self._lock:
+            ref = registry.resolve_alias(self.settings, self.usecase, registry.CHAMPION)
+            if self._loaded is None or self._loaded[0] != ref:
+                self._loaded = (ref, registry.load_package(ref))
+            self._next_check = monotonic() + self.refresh
+            return self._loaded
+
+
+def check_rows(usecase: UseCase, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse what cannot be computed, naming the column and the row: every feature present (None
+    for a missing value), no PII, nothing but features and key columns."""
+    if usecase.time_series is not None:
+        raise ComputeRefusedError(
+            f"use case {usecase.name!r} forecasts from each series' history: its scores are "
+            "precomputed only"
+        )
+    features, keys, pii = set(usecase.features), set(usecase.keys), set(usecase.pii)
+    for number, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ComputeRefusedError(f"row {number}: an object of feature values, not {row!r}")
+        refused = sorted(set(row) & pii)
+        if refused:
+            raise ComputeRefusedError(
+                f"row {number}: columns {refused} are PII of use case {usecase.name!r}, never "
+                "model input: leave them out"
+            )
+        unknown = sorted(set(row) - features - keys)
+        if unknown:
+            raise ComputeRefusedError(
+                f"row {number}: columns {unknown} are not features of use case "
+                f"{usecase.name!r} ({', '.join(usecase.features)})"
+            )
+        missing = [f for f in usecase.features if f not in row]
+        if missing:
+            raise ComputeRefusedError(
+                f"row {number}: features {missing} are missing (give null for a missing value)"
+            )
+
+
+def computed(package: Package, usecase: UseCase, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """One score per row of features, through the package (rows checked by `check_rows`)."""
+    from prescore.training.package import FeatureValueError
+
+    check_rows(usecase, rows)
+    columns = {f: [row[f] for row in rows] for f in package.features}
+    try:
+        return package.predict_columns(columns)
+    except FeatureValueError as exc:
+        raise ComputeRefusedError(str(exc)) from None
