@@ -114,6 +114,7 @@ def test_get_returns_each_keys_published_score_and_lineage(published: Scores) ->
             scored_at=SCORED_AT,
             valid_until=VALID_UNTIL,
             run_date=RUN_DATE,
+            source="precomputed",
         )
 
 

@@ -34,32 +34,25 @@ def test_a_changed_feature_type_rewrites_clean_and_keeps_older_dates(
         ctx = RunContext(fresh_settings, before, day, spark)
         ingest.run(ctx)
         clean.run(ctx)
-    # plan is no longer a categorical (its codes, int, become its text) and the derived column
-    # becomes a boolean: the same run date again
-    categoricals = {c: v for c, v in churn.categorical_features.items() if c != "plan"}
+    # the derived column becomes a boolean: the same run date again
     after = before.model_copy(
-        update={
-            "categorical_features": categoricals,
-            "derive": {"long_tenure": DerivedColumn(sql="tenure_months >= 24", type="boolean")},
-        }
+        update={"derive": {"long_tenure": DerivedColumn(sql="tenure_months >= 24", type="boolean")}}
     )
     with caplog.at_level(logging.WARNING, logger="prescore.platform.tables"):
         clean.run(RunContext(fresh_settings, after, NEW_DAY, spark))
 
     table = tables.read(spark, fresh_settings, after.clean_table)
-    assert table.schema["plan"].dataType.simpleString() == "string"
     assert table.schema["long_tenure"].dataType.simpleString() == "boolean"
     new = table.where(F.col("run_date") == NEW_DAY)
-    assert {r.plan for r in new.select("plan").distinct().collect()} <= {
-        "basic",
-        "standard",
-        "premium",
-        None,
-    }
-    old = table.where(F.col("run_date") == OLD_DAY)  # readable, its codes cast to text
+    recomputed = F.col("tenure_months") >= 24
+    assert new.where(~F.col("long_tenure").eqNullSafe(recomputed)).count() == 0
+    old = table.where(F.col("run_date") == OLD_DAY)  # readable, its 0/1 cast to false/true
     assert old.count() > 0
-    assert {r.plan for r in old.select("plan").distinct().collect()} <= {"0", "1", "2", None}
-    assert "plan (int -> string)" in caplog.text and "long_tenure (int -> boolean)" in caplog.text
+    assert {r.long_tenure for r in old.select("long_tenure").distinct().collect()} <= {
+        True,
+        False,
+    }
+    assert "long_tenure (int -> boolean)" in caplog.text
 
 
 def _frame(spark: SparkSession, day: date, value: object, ddl: str) -> DataFrame:

@@ -109,6 +109,7 @@ def expected(usecase: UseCase, client: Scores, key: Any) -> dict[str, Any]:
         "model_version": score.model_version,
         "scored_at": score.scored_at.isoformat() if score.scored_at else None,
         "valid_until": score.valid_until.isoformat() if score.valid_until else None,
+        "source": score.source,
     }
 
 
@@ -166,6 +167,7 @@ def test_unknown_key_is_404_with_freshness_missing(http: httpx.Client) -> None:
         "model_version": None,
         "scored_at": None,
         "valid_until": None,
+        "source": None,
     }
 
 
