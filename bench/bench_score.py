@@ -9,6 +9,8 @@ small booster is trained natively on a sample. Then, in rows per second, best of
 - prescore: `score_frame` over a cached DataFrame of the same clean rows in local[cores] (so the
   package's preprocessing is inside what is timed), written to Spark's no-op sink, with the Arrow
   batch size as configured and with larger batches;
+- prescore with reasons (`score.explain`, top 3), approximate and exact contributions, against
+  the same stage without them;
 - peers on the same cached frame, preprocessed first (not timed): xgboost.spark's model transform
   and mlflow.pyfunc.spark_udf over the bare booster.
 """
@@ -28,7 +30,7 @@ import pyarrow.parquet as pq
 
 from bench import DATA_DIR, Measurement, best_times
 from prescore.catalog import SCORE
-from prescore.config import load_settings, load_usecase
+from prescore.config import ExplainSettings, load_settings, load_usecase
 from prescore.data.cleaning import clean_rows
 from prescore.demo.datagen import churn_chunks
 from prescore.platform import tables
@@ -52,6 +54,8 @@ ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
 LARGER_BATCHES = (50_000,)  # tried on top of the configured value (Spark's default: 10,000)
 NATIVE = "native inplace_predict"
 PRESCORE = "prescore score_frame"
+WITH_REASONS = f"{PRESCORE} with reasons"
+EXPLAIN = {"approximate": True, "exact": False}  # subject suffix -> ExplainSettings.approximate
 
 
 # ---------------------------------------------------------------- data and model
@@ -175,6 +179,7 @@ def mlflow_scores(
 
 
 def measure(subject: str, rows: int, seconds: float, note: str) -> Measurement:
+    baseline = PRESCORE if subject.startswith(WITH_REASONS) else NATIVE
     return Measurement(
         benchmark=BENCHMARK,
         subject=subject,
@@ -182,7 +187,7 @@ def measure(subject: str, rows: int, seconds: float, note: str) -> Measurement:
         value=rows / seconds,
         unit="rows/s",
         higher_is_better=True,
-        baseline=None if subject == NATIVE else NATIVE,
+        baseline=None if subject == NATIVE else baseline,
         note=f"{note}; best: {seconds:.3f} s for {rows:,} rows",
     )
 
@@ -214,6 +219,15 @@ def measure_subjects(
     frame = spark.read.parquet(str(clean)).repartition(CORES).cache()
     features = frame.transform(preprocessed, preprocessing).cache()
     broadcast = scorer(spark, key=BENCHMARK, package=package)
+    explained = {
+        name: scorer(
+            spark,
+            key=BENCHMARK,
+            package=package,
+            explain=ExplainSettings(top_k=3, approximate=approximate),
+        )
+        for name, approximate in EXPLAIN.items()
+    }
     try:
         frame.count()  # fill the caches outside the timings
         features.count()
@@ -229,6 +243,12 @@ def measure_subjects(
                 scoring(spark, scored, str(batch)),
                 f"{ARROW_BATCH}={batch}",
             )
+        for name, model_with_reasons in explained.items():
+            reasons = score_frame(frame, model=model_with_reasons, usecase=usecase)
+            subjects[f"{WITH_REASONS} ({name})"] = (
+                scoring(spark, reasons, configured),
+                f"score.explain top_k=3, {name} contributions; {ARROW_BATCH}={configured}",
+            )
         subjects["xgboost.spark transform"] = (
             scoring(spark, xgboost_spark_scores(features, model, usecase), configured),
             "SparkXGBClassifierModel.transform, n_jobs=1",
@@ -239,7 +259,8 @@ def measure_subjects(
         )
         seconds = best_times({name: action for name, (action, _) in subjects.items()})
     finally:
-        broadcast.parts.unpersist()
+        for model_with_reasons in (broadcast, *explained.values()):
+            model_with_reasons.parts.unpersist()
         features.unpersist()
         frame.unpersist()
     rows = len(matrix)

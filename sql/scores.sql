@@ -1,5 +1,6 @@
 -- One row per key: the published score, its lineage and its freshness at query time.
 -- Lookups and BI read this view; `predictions` is the table inside each serving snapshot.
+-- With score.explain, `reasons` lists each score's top features (feature, contribution, value).
 with predictions as (
     select * from predictions
 ),

@@ -15,6 +15,7 @@ from pathlib import Path
 RUN_DATE = "run_date"  # the logical date: every table is partitioned by it
 SPLIT = "split"  # clean rows: train / validation / test
 SCORE = "score"  # predictions: the model's output
+REASONS = "reasons"  # predictions, with score.explain: the top features behind each score
 TARGET_DATE = "target_date"  # the day a time-series prediction is for (training.timeseries)
 HORIZON = "horizon"  # days from the run date to target_date
 QUARANTINE_REASON = "_quarantine_reason"  # why a raw row is not in clean

@@ -244,14 +244,19 @@ def _lookup(args: argparse.Namespace) -> None:
     header = f"# {args.usecase}: answered from the published snapshot {scores.snapshot}"
     print(header, file=sys.stderr if args.json else sys.stdout)
     for result in scores.get_many(keys):
+        reasons = [r._asdict() for r in result.reasons] if result.reasons is not None else None
         if args.json:
-            print(json.dumps(result._asdict(), default=str))
+            print(json.dumps(result._asdict() | {"reasons": reasons}, default=str))
             continue
         key = ",".join(map(str, result.key))
         score = "-" if result.score is None else f"{result.score:.4f}"
         model = f"{result.model_name} v{result.model_version}" if result.model_name else "-"
+        why = ", ".join(
+            f"{r['feature']}={r['value']} ({r['contribution']:+.2f})" for r in reasons or []
+        )
         print(
-            f"{key:>14}  score={score:>7}  {result.freshness:<8} model={model}  scored_at={result.scored_at}"
+            f"{key:>14}  score={score:>7}  {result.freshness:<8} model={model}  "
+            f"scored_at={result.scored_at}" + (f"  why: {why}" if why else "")
         )
 
 

@@ -459,6 +459,15 @@ class ModelSettings(_Strict):
     tuning: TuningSettings = TuningSettings()
 
 
+class ExplainSettings(_Strict):
+    """Store the top_k feature contributions behind each score (XGBoost's pred_contribs)."""
+
+    top_k: int = Field(3, ge=1)
+    # Saabas' path attribution instead of exact TreeSHAP: cheaper on deep trees; both add up with
+    # the bias to the margin (bench/README.md, score with reasons).
+    approximate: bool = False
+
+
 class ScoreSettings(_Strict):
     ttl_days: int = Field(7, ge=1)  # valid_until = run date + ttl_days: expired after that
     stale_after_hours: float = Field(36, gt=0)  # still valid, but a scheduled run was missed
@@ -466,6 +475,7 @@ class ScoreSettings(_Strict):
     # Rows per Arrow batch handed to the booster: at 10M rows 10,000 and 50,000 score alike, on
     # small data 50,000 wins where per-batch costs weigh more (bench/README.md, score).
     arrow_batch_rows: int = Field(50_000, ge=1_000)
+    explain: ExplainSettings | None = None  # None: scores only, no reasons
 
 
 class PublishSettings(_Strict):

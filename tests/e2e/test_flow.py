@@ -12,6 +12,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -167,6 +168,66 @@ def test_keys_not_precomputed_are_computed_from_their_features_over_http(
     for column, answer in refusals.items():
         assert answer.status_code == 422, (column, answer.text)
         assert column in answer.json()["detail"]
+
+
+def test_every_score_carries_its_reasons_from_the_stage_to_sql_http_and_compute(
+    spark: SparkSession, flow
+) -> None:
+    """churn explains its scores (top 3): the stored reasons are the champion's own TreeSHAP
+    contributions, largest first, which with the rest and the bias add up to the margin; the
+    client, the HTTP answer, the snapshot's `scores` view and a score computed from the same
+    features give the same reasons."""
+    ctx, _ = flow
+    usecase, settings = ctx.usecase, ctx.settings
+    assert usecase.score.explain is not None and usecase.score.explain.top_k == 3
+    package = registry.load_package(registry.resolve_alias(settings, usecase))
+    clean = tables.read_run(spark, settings, usecase.clean_table, RUN_DATE)
+    rows = clean.select(*usecase.keys, *usecase.features).orderBy(*usecase.keys).limit(20)
+    records = json.loads(rows.toPandas().to_json(orient="records"))
+    keys = [r["customer_id"] for r in records]
+    preds = tables.read_run(spark, settings, usecase.predictions_table, RUN_DATE)
+    stored = {r.customer_id: r for r in preds.where(F.col("customer_id").isin(keys)).collect()}
+
+    matrix = package.preprocessing.frame_matrix(pd.DataFrame.from_records(records))
+    names = package.booster.feature_names
+    dmatrix = xgboost.DMatrix(matrix, missing=np.nan, feature_names=names)
+    shap = package.booster.predict(dmatrix, pred_contribs=True)
+    margin = package.booster.predict(dmatrix, output_margin=True)
+    np.testing.assert_allclose(shap.sum(axis=1), margin, atol=1e-5)
+    for key, contributions in zip(keys, shap[:, :-1], strict=True):
+        top = np.argsort(-np.abs(contributions), kind="stable")[:3]
+        reasons = stored[key].reasons
+        assert [r.feature for r in reasons] == [package.features[j] for j in top]
+        np.testing.assert_allclose(
+            [r.contribution for r in reasons], contributions[top], rtol=0, atol=1e-6
+        )
+
+    def named(reasons) -> list[tuple[str, str | None]]:
+        return [(r["feature"], r["value"]) for r in reasons]
+
+    def sizes(reasons) -> list[float]:
+        return [r["contribution"] for r in reasons]
+
+    expected = {k: [r.asDict() for r in stored[k].reasons] for k in keys}
+    client = Scores(usecase, settings)
+    with duckdb.connect(str(client.snapshot), read_only=True) as con:
+        sql = con.execute(
+            "select customer_id, reasons from scores where customer_id in ?", [keys]
+        ).fetchall()
+    with running(create_app(settings, [usecase])) as http:
+        one = http.get(f"/v1/churn/scores/{keys[0]}").json()
+        computed = http.post("/v1/churn/scores:compute", json={"rows": records}).json()
+    answers = {
+        "client": {s.key[0]: [r._asdict() for r in s.reasons] for s in client.get_many(keys)},
+        "sql": dict(sql),
+        "http": {keys[0]: one["reasons"]},
+        "compute": {a["key"]["customer_id"]: a["reasons"] for a in computed["scores"]},
+    }
+    for where, found in answers.items():
+        for key, reasons in found.items():
+            assert named(reasons) == named(expected[key]), (where, key)
+            assert sizes(reasons) == pytest.approx(sizes(expected[key]), abs=1e-6), (where, key)
+        assert len(found) == (1 if where == "http" else len(keys)), where
 
 
 def test_missing_key_is_reported_missing(flow) -> None:

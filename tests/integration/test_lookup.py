@@ -34,6 +34,7 @@ from prescore.serving.client import (
     SnapshotNotFoundError,
     SnapshotUnreadableError,
 )
+from prescore.training.package import reasons_type
 from support import point_current_to
 
 pytestmark = pytest.mark.integration
@@ -77,9 +78,13 @@ def build(
 
 
 def publish(
-    settings: Settings, usecase: UseCase, rows: list[tuple[Any, ...]], version: int = 1
+    settings: Settings,
+    usecase: UseCase,
+    rows: list[tuple[Any, ...]],
+    version: int = 1,
+    **columns: Any,
 ) -> Path:
-    built = build(settings, usecase, rows, version)
+    built = build(settings, usecase, rows, version, **columns)
     point_current_to(settings, usecase, built)
     return built
 
@@ -562,30 +567,41 @@ def test_a_key_file_of_another_run_date_copied_over_the_served_one_is_refused(
 # ---------------------------------------------------------------- the command
 
 
-def test_prescore_lookup_json_prints_one_parsable_line_per_key(
+def test_prescore_lookup_prints_each_keys_score_and_reasons(
     fresh_settings: Settings, churn: UseCase
 ) -> None:
-    publish(fresh_settings, churn, [(k, i / 1000) for i, k in enumerate(KEYS)])
+    """--json: one parsable line per key, reasons as objects; without it, one line per key with
+    its reasons after `why:`."""
+    reasons = [[{"feature": "plan", "contribution": i / 100, "value": "basic"}] for i in range(200)]
+    rows = [(k, i / 1000) for i, k in enumerate(KEYS)]
+    publish(fresh_settings, churn, rows, reasons=pa.array(reasons, reasons_type()))
     env = {
         **os.environ,
         "PRESCORE_ENV": "test",
         "PRESCORE_STATE_DIR": str(fresh_settings.state_dir),
     }
     prescore = str(Path(sys.executable).with_name("prescore"))
-    done = subprocess.run(
-        [prescore, "lookup", "--usecase", "churn", "--json", KEYS[42], "C99999999"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    lookup = [prescore, "lookup", "--usecase", "churn", KEYS[42], "C99999999"]
+    done, text = (
+        subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        for command in ([*lookup, "--json"], lookup)
     )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]  # JSON lines only
     assert [line["key"] for line in lines] == [[KEYS[42]], ["C99999999"]]
     assert lines[0]["score"] == pytest.approx(0.042)
     assert (lines[0]["model_version"], lines[0]["run_date"]) == ("1", RUN_DATE.isoformat())
-    assert (lines[1]["score"], lines[1]["freshness"]) == (None, "missing")
+    assert lines[0]["reasons"] == [{"feature": "plan", "contribution": 0.42, "value": "basic"}]
+    assert (lines[1]["score"], lines[1]["freshness"], lines[1]["reasons"]) == (
+        None,
+        "missing",
+        None,
+    )
     assert "2026-11-05-v1.duckdb" in done.stderr  # the snapshot answered from, beside the data
+    assert text.returncode == 0, text.stderr
+    found, missing = text.stdout.splitlines()[1:]
+    assert KEYS[42] in found and "score= 0.0420" in found and "why: plan=basic (+0.42)" in found
+    assert "C99999999" in missing and "missing" in missing and "why" not in missing
 
 
 def test_between_checks_a_deleted_served_file_is_answered_from_memory_then_refused(

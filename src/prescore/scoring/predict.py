@@ -17,16 +17,24 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from prescore.catalog import CHALLENGER_SCORE, CHAMPION_SCORE, HORIZON, RUN_DATE, SCORE, TARGET_DATE
+from prescore.catalog import (
+    CHALLENGER_SCORE,
+    CHAMPION_SCORE,
+    HORIZON,
+    REASONS,
+    RUN_DATE,
+    SCORE,
+    TARGET_DATE,
+)
 from prescore.identifiers import quote_spark_identifier
-from prescore.training.package import Package
+from prescore.training.package import REASONS_DDL, Package
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.broadcast import Broadcast
     from pyspark.sql import DataFrame, SparkSession
 
-    from prescore.config import UseCase
+    from prescore.config import ExplainSettings, UseCase
     from prescore.platform.registry import ModelRef
 _PACKAGES: dict[str, Package] = {}  # one loaded package per model version, per Python worker
 
@@ -38,12 +46,18 @@ class MissingColumnsError(ValueError):
 @dataclass(frozen=True)
 class Scorer:
     """One model version as the workers get it: the score column it fills, its key (the version's
-    URI), its feature columns and its package's parts, broadcast."""
+    URI), its feature columns and its package's parts, broadcast; with `explain`, it also fills
+    the reasons column."""
 
     column: str
     key: str
     features: list[str]
     parts: Broadcast[tuple[bytes, str]]
+    explain: ExplainSettings | None = None
+
+    def outputs(self) -> dict[str, str]:
+        """The columns this model fills, with their Spark types."""
+        return {self.column: "double"} | ({REASONS: REASONS_DDL} if self.explain else {})
 
     def package(self) -> Package:
         """The package, loaded on first use in this Python worker."""
@@ -53,10 +67,17 @@ class Scorer:
         return _PACKAGES[self.key]
 
 
-def scorer(spark: SparkSession, *, key: str, package: Package, column: str = SCORE) -> Scorer:
+def scorer(
+    spark: SparkSession,
+    *,
+    key: str,
+    package: Package,
+    column: str = SCORE,
+    explain: ExplainSettings | None = None,
+) -> Scorer:
     """Broadcast `package` for the workers (unpersist `parts` once the scores are written)."""
     parts = spark.sparkContext.broadcast(package.to_parts())
-    return Scorer(column=column, key=key, features=package.features, parts=parts)
+    return Scorer(column=column, key=key, features=package.features, parts=parts, explain=explain)
 
 
 def model_columns(usecase: UseCase) -> list[str]:
@@ -85,20 +106,31 @@ def input_columns(scorers: list[Scorer]) -> list[str]:
 def predict_batches(
     batches: Iterator[tuple[pa.Array, ...]], *, scorers: list[Scorer]
 ) -> Iterator[pa.Array]:
-    """Scalar Arrow UDF body: one score per row and model, per Arrow batch of the models' input
-    columns (`input_columns`, in that order). One model gives a double column, several a struct
-    with one double field per model."""
+    """Scalar Arrow UDF body: per Arrow batch of the models' input columns (`input_columns`, in
+    that order), one score per row and model, and the reasons of those that explain. One output
+    column is yielded as is, several as a struct (`outputs`)."""
     import pyarrow as pa
 
     names = input_columns(scorers)
     packages = [s.package() for s in scorers]
     for columns in batches:
         by_name = dict(zip(names, columns, strict=True))
-        scores = [pa.array(p.predict_columns(by_name), type=pa.float64()) for p in packages]
-        if len(scores) == 1:
-            yield scores[0]
+        arrays = []
+        for model, package in zip(scorers, packages, strict=True):
+            matrix = package.preprocessing.matrix(by_name)
+            arrays.append(pa.array(package.predict_matrix(matrix), type=pa.float64()))
+            if model.explain is not None:
+                top_k, approximate = model.explain.top_k, model.explain.approximate
+                arrays.append(package.explain(matrix, top_k=top_k, approximate=approximate))
+        if len(arrays) == 1:
+            yield arrays[0]
         else:
-            yield pa.StructArray.from_arrays(scores, names=[s.column for s in scorers])
+            yield pa.StructArray.from_arrays(arrays, names=list(outputs(scorers)))
+
+
+def outputs(scorers: list[Scorer]) -> dict[str, str]:
+    """Every column the models fill, in order, with its Spark type."""
+    return {name: kind for s in scorers for name, kind in s.outputs().items()}
 
 
 def scores_udf(scorers: list[Scorer], returns: str) -> Any:
@@ -118,8 +150,9 @@ def scores_udf(scorers: list[Scorer], returns: str) -> Any:
 
 
 def scored_by(df: DataFrame, *, scorers: list[Scorer], usecase: UseCase) -> DataFrame:
-    """Published keys + one score column per model for every row of a frame to score (one row
-    per key, or per key and target day for a time series).
+    """Published keys + one score column per model (and the reasons of a model that explains)
+    for every row of a frame to score (one row per key, or per key and target day for a time
+    series).
 
     A scalar Arrow UDF: only the features go to Python and only the scores come back, while
     the keys stay in the JVM (bench/README.md compares it with shipping the keys both ways).
@@ -127,15 +160,13 @@ def scored_by(df: DataFrame, *, scorers: list[Scorer], usecase: UseCase) -> Data
     from pyspark.sql import functions as F
 
     keys = usecase.published_keys
-    columns = [s.column for s in scorers]
-    returns = (
-        ", ".join(f"{quote_spark_identifier(c)} double" for c in columns)
-        if len(columns) > 1
-        else "double"
-    )
-    scores = scores_udf(scorers, returns)(*(F.col(f) for f in input_columns(scorers)))
+    columns = outputs(scorers)
+    inputs = [F.col(f) for f in input_columns(scorers)]
     if len(columns) == 1:
-        return df.select(*keys, scores.alias(columns[0]))
+        ((column, kind),) = columns.items()
+        return df.select(*keys, scores_udf(scorers, kind)(*inputs).alias(column))
+    returns = ", ".join(f"{quote_spark_identifier(c)} {kind}" for c, kind in columns.items())
+    scores = scores_udf(scorers, returns)(*inputs)
     return df.select(*keys, scores.alias("_scores")).select(
         *keys, *(F.col("_scores")[c].alias(c) for c in columns)
     )
@@ -163,8 +194,8 @@ def shadow_frame(
 
     (champ, champ_model), (chall, chall_model) = champion, challenger
     scorers = [
-        replace(champ_model, column=CHAMPION_SCORE),
-        replace(chall_model, column=CHALLENGER_SCORE),
+        replace(champ_model, column=CHAMPION_SCORE, explain=None),
+        replace(chall_model, column=CHALLENGER_SCORE, explain=None),
     ]
     return scored_by(df, scorers=scorers, usecase=usecase).select(
         "*",

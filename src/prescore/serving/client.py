@@ -86,12 +86,27 @@ class Served(NamedTuple):
         return (file_signature(self.database), file_signature(self.key_file)) == self.signatures
 
 
+class Reason(NamedTuple):
+    """One feature behind a score: its contribution to the model's margin (log-odds for a binary
+    label; with the bias, a row's contributions add up to the margin) and its value as the model
+    saw it (after fills and clips; None when missing)."""
+
+    feature: str
+    contribution: float
+    value: str | None
+
+
+def _reasons(found: list[dict[str, Any]] | None) -> list[Reason] | None:
+    return None if found is None else [Reason(**r) for r in found]
+
+
 class Score(NamedTuple):
     """One key's answer. A named tuple, not a dataclass: a 1000-key batch builds 1000 of them, and
     a tuple is built in C (bench/README.md, lookup: what a frozen dataclass cost).
 
     `source`: "precomputed" (from the snapshot), "computed" (from features, on demand: no
-    freshness, no scored_at), or None for a missing key."""
+    freshness, no scored_at), or None for a missing key. `reasons`: the top features behind
+    the score, largest first, when the use case explains its scores (`score.explain`)."""
 
     key: tuple[Any, ...]
     score: float | None
@@ -102,6 +117,7 @@ class Score(NamedTuple):
     valid_until: datetime | None = None
     run_date: date | None = None
     source: Source | None = None
+    reasons: list[Reason] | None = None
 
 
 # Score(*row) without namedtuple's Python-level _make: a batch builds one Score per key.
@@ -282,10 +298,10 @@ class Scores:
             return self._computed([canonical], [features])[0]
         if row < 0:
             return Score(canonical, None, "missing")
-        score, name, version, scored_at, valid_until = (
-            c[0] for c in index.columns(np.array([row]))
-        )
+        found = np.array([row])
+        score, name, version, scored_at, valid_until = (c[0] for c in index.columns(found))
         status = freshness(scored_at, valid_until, now=now, stale_after=self._stale_after)
+        reasons = index.reasons(found)
         return Score(
             canonical,
             score,
@@ -296,6 +312,7 @@ class Scores:
             valid_until,
             index.run_date,
             "precomputed",
+            None if reasons is None else _reasons(reasons[0]),
         )
 
     def get_many(
@@ -336,10 +353,14 @@ class Scores:
             refresh = self.settings.serve.model_refresh_seconds
             self._champion = ChampionPackage(self.settings, self.usecase, refresh)
         ref, package = self._champion.current()
-        values = computed(package, self.usecase, rows).tolist() if rows else []
+        if not rows:
+            return []
+        values, reasons = computed(package, self.usecase, rows)
         return [
-            Score(key, value, None, ref.name, ref.version, source="computed")
-            for key, value in zip(keys, values, strict=True)
+            Score(key, value, None, ref.name, ref.version, source="computed", reasons=why)
+            for key, value, why in zip(
+                keys, values, map(_reasons, reasons or [None] * len(rows)), strict=True
+            )
         ]
 
     def _scores(
@@ -355,9 +376,11 @@ class Scores:
         status = self._freshness(index, rows, now)
         run_date: list[date | None] = [index.run_date] * len(keys)
         source: list[Source | None] = ["precomputed"] * len(keys)
+        found = index.reasons(rows)
+        reasons = [None] * len(keys) if found is None else list(map(_reasons, found))
         for i in missing:
             score[i] = name[i] = version[i] = scored_at[i] = valid_until[i] = run_date[i] = None
-            source[i] = None
+            source[i] = reasons[i] = None
             status[i] = "missing"
         columns = zip(
             keys,
@@ -369,6 +392,7 @@ class Scores:
             valid_until,
             run_date,
             source,
+            reasons,
             strict=True,
         )
         return list(map(_new_score, columns))

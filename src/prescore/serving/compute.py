@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 from prescore.platform import registry
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from prescore.config import Settings, UseCase
     from prescore.training.package import Package
 
@@ -81,13 +79,22 @@ def check_rows(usecase: UseCase, rows: Sequence[Mapping[str, Any]]) -> None:
             )
 
 
-def computed(package: Package, usecase: UseCase, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """One score per row of features, through the package (rows checked by `check_rows`)."""
+def computed(
+    package: Package, usecase: UseCase, rows: Sequence[Mapping[str, Any]]
+) -> tuple[list[float], list[list[dict[str, Any]]] | None]:
+    """One score per row of features, through the package (rows checked by `check_rows`), and
+    each score's reasons when the use case explains its scores (as the score stage stores them)."""
     from prescore.training.package import FeatureValueError
 
     check_rows(usecase, rows)
     columns = {f: [row[f] for row in rows] for f in package.features}
     try:
-        return package.predict_columns(columns)
+        matrix = package.preprocessing.matrix(columns)
     except FeatureValueError as exc:
         raise ComputeRefusedError(str(exc)) from None
+    scores = package.predict_matrix(matrix).tolist()
+    explain = usecase.score.explain
+    if explain is None:
+        return scores, None
+    reasons = package.explain(matrix, top_k=explain.top_k, approximate=explain.approximate)
+    return scores, reasons.to_pylist()

@@ -105,6 +105,12 @@ IsoTime = Annotated[
 ]
 
 
+class ReasonAnswer(TypedDict):
+    feature: str
+    contribution: float  # to the margin: log-odds for a binary label
+    value: str | None  # as the model saw it; None when missing
+
+
 class ScoreAnswer(TypedDict):
     """One key's published score: the JSON answer, and its schema in the OpenAPI docs.
 
@@ -121,6 +127,7 @@ class ScoreAnswer(TypedDict):
     model_version: str | None
     scored_at: IsoTime
     valid_until: IsoTime
+    reasons: list[ReasonAnswer] | None  # with score.explain: the top features, largest first
 
 
 class BatchAnswer(TypedDict):
@@ -141,6 +148,7 @@ def answers(usecase: UseCase, scores: Sequence[Score]) -> list[ScoreAnswer]:
             "model_version": score.model_version,
             "scored_at": iso(score.scored_at),
             "valid_until": iso(score.valid_until),
+            "reasons": None if score.reasons is None else [r._asdict() for r in score.reasons],
         }
         for score in scores
     ]

@@ -7,6 +7,7 @@
     bucket_start  int64                 first row of hash bucket i (the rows are in bucket order)
     model_name, model_version           string, only when they vary within the snapshot
     scored_at, valid_until              timestamp[us], only when they vary within the snapshot
+    reasons       list<struct>          only with score.explain: each score's top features
 
 Schema metadata holds the key columns and their kinds, the run date, and each of the last four
 columns that is the same on every row (the usual case: one scoring run stamps one model and one
@@ -47,6 +48,8 @@ from typing import Any, Literal, cast
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from prescore.catalog import REASONS
 
 SUFFIX = ".keys.arrow"
 FORMAT = "prescore-keys-2"
@@ -282,6 +285,8 @@ def write_key_file(
         "score": predictions.column("score").combine_chunks().cast(pa.float64()).take(order),
         "bucket_start": pa.array(np.cumsum(counts) - counts),
     }
+    if REASONS in predictions.column_names:
+        columns[REASONS] = predictions.column(REASONS).combine_chunks().take(order)
     metadata = {
         "format": FORMAT,
         "keys": json.dumps(keys),
@@ -368,6 +373,8 @@ class KeyIndex:
             for name in TIMES
             if name not in self.constants
         }
+        names = self._batch.schema.names
+        self._reasons = self._batch.column(REASONS) if REASONS in names else None
         self._check()
 
     def _check(self) -> None:
@@ -378,6 +385,7 @@ class KeyIndex:
             raise ValueError(f"key columns {self.keys} do not match their kinds {self.kinds}")
         columns = {"key", "score", "bucket_start", *self._times}
         columns |= {name for name in STAMPS if name not in self.constants}
+        columns |= {REASONS} if self._reasons is not None else set()
         for name in columns:
             column = self._batch.column(name)  # KeyError when missing: caught as damage too
             if len(column) != self.size or column.null_count:
@@ -439,6 +447,13 @@ class KeyIndex:
         stamps = (self._values(name, rows) for name in ("model_name", "model_version"))
         times = (self._values(name, rows) for name in TIMES)
         return (self.score[rows].tolist(), *stamps, *times)
+
+    def reasons(self, rows: np.ndarray) -> list[list[dict[str, Any]]] | None:
+        """The reasons of the rows (feature, contribution, value dicts), None when the snapshot
+        holds none."""
+        if self._reasons is None:
+            return None
+        return cast(list[list[dict[str, Any]]], self._reasons.take(rows).to_pylist())
 
     def times(self, name: str, rows: np.ndarray) -> np.ndarray:
         """scored_at or valid_until of the rows, as datetime64[us]."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from prescore.catalog import REASONS
 from prescore.identifiers import quote_identifier, quote_literal
 from prescore.serving import keyindex
 
@@ -228,7 +229,9 @@ def _create_table(types: dict[str, str], constants: dict[str, str]) -> str:
 def _write_key_file(path: Path, files: PredictionFiles, run_date: date) -> int:
     """A key file at `path`, read from the Parquet by DuckDB as the snapshot's table is (so
     both see the same types); returns its row count. Constant columns are not read."""
-    wanted = [c for c in [*files.keys, *keyindex.VALUE_COLUMNS] if c not in files.constants]
+    optional = [REASONS] if REASONS in files.types else []
+    wanted = [*files.keys, *keyindex.VALUE_COLUMNS, *optional]
+    wanted = [c for c in wanted if c not in files.constants]
     with duckdb.connect(config={"threads": 1}) as con:
         predictions = con.execute(files.select(wanted), [files.paths]).to_arrow_table()
     keyindex.write_key_file(

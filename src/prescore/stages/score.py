@@ -2,7 +2,9 @@
 
 Grain out: one row per key and run_date, with the score, the model name, version and run id, the
 Delta version of the clean table read, scored_at and valid_until (scoring.predict: the Arrow UDF
-and the stamps; scoring.population: the rows a run date scores).
+and the stamps; scoring.population: the rows a run date scores). With `score.explain`, each row
+also holds its `reasons`: the top_k features behind the score, from the same Arrow batches
+(training.package: Package.explain).
 
 A time-series use case scores one row per series and horizon h in 1..H: target_date = run date + h,
 features of origin run_date from its clean history (training.timeseries); the published key
@@ -60,7 +62,8 @@ def run(ctx: RunContext) -> dict[str, object]:
     challenger = challenger_of(settings, usecase, ref)
     clean_version = tables.latest_version(ctx.spark, settings, usecase.clean_table)
     clean = rows_to_score(ctx.spark, settings, usecase, ctx.run_date, clean_version)
-    model = scorer(ctx.spark, key=ref.uri, package=registry.load_package(ref))
+    package = registry.load_package(ref)
+    model = scorer(ctx.spark, key=ref.uri, package=package, explain=usecase.score.explain)
     scored_at = datetime.now()
     predictions = score_frame(clean, model=model, usecase=usecase).transform(
         with_lineage,
