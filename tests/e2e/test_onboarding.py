@@ -98,7 +98,8 @@ def assert_served_scores_are_the_champions(spark: SparkSession, ctx: RunContext,
     model = mlflow.pyfunc.load_model(champion.uri)
     clean = tables.read_run(spark, settings, usecase.clean_table, RUN_DATE)
     rows = clean.orderBy(*usecase.keys).limit(n).toPandas()
-    expected = model.predict(rows[usecase.features])
+    # the raw columns, without what clean derived: the package derives it again
+    expected = model.predict(rows.drop(columns=list(usecase.derive)))
     scores = Scores(usecase, settings)
     for (_, row), score in zip(rows.iterrows(), expected, strict=True):
         found = scores.get(tuple(row[k] for k in usecase.keys))
@@ -134,8 +135,23 @@ def weather(spark: SparkSession, home: Settings) -> Onboarded:
         "weather",
         DATA / "weather.csv",
         ["--keys", "origin,time_hour", "--label", "temp"],
-        lambda usecase: None,  # nothing to edit: NA is missing, the time key is read as text
+        derive_two_features,  # NA is missing, the time key is read as text: nothing else to edit
     )
+
+
+def derive_two_features(usecase: dict[str, Any]) -> None:
+    """A numeric and a categorical feature derived from source columns: the model package
+    computes them itself from raw rows (DuckDB), as clean did (Spark)."""
+    usecase["derive"] = {
+        "windy": {"sql": "wind_speed > 15 OR wind_gust > 25", "type": "int"},
+        "season": {
+            "sql": "CASE WHEN month IN (12, 1, 2) THEN 'winter' WHEN month IN (6, 7, 8) "
+            "THEN 'summer' ELSE 'spring or fall' END",
+            "type": "string",
+        },
+    }
+    usecase["numeric_features"].append("windy")
+    usecase.setdefault("categorical_features", {})["season"] = "auto"
 
 
 def test_a_derived_label_trains_and_publishes_scores_from_a_real_file(
@@ -166,3 +182,7 @@ def test_na_values_and_a_composite_text_time_key_from_a_real_file(
     assert_served_scores_are_the_champions(spark, ctx, n=5)
     found = Scores(usecase, ctx.settings).get(("EWR", "2013-01-01T06:00:00Z"))
     assert found.score is not None  # the key as the file writes it
+    package = registry.load_package(registry.resolve_alias(ctx.settings, usecase))
+    assert {d.name for d in package.preprocessing.derived} == {"windy", "season"}
+    assert {"wind_speed", "wind_gust", "month"} <= set(package.preprocessing.inputs)
+    assert "windy" not in package.preprocessing.inputs

@@ -10,7 +10,7 @@ import xgboost
 from prescore.config import Settings, UseCase, load_usecase
 from prescore.platform import registry
 from prescore.serving.client import Scores
-from prescore.serving.compute import ComputeRefusedError, check_rows
+from prescore.serving.compute import ComputeRefusedError
 from support import register_package
 
 pytestmark = pytest.mark.integration
@@ -48,10 +48,11 @@ def test_computed_scores_follow_the_champion_as_it_moves(
     assert not np.allclose([s.score for s in before], [s.score for s in after])
 
 
-def test_a_forecast_is_never_computed_on_demand(settings: Settings) -> None:
-    forecast = load_usecase("forecast", settings)
+def test_a_forecast_is_never_computed_on_demand(settings: Settings, tmp_path) -> None:
+    state = settings.model_copy(update={"state_dir": tmp_path})
+    forecast = load_usecase("forecast", state)
     with pytest.raises(ComputeRefusedError, match="precomputed only"):
-        check_rows(forecast, [{f: 1 for f in forecast.features}])
+        Scores(forecast, state).compute([{f: 1 for f in forecast.features}])
 
 
 def test_no_champion_is_named(settings: Settings, churn: UseCase, tmp_path) -> None:

@@ -151,3 +151,68 @@ def test_learned_levels_keep_the_most_frequent_seen_enough(spark: SparkSession) 
     )
     assert learned_levels(frame, "x", LearnedLevels(max_levels=2, min_count=1)) == ["a", "b"]
     assert learned_levels(frame, "x", LearnedLevels(min_count=3)) == ["a", "b", "c"]
+
+
+# Spark SQL a use case may derive features with, each (expression, declared type): nulls, NaN,
+# integer division, text, dates and a boolean cast to int.
+DERIVED = {
+    "late": ("CASE WHEN delay IS NULL THEN NULL ELSE delay >= 15 END", "int"),
+    "per_year": ("tenure / 12", "double"),
+    "rounded": ("round(usage * 1.5, 1)", "double"),
+    "bucket": ("if(usage > 10, 'heavy', 'light')", "string"),
+    "code": ("lower(trim(plan))", "string"),
+    "prefix": ("substring(plan, 1, 3)", "string"),
+    "calls_or_zero": ("coalesce(delay, 0) + 1", "long"),
+    "signup_year": ("year(signup)", "int"),
+    "days": ("datediff(signup, to_date('2020-01-01'))", "int"),
+    "either": ("delay > 30 OR usage > 50", "int"),
+}
+SOURCE = pd.DataFrame(
+    {
+        "delay": pd.array([None, 15, 3, 40], dtype="Int64"),
+        "tenure": pd.array([25, None, 0, 7], dtype="Int64"),
+        "usage": [NAN, 60.0, 10.0, 4.25],
+        "plan": [" Basic", None, "premium ", "PRO"],
+        "signup": pd.to_datetime(["2021-03-04", None, "2019-12-31", "2024-02-29"]).date,
+    }
+)
+
+
+def test_derived_features_from_source_rows_equal_what_spark_derived(spark: SparkSession) -> None:
+    """The package's DuckDB translation of each derived column gives what clean's Spark gave."""
+    from prescore.config import DerivedColumn
+    from prescore.data.cleaning import add_derived_columns
+    from prescore.training.package import derived_step
+
+    derive = {name: DerivedColumn(sql=sql, type=kind) for name, (sql, kind) in DERIVED.items()}
+    frame = spark.createDataFrame(
+        SOURCE.astype(object).where(SOURCE.notna(), None),
+        "delay long, tenure long, usage double, plan string, signup date",
+    )
+    by_spark = frame.transform(add_derived_columns, derive=derive).toPandas()
+    preprocessing = Preprocessing(
+        steps=[],
+        derived=[derived_step(n, d.sql, d.type, sorted(d.columns)) for n, d in derive.items()],
+    )
+    by_duckdb = preprocessing.with_derived({c: SOURCE[c] for c in SOURCE.columns})
+    for name in DERIVED:
+        found = by_duckdb[name].to_pylist()
+        expected = [None if pd.isna(v) else v for v in by_spark[name]]
+        assert found == expected, name
+
+
+def test_a_derived_feature_is_computed_only_when_absent() -> None:
+    from prescore.training.package import derived_step
+
+    preprocessing = Preprocessing(
+        steps=[FeatureStep("late", "numeric"), FeatureStep("usage", "numeric")],
+        derived=[derived_step("late", DERIVED["late"][0], "int", ["delay"])],
+    )
+    assert preprocessing.inputs == ["usage", "delay"]
+    from_sources = preprocessing.frame_matrix(SOURCE)
+    np.testing.assert_array_equal(from_sources[:, 0], [NAN, 1, 0, 1])
+    given = preprocessing.frame_matrix(SOURCE.assign(late=[1, 1, 1, 1]))  # as clean holds it
+    np.testing.assert_array_equal(given[:, 0], [1, 1, 1, 1])
+    with pytest.raises(KeyError, match=r"\['delay'\]"):
+        preprocessing.frame_matrix(SOURCE.drop(columns=["delay"]))
+    assert Preprocessing.from_json(preprocessing.to_json()) == preprocessing

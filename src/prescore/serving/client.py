@@ -34,7 +34,7 @@ import numpy as np
 from prescore.config import Settings, UseCase, load_settings, load_usecase
 from prescore.identifiers import quote_identifier
 from prescore.serving import keyindex, publish_log, snapshot
-from prescore.serving.compute import ChampionPackage, computed
+from prescore.serving.compute import ChampionPackage, computed, refuse_time_series
 from prescore.serving.keyindex import KeyIndex, KeyPart
 
 log = logging.getLogger(__name__)
@@ -349,6 +349,7 @@ class Scores:
     def _computed(
         self, keys: Sequence[tuple[Any, ...]], rows: Sequence[Mapping[str, Any]]
     ) -> list[Score]:
+        refuse_time_series(self.usecase)  # before loading a model it could not use
         if self._champion is None:
             refresh = self.settings.serve.model_refresh_seconds
             self._champion = ChampionPackage(self.settings, self.usecase, refresh)

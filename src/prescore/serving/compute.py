@@ -18,7 +18,7 @@ from prescore.platform import registry
 
 if TYPE_CHECKING:
     from prescore.config import Settings, UseCase
-    from prescore.training.package import Package
+    from prescore.training.package import Package, Preprocessing
 
 
 class ComputeRefusedError(ValueError):
@@ -48,15 +48,24 @@ class ChampionPackage:
             return self._loaded
 
 
-def check_rows(usecase: UseCase, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Refuse what cannot be computed, naming the column and the row: every feature present (None
-    for a missing value), no PII, nothing but features and key columns."""
+def refuse_time_series(usecase: UseCase) -> None:
+    """A forecast is built from each series' history: nothing to compute from one row."""
     if usecase.time_series is not None:
         raise ComputeRefusedError(
             f"use case {usecase.name!r} forecasts from each series' history: its scores are "
             "precomputed only"
         )
-    features, keys, pii = set(usecase.features), set(usecase.keys), set(usecase.pii)
+
+
+def check_rows(
+    usecase: UseCase, rows: Sequence[Mapping[str, Any]], preprocessing: Preprocessing
+) -> None:
+    """Refuse what cannot be computed, naming the column and the row: every input the package
+    needs present (None for a missing value; a derived feature as itself or as the columns it is
+    derived from), no PII, nothing but those and the key columns."""
+    refuse_time_series(usecase)
+    allowed = {*preprocessing.features, *preprocessing.inputs, *usecase.keys}
+    pii = set(usecase.pii)
     for number, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise ComputeRefusedError(f"row {number}: an object of feature values, not {row!r}")
@@ -66,13 +75,13 @@ def check_rows(usecase: UseCase, rows: Sequence[Mapping[str, Any]]) -> None:
                 f"row {number}: columns {refused} are PII of use case {usecase.name!r}, never "
                 "model input: leave them out"
             )
-        unknown = sorted(set(row) - features - keys)
+        unknown = sorted(set(row) - allowed)
         if unknown:
             raise ComputeRefusedError(
-                f"row {number}: columns {unknown} are not features of use case "
-                f"{usecase.name!r} ({', '.join(usecase.features)})"
+                f"row {number}: columns {unknown} are not inputs of use case "
+                f"{usecase.name!r} ({', '.join(preprocessing.inputs)})"
             )
-        missing = [f for f in usecase.features if f not in row]
+        missing = preprocessing.absent(row.keys())
         if missing:
             raise ComputeRefusedError(
                 f"row {number}: features {missing} are missing (give null for a missing value)"
@@ -86,8 +95,10 @@ def computed(
     each score's reasons when the use case explains its scores (as the score stage stores them)."""
     from prescore.training.package import FeatureValueError
 
-    check_rows(usecase, rows)
-    columns = {f: [row[f] for row in rows] for f in package.features}
+    check_rows(usecase, rows, package.preprocessing)
+    # A batch gives each derived feature the same way in every row: as itself or its sources.
+    given = {c for row in rows for c in row} - set(usecase.keys)
+    columns = {c: [row.get(c) for row in rows] for c in given}
     try:
         matrix = package.preprocessing.matrix(columns)
     except FeatureValueError as exc:

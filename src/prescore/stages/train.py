@@ -288,6 +288,6 @@ def log_model(
             package,
             folder=Path(folder),
             registered_model_name=name,
-            input_example=test[package.features].head(5),
+            input_example=test[[c for c in package.preprocessing.inputs if c in test]].head(5),
         )
     return registry.ModelRef(name=name, version=str(info.registered_model_version), run_id=run_id)

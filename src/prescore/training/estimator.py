@@ -51,11 +51,16 @@ def training_frame(
 
 
 def split_frame(clean: DataFrame, *, usecase: UseCase, split: str) -> DataFrame:
-    """One split's labelled rows as clean holds them: the features and the label."""
+    """One split's labelled rows as clean holds them: the features, the source columns a derived
+    feature reads (the model's raw input: its input example, its parity tests) and the label."""
     from pyspark.sql import functions as F
 
+    sources = [
+        c for f in usecase.features if f in usecase.derive for c in usecase.derive[f].columns
+    ]
+    columns = dict.fromkeys([*usecase.features, *(c for c in sources if c in clean.columns)])
     return clean.where((F.col(SPLIT) == split) & F.col(usecase.label).isNotNull()).select(
-        *usecase.features, usecase.label
+        *columns, usecase.label
     )
 
 

@@ -11,6 +11,11 @@ wherever it is computed, and scoring on a later day uses the values the model wa
 Missing means null or NaN, for every kind. Per feature, in order: missing -> the fill value (if
 any); each clip range in turn (a fixed `cleaning.clip`, then fitted outlier bounds); a
 categorical becomes its level's index, an unknown or missing level NaN (XGBoost's missing).
+
+A derived feature (`derive:`) arrives computed from the clean table in Spark. Given only the
+source columns it reads (a pyfunc or compute request holds raw rows), the package computes it
+itself: its Spark SQL, translated once by sqlglot to DuckDB's dialect when the model is fitted,
+runs in DuckDB over the rows (`Preprocessing.with_derived`); a test holds the two engines equal.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Collection, Iterator, Mapping
 
     import pandas as pd
     import pyarrow as pa
@@ -49,15 +54,84 @@ class FeatureStep:
     levels: list[str] = field(default_factory=list)  # categorical: code = index in this list
 
 
+# A derived column's declared type (config.ColumnType) as DuckDB names it.
+DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "int": "INTEGER",
+    "long": "BIGINT",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+}
+
+
+@dataclass(frozen=True)
+class DerivedStep:
+    """A derived feature: its use case's Spark SQL, the same in DuckDB's dialect, and the source
+    columns it reads."""
+
+    name: str
+    sql: str  # as declared (Spark SQL): what clean computed
+    duckdb_sql: str  # what the package runs on raw rows, cast to the declared type
+    reads: list[str]
+
+
+def derived_step(name: str, sql: str, kind: str, reads: list[str]) -> DerivedStep:
+    """Translate a derived column's Spark SQL to DuckDB, cast to its declared type."""
+    import sqlglot
+
+    translated = sqlglot.transpile(sql, read="spark", write="duckdb")[0]
+    duckdb_sql = f"CAST(({translated}) AS {DUCKDB_TYPES[kind]})"
+    return DerivedStep(name=name, sql=sql, duckdb_sql=duckdb_sql, reads=sorted(reads))
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """The fitted steps of every feature, in the booster's column order."""
+    """The fitted steps of every feature, in the booster's column order, and how the derived
+    features are computed from source columns."""
 
     steps: list[FeatureStep]
+    derived: list[DerivedStep] = field(default_factory=list)
 
     @property
     def features(self) -> list[str]:
         return [step.name for step in self.steps]
+
+    @property
+    def inputs(self) -> list[str]:
+        """The raw columns a row needs: every feature not derived, then what the derived read."""
+        derived = {d.name for d in self.derived}
+        plain = [f for f in self.features if f not in derived]
+        return list(dict.fromkeys([*plain, *(c for d in self.derived for c in d.reads)]))
+
+    def absent(self, names: Collection[str]) -> list[str]:
+        """The columns missing from `names` to score: a derived feature may come computed (as
+        clean holds it) or as the source columns it reads."""
+        derived = {d.name: d for d in self.derived}
+        wanted = [
+            c
+            for f in self.features
+            if f not in names
+            for c in (derived[f].reads if f in derived else [f])
+        ]
+        return [c for c in dict.fromkeys(wanted) if c not in names]
+
+    def with_derived(self, columns: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`columns` plus each derived feature they lack, computed by DuckDB from its sources."""
+        import duckdb
+        import pyarrow as pa
+
+        todo = [d for d in self.derived if d.name not in columns]
+        if not todo:
+            return columns
+        reads = list(dict.fromkeys(c for d in todo for c in d.reads))
+        rows = pa.table({c: _arrow(columns[c]) for c in reads})
+        select = ", ".join(f'{d.duckdb_sql} AS "{d.name}"' for d in todo)
+        with duckdb.connect() as con:
+            con.register("source_rows", rows)
+            computed = con.execute(f"SELECT {select} FROM source_rows").to_arrow_table()
+        return {**columns, **{d.name: computed.column(d.name) for d in todo}}
 
     @property
     def levels(self) -> dict[str, list[str]]:
@@ -66,6 +140,7 @@ class Preprocessing:
     def matrix(self, columns: Mapping[str, Any]) -> np.ndarray:
         """The booster's input: one float32 column per feature, from Arrow arrays or anything
         `pyarrow.array` takes (a pandas Series, a list), looked up by feature name."""
+        columns = self.with_derived(columns)
         rows = len(columns[self.features[0]]) if self.steps else 0
         out = np.empty((rows, len(self.steps)), dtype=np.float32)
         for index, step in enumerate(self.steps):
@@ -73,14 +148,16 @@ class Preprocessing:
         return out
 
     def frame_matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """`matrix` of a pandas frame's feature columns; a missing column is a KeyError naming it."""
-        absent = [f for f in self.features if f not in frame.columns]
+        """`matrix` of a pandas frame's feature columns (or the source columns of a derived one);
+        a missing column is a KeyError naming it."""
+        absent = self.absent(set(frame.columns))
         if absent:
             raise KeyError(f"feature columns {absent} are missing")
-        return self.matrix({f: frame[f] for f in self.features})
+        return self.matrix({c: frame[c] for c in frame.columns})
 
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, "steps": [asdict(s) for s in self.steps]}, indent=1)
+        steps, derived = [asdict(s) for s in self.steps], [asdict(d) for d in self.derived]
+        return json.dumps({"format": FORMAT, "steps": steps, "derived": derived}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> Preprocessing:
@@ -90,7 +167,7 @@ class Preprocessing:
         steps = [
             FeatureStep(**{**s, "clips": [tuple(c) for c in s["clips"]]}) for s in found["steps"]
         ]
-        return cls(steps=steps)
+        return cls(steps=steps, derived=[DerivedStep(**d) for d in found.get("derived", [])])
 
 
 def _arrow(values: Any) -> pa.Array:
@@ -285,7 +362,12 @@ def fit_preprocessing(train: DataFrame, *, usecase: UseCase) -> Preprocessing:
                 levels=levels,
             )
         )
-    return Preprocessing(steps=steps)
+    derived = [
+        derived_step(name, d.sql, d.type, sorted(d.columns))
+        for name, d in usecase.derive.items()
+        if name in usecase.features
+    ]
+    return Preprocessing(steps=steps, derived=derived)
 
 
 def learned_levels(train: DataFrame, column: str, how: LearnedLevels) -> list[str]:

@@ -1,8 +1,8 @@
 """The registered model: a `Package` as an MLflow pyfunc, loadable and servable anywhere prescore
 is installed (`mlflow.pyfunc.load_model`, `mlflow models serve --env-manager local`).
 
-Its input is the feature columns as clean holds them (before any fill, clip or coding), by name;
-its output one score per row. The signature names every feature: a categorical is a string, a
+Its input is the feature columns as clean holds them (before any fill, clip or coding), by name,
+a derived feature as the source columns it is derived from; its output one score per row. The signature names every feature: a categorical is a string, a
 numeric column `any`, because MLflow refuses integers for a double column and floats (an integer
 column with a missing value) for a long one; the package itself casts and names a value that is
 not a number.
@@ -45,9 +45,10 @@ def signature(package: Package) -> ModelSignature:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema, TensorSpec
 
+    categorical = set(package.preprocessing.levels)
     inputs: list[ColSpec | TensorSpec] = [
-        ColSpec("string" if step.kind == "categorical" else AnyType(), step.name)
-        for step in package.preprocessing.steps
+        ColSpec("string" if name in categorical else AnyType(), name)
+        for name in package.preprocessing.inputs
     ]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double")]))
 
