@@ -82,4 +82,6 @@ def requirements() -> list[str]:
     installed where the model is served: the class above lives in it)."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("mlflow", "xgboost", "pyarrow", "pandas")]
+    return [
+        f"{name}=={version(name)}" for name in ("mlflow", "xgboost", "pyarrow", "pandas", "duckdb")
+    ]
