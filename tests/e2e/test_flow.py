@@ -136,6 +136,7 @@ def test_keys_not_precomputed_are_computed_from_their_features_over_http(
 
     with running(create_app(settings, [usecase])) as http:
         computed = http.post("/v1/churn/scores:compute", json={"rows": records})
+        keyless = http.post("/v1/churn/scores:compute", json={"rows": features[:2]})
         new_keys = [f"NEW-{i}" for i in range(5)]
         batch = http.post(
             "/v1/churn/scores:batch",
@@ -158,6 +159,12 @@ def test_keys_not_precomputed_are_computed_from_their_features_over_http(
     np.testing.assert_allclose([a["score"] for a in answers], precomputed, rtol=0, atol=1e-6)
     champion = registry.resolve_alias(settings, usecase)
     assert {a["model_version"] for a in answers} == {champion.version}
+
+    assert keyless.status_code == 200, keyless.text  # key columns are optional
+    assert [a["key"] for a in keyless.json()["scores"]] == [None, None]
+    np.testing.assert_allclose(
+        [a["score"] for a in keyless.json()["scores"]], precomputed[:2], rtol=0, atol=1e-6
+    )
 
     assert batch.status_code == 200, batch.text
     both = batch.json()["scores"]

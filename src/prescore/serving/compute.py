@@ -66,22 +66,27 @@ def check_rows(
     refuse_time_series(usecase)
     allowed = {*preprocessing.features, *preprocessing.inputs, *usecase.keys}
     pii = set(usecase.pii)
+    checked: set[frozenset[str]] = set()  # the rows of a batch mostly name the same columns
     for number, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise ComputeRefusedError(f"row {number}: an object of feature values, not {row!r}")
-        refused = sorted(set(row) & pii)
+        names = frozenset(row)
+        if names in checked:
+            continue
+        checked.add(names)
+        refused = sorted(names & pii)
         if refused:
             raise ComputeRefusedError(
                 f"row {number}: columns {refused} are PII of use case {usecase.name!r}, never "
                 "model input: leave them out"
             )
-        unknown = sorted(set(row) - allowed)
+        unknown = sorted(names - allowed)
         if unknown:
             raise ComputeRefusedError(
                 f"row {number}: columns {unknown} are not inputs of use case "
                 f"{usecase.name!r} ({', '.join(preprocessing.inputs)})"
             )
-        missing = preprocessing.absent(row.keys())
+        missing = preprocessing.absent(names)
         if missing:
             raise ComputeRefusedError(
                 f"row {number}: features {missing} are missing (give null for a missing value)"

@@ -119,7 +119,7 @@ class ScoreAnswer(TypedDict):
     """
 
     usecase: str
-    key: dict[str, str | int]
+    key: dict[str, str | int] | None  # None: a computed row sent without its key columns
     score: float | None
     freshness: str | None  # None for a computed score
     source: str | None  # precomputed | computed; None for a missing key
@@ -140,7 +140,7 @@ def answers(usecase: UseCase, scores: Sequence[Score]) -> list[ScoreAnswer]:
     return [
         {
             "usecase": name,
-            "key": dict(zip(keys, score.key, strict=True)),
+            "key": dict(zip(keys, score.key, strict=True)) if score.key else None,
             "score": score.score,
             "freshness": score.freshness,
             "source": score.source,
