@@ -45,13 +45,10 @@ import http.client
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -61,15 +58,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench import BENCH_DIR, DATA_DIR, Measurement
-from bench.bench_lookup import free_port
+from bench import DATA_DIR, Measurement
 from bench.bench_score import write_valid_rows
+from bench.servers import Service, free_port, prescore_service, running
 from prescore.config import LearnedLevels, Settings, UseCase, load_settings, load_usecase
-from prescore.data.cleaning import fitted_from
 from prescore.platform import registry
 from prescore.serving import snapshot
 from prescore.serving.client import Scores
-from prescore.training.package import FeatureStep, Package, Preprocessing
+from prescore.training.package import Package, Preprocessing, preprocessing_from
+from prescore.training.pyfunc import register_package
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,7 +87,6 @@ TOLERANCE = 1e-6
 RUN_DATE = date.today()  # scored this morning: fresh answers, as in production
 SEED = 42
 DONE = "_done"  # written last in a folder of generated rows (pyarrow skips files named _*)
-PRESCORE_COMMAND = Path(sys.executable).with_name("prescore")  # the venv's `prescore` script
 COMPUTE_PATH = "/v1/churn/scores:compute"
 BATCH_PATH = "/v1/churn/scores:batch"
 MLFLOW_PATH = "/invocations"
@@ -148,39 +144,20 @@ def fitted_stats(train: pd.DataFrame, usecase: UseCase) -> dict[str, Any]:
     return stats
 
 
-def levels_of(train: pd.DataFrame, column: str, declared: list[str] | LearnedLevels) -> list[str]:
-    """Declared levels as given; `levels: auto` learned as training learns them."""
-    if not isinstance(declared, LearnedLevels):
-        return list(declared)
+def levels_of(train: pd.DataFrame, column: str, how: LearnedLevels) -> list[str]:
+    """`levels: auto` learned as training.package.learned_levels learns them."""
     counts = train[column].dropna().astype(str).value_counts()
-    counts = counts[counts >= declared.min_count]
+    counts = counts[counts >= how.min_count]
     ranked = sorted(counts.items(), key=lambda level: (-level[1], level[0]))
-    return [str(level) for level, _ in ranked[: declared.max_levels]]
+    return [str(level) for level, _ in ranked[: how.max_levels]]
 
 
 def fitted_preprocessing(train: pd.DataFrame, usecase: UseCase) -> Preprocessing:
-    """The steps training.package.fit_preprocessing fits in Spark (fills, clips, levels), here
-    from pandas statistics: the benchmark starts no Spark session."""
-    cleaning = usecase.cleaning
-    fitted = fitted_from(fitted_stats(train, usecase), cleaning)
-    types = usecase.column_types
-    steps = []
-    for name in usecase.features:
-        clips = [(r.min, r.max) for r in [cleaning.clip.get(name)] if r is not None]
-        if name in fitted.bounds and cleaning.outliers[name].action == "clip":
-            clips.append((fitted.bounds[name].min, fitted.bounds[name].max))
-        declared = usecase.categorical_features.get(name)
-        steps.append(
-            FeatureStep(
-                name=name,
-                kind="numeric" if declared is None else "categorical",
-                integral=types.get(name) in ("int", "long"),
-                fill=fitted.fill.get(name),
-                clips=clips,
-                levels=[] if declared is None else levels_of(train, name, declared),
-            )
-        )
-    return Preprocessing(steps=steps)
+    """What training.package.fit_preprocessing fits in Spark, from pandas statistics: the
+    benchmark starts no Spark session."""
+    return preprocessing_from(
+        usecase, fitted_stats(train, usecase), lambda name, how: levels_of(train, name, how)
+    )
 
 
 def trained_package(rows: pa.Table, usecase: UseCase) -> tuple[Package, pd.DataFrame]:
@@ -193,26 +170,6 @@ def trained_package(rows: pa.Table, usecase: UseCase) -> tuple[Package, pd.DataF
     model = xgboost.XGBClassifier(**usecase.model.params, n_jobs=CORES)
     model.fit(preprocessing.frame_matrix(train), train[usecase.label])
     return Package(preprocessing, model.get_booster()), train[usecase.features].head(5)
-
-
-def register_champion(
-    settings: Settings, usecase: UseCase, package: Package, example: pd.DataFrame
-) -> registry.ModelRef:
-    """Register `package` as the use case's model and make it @champion, as training does."""
-    import mlflow
-
-    from prescore.training.pyfunc import log_package
-
-    name = registry.model_name(settings, usecase)
-    registry.client(settings)
-    experiment = registry.experiment_id(settings, usecase)
-    with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as folder:
-        info = log_package(
-            package, folder=Path(folder), registered_model_name=name, input_example=example
-        )
-    ref = registry.ModelRef(name, str(info.registered_model_version), run.info.run_id)
-    registry.set_alias(settings, ref, registry.CHAMPION)
-    return ref
 
 
 def predictions(
@@ -370,94 +327,12 @@ class Connection:
         self.conn.close()
 
 
-@dataclass
-class Service:
-    """A server in a subprocess on a loopback port, ready once GET `ready_path` answers 200."""
-
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    ready_path: str
-    port: int
-    log: Path
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def start(self) -> None:
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                self.command, env=self.env, stdout=out, stderr=out, cwd=BENCH_DIR.parent
-            )
-
-    def wait_ready(self, timeout: float = 300.0) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited ({self.process.returncode}); see {self.log}"
-                )
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            try:
-                conn.request("GET", self.ready_path)
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                pass  # not listening yet
-            finally:
-                conn.close()
-            time.sleep(0.5)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s; see {self.log}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU seconds so far of the process and its descendants (Linux /proc):
-        `mlflow models serve` runs its server in a child process."""
-        assert self.process is not None
-        return process_tree_cpu_seconds(self.process.pid)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def process_tree_cpu_seconds(root: int) -> float:
-    """CPU seconds (user + system) of `root` and every live descendant; 0 where /proc is not."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        pid = int(stat.parent.name)
-        parents[pid], ticks[pid] = int(fields[1]), int(fields[11]) + int(fields[12])
-    tree, grew = {root}, True
-    while grew:
-        children = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree, grew = tree | children, bool(children)
-    return sum(ticks.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
-
-
-def prescore_service(
+def prescore_compute_service(
     settings: Settings, folder: Path, name: str = PRESCORE, conf_dir: Path | None = None
 ) -> Service:
     """`prescore serve --usecase churn` on the bench's state folder (and `conf_dir`, if given)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PRESCORE_ENV": "test",  # bench_settings loads env="test"
-        "PRESCORE_STATE_DIR": str(settings.state_dir),
-        **({"PRESCORE_CONF_DIR": str(conf_dir)} if conf_dir else {}),
-    }
-    command = [str(PRESCORE_COMMAND), "serve", "--usecase", "churn"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
     log = folder / ("prescore-no-reasons.log" if conf_dir else "prescore.log")
-    return Service(name, command, env, "/readyz", port, log)
+    return prescore_service(settings, log, name=name, conf_dir=conf_dir)
 
 
 def conf_without_reasons(settings: Settings, folder: Path) -> Path:
@@ -484,20 +359,6 @@ def mlflow_service(settings: Settings, usecase: UseCase, folder: Path) -> Servic
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri]
     command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
     return Service(MLFLOW, command, env, "/ping", port, folder / "mlflow.log")
-
-
-@contextmanager
-def running(*services: Service) -> Iterator[None]:
-    """The services started together, ready, and stopped on the way out."""
-    try:
-        for service in services:
-            service.start()
-        for service in services:
-            service.wait_ready()
-        yield
-    finally:
-        for service in services:
-            service.stop()
 
 
 # ---------------------------------------------------------------- checks
@@ -749,10 +610,10 @@ def client_lookup_measurements(
 def compute_services(settings: Settings, usecase: UseCase, folder: Path) -> dict[str, Service]:
     """The servers of the compute race by subject name: prescore as configured, prescore
     without reasons when the use case explains its scores, and mlflow."""
-    services = {PRESCORE: prescore_service(settings, folder)}
+    services = {PRESCORE: prescore_compute_service(settings, folder)}
     if usecase.score.explain is not None:
         conf = conf_without_reasons(settings, folder)
-        services[NO_REASONS] = prescore_service(settings, folder, NO_REASONS, conf)
+        services[NO_REASONS] = prescore_compute_service(settings, folder, NO_REASONS, conf)
     return services | {MLFLOW: mlflow_service(settings, usecase, folder)}
 
 
@@ -791,7 +652,9 @@ def run(size: str) -> list[Measurement]:
     folder = settings.state_dir.parent
     rows = customer_rows(usecase, size)
     package, example = trained_package(rows, usecase)
-    ref = register_champion(settings, usecase, package, example)
+    ref = register_package(
+        settings, usecase, package, alias=registry.CHAMPION, input_example=example
+    )
     served = registry.load_package(ref)  # the package both servers load
     publish(settings, usecase, predictions(served, usecase, ref, rows.slice(0, KEYS[size])))
     work = workload(rows, usecase, size)

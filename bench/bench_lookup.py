@@ -24,7 +24,6 @@ import json
 import multiprocessing
 import os
 import queue
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench import BENCH_DIR, DATA_DIR, Measurement
+from bench.servers import prescore_service, running
 from prescore.config import Settings, UseCase, load_settings, load_usecase
 from prescore.serving import keyindex, snapshot
 from prescore.serving.client import Scores
@@ -67,7 +67,6 @@ HTTP = f"prescore HTTP ({HTTP_CLIENTS} clients)"
 HTTP_SINGLES = 5_000  # a sample of the requests: every client process times its share
 HTTP_BATCHES = 100
 HTTP_CHECKED = 200  # single keys checked against `Scores` before timing, with the first batch
-PRESCORE_COMMAND = Path(sys.executable).with_name("prescore")  # the venv's `prescore` script
 
 Request = list[str]
 
@@ -267,71 +266,6 @@ def run_feast(predictions: Path, size: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- HTTP service
 
 
-def free_port() -> int:
-    """A port free on the loopback now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def server_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux /proc), or None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Server:
-    """`prescore serve` in a subprocess on a free loopback port, against the bench's state folder."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "PRESCORE_ENV": "test",  # bench_settings loads env="test"
-            "PRESCORE_STATE_DIR": str(Path(settings.state_dir).resolve()),
-        }
-        command = [
-            *(str(PRESCORE_COMMAND), "serve", "--usecase", "churn"),
-            *("--host", "127.0.0.1", "--port", str(self.port)),
-        ]
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command, env=env, stdout=subprocess.DEVNULL, stderr=out, cwd=BENCH_DIR.parent
-            )
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"prescore serve exited ({self.process.returncode}); see {self.log}"
-                )
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            try:
-                conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                pass  # not listening yet
-            finally:
-                conn.close()
-            time.sleep(0.2)
-        raise RuntimeError(f"prescore serve not ready after {timeout:.0f} s; see {self.log}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 def http_single(conn: http.client.HTTPConnection, key: str) -> bytes:
     """One GET; 200 for a published key, 404 for an absent one, anything else fails the run."""
     conn.request("GET", f"/v1/churn/scores/{quote(key, safe='')}")
@@ -446,9 +380,8 @@ def http_measurements(
 ) -> list[Measurement]:
     """Start the service, check a sample of its answers against `client`, time it, stop it."""
     singles, batches = singles[:HTTP_SINGLES], batches[:HTTP_BATCHES]
-    server = Server(settings, DATA_DIR / f"lookup-{size}" / "serve.log")
-    try:
-        server.wait_ready()
+    server = prescore_service(settings, DATA_DIR / f"lookup-{size}" / "serve.log")
+    with running(server):
         sample = singles[:HTTP_CHECKED]
         expected = [client.get(r[0]).score for r in sample]
         expected += [s.score for s in client.get_many(batches[0])]
@@ -456,15 +389,10 @@ def http_measurements(
         if got != expected:
             bad = next(i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e)
             raise RuntimeError(f"{HTTP} answered {got[bad]!r} at {bad}, Scores {expected[bad]!r}")
-        cpu_before = server_cpu_seconds(server.process.pid)
+        cpu_before = server.cpu_seconds()
         single, batch = timed_over_http(server.port, singles, batches)
-        cpu_after = server_cpu_seconds(server.process.pid)
-    finally:
-        server.stop()
-    server_cpu = ""
-    if cpu_before is not None and cpu_after is not None:
-        busy = cpu_after - cpu_before
-        server_cpu = f", server CPU {busy:.3g} s for all {len(singles) + len(batches):,} requests"
+        busy = server.cpu_seconds() - cpu_before
+    server_cpu = f", server CPU {busy:.3g} s for all {len(singles) + len(batches):,} requests"
     load = os.getloadavg()[0]
     note = (
         f"prescore serve (uvicorn, 1 process) on loopback, {HTTP_CLIENTS} client processes at once, "

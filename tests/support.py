@@ -158,27 +158,15 @@ def register_package(
 ) -> registry.ModelRef:
     """Register `booster` as a model package of `usecase` under `alias`, as training does (by
     default every feature numeric, as is: no fill, clip or levels)."""
-    import tempfile
-
-    import mlflow
     import pandas as pd
 
+    from prescore.training import pyfunc
     from prescore.training.package import FeatureStep, Package
-    from prescore.training.pyfunc import log_package
 
     steps = preprocessing or Preprocessing([FeatureStep(f, "numeric") for f in usecase.features])
     package = Package(steps, booster)
-    name = registry.model_name(settings, usecase)
     example = pd.DataFrame({f: [0.5] for f in package.features})
-    registry.client(settings)
-    experiment = registry.experiment_id(settings, usecase)
-    with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as folder:
-        info = log_package(
-            package, folder=Path(folder), registered_model_name=name, input_example=example
-        )
-    ref = registry.ModelRef(name, str(info.registered_model_version), run.info.run_id)
-    registry.set_alias(settings, ref, alias)
-    return ref
+    return pyfunc.register_package(settings, usecase, package, alias=alias, input_example=example)
 
 
 @contextmanager

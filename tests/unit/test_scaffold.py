@@ -3,6 +3,7 @@ kind of column, and the files the command writes (they load; they are never over
 
 from __future__ import annotations
 
+import bz2
 import json
 import os
 import subprocess
@@ -66,6 +67,29 @@ def test_every_kind_of_column_gets_a_role_and_a_reason(customers: Path) -> None:
     assert proposal.left_out == {
         "signup_date": "a date: derive features from it with derive: if useful"
     }
+
+
+def test_a_compressed_file_and_a_number_column_with_a_few_other_values(tmp_path: Path) -> None:
+    path = tmp_path / "readings.csv.bz2"
+    lines = ["id,reading,label"] + [
+        f"r{i},{'?' if i in (7, 30) else i * 0.5},{i % 2}" for i in range(60)
+    ]
+    with bz2.open(path, "wt") as out:
+        out.write("\r\n".join(lines) + "\r\n")
+    sample = read_sample(path)
+    reading = sample.column("reading")
+    assert (sample.format, reading.kind, reading.not_numbers, reading.not_number_rows) == (
+        "csv",
+        "double",
+        ("?",),
+        2,
+    )
+    assert (reading.minimum, reading.maximum) == (0.0, 29.5)
+    proposal = propose(sample, label="label", keys=["id"])
+    assert proposal.numeric == ["reading"]
+    assert any("reading: 2 of 60 sample values are not numbers ('?')" in n for n in proposal.notes)
+    with pytest.raises(ScaffoldError, match=r"data\.parquet\.gz: not a \.csv, \.parquet"):
+        read_sample(tmp_path / "data.parquet.gz")
 
 
 def test_what_cannot_be_guessed_is_asked_for_by_name(customers: Path) -> None:

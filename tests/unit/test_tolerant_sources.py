@@ -3,6 +3,8 @@ that does not parse kept as a bad value, and clean's reason for it."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
 import shutil
 from datetime import date
@@ -27,6 +29,7 @@ from prescore.data.sources import (
     check_columns,
     check_csv_header,
     describe_bad_values,
+    landing_files,
     parse_text,
 )
 
@@ -75,6 +78,19 @@ def test_csv_header_is_returned_in_file_order(tmp_path: Path) -> None:
     path.write_text("seen;extra;amount;age;id\n2026-01-01;x;1.5;3;a\n")
     header = check_csv_header(path, DECLARED, delimiter=";", ignore_undeclared=True)
     assert header == ["seen", "extra", "amount", "age", "id"]
+
+
+def test_compressed_landing_files_are_found_and_their_header_read(tmp_path: Path) -> None:
+    text = "id,age,amount,seen\r\na,3,1.5,2026-01-01\r\n"
+    (tmp_path / "a.csv").write_text(text)
+    with gzip.open(tmp_path / "b.csv.gz", "wt") as out:
+        out.write(text)
+    with bz2.open(tmp_path / "c.csv.bz2", "wt") as out:
+        out.write(text)
+    (tmp_path / "notes.txt.gz").write_bytes(b"")  # not the source's format: not a landing file
+    files = landing_files(tmp_path, source())
+    assert [p.name for p in files] == ["a.csv", "b.csv.gz", "c.csv.bz2"]
+    assert [check_csv_header(p, DECLARED) for p in files] == [["id", "age", "amount", "seen"]] * 3
 
 
 def text_frame(spark: SparkSession, rows: list[tuple[str | None, ...]]):

@@ -304,7 +304,7 @@ def fit_aggregates(cleaning: CleaningSettings) -> list[Column]:
     return aggs
 
 
-def fitted_from(stats: dict[str, Any], cleaning: CleaningSettings) -> FittedCleaning:
+def fitted_from(stats: Mapping[str, Any], cleaning: CleaningSettings) -> FittedCleaning:
     """Fill values and bounds from the one row of `fit_aggregates` (a column of nulls fits none)."""
     fill = FittedCleaning.constants(cleaning).fill
     for column, rule in cleaning.impute.items():

@@ -10,22 +10,29 @@ proposal is a start to review, not a verdict: every guess is marked in the file.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import re
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import yaml
 from pydantic import ValidationError
 
 from prescore.catalog import raw_table
 from prescore.config import DEFAULT_NULL_VALUES, KEY_TYPES, Settings, UseCase
+from prescore.data.sources import COMPRESSIONS, TEXT_FORMATS, open_text
 from prescore.identifiers import IDENTIFIER, quote_identifier, quote_literal
 from prescore.platform.files import write_text_atomically
 
 SAMPLE_ROWS = 20_000
+NUMBERS_SHARE = 0.95  # a text column whose values are this much numbers is a number column
 MAX_LEVELS = 50  # a text column with more distinct values is free text or an identifier
 LISTED_LEVELS = 12  # more distinct values: `levels: auto`, learned with each model
 FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".json": "json"}
@@ -74,6 +81,8 @@ class ColumnSketch:
     email_share: float = 0.0  # text: the share of values that look like an e-mail address
     phone_share: float = 0.0
     mean_length: float = 0.0
+    not_numbers: tuple[str, ...] = ()  # a number column's values that are not numbers, a few
+    not_number_rows: int = 0
 
     @property
     def values(self) -> int:
@@ -89,6 +98,7 @@ class Sample:
     options: dict[str, str]
     rows: int
     columns: list[ColumnSketch]
+    table: pa.Table  # the sample rows as DuckDB read them
 
     def column(self, name: str) -> ColumnSketch:
         found = next((c for c in self.columns if c.name == name), None)
@@ -119,17 +129,17 @@ class Proposal:
 
 
 def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
-    """The first `rows` rows of a CSV, Parquet or JSON-lines file, sketched column by column."""
-    source_format = FORMATS.get(path.suffix.lower())
-    if source_format is None:
-        raise ScaffoldError(f"{path}: not a .csv, .parquet or .json file")
+    """The first `rows` rows of a CSV, Parquet or JSON-lines file (a text file may be compressed:
+    .gz, .bz2), sketched column by column."""
+    source_format = file_format(path)
     if not path.is_file():
         raise ScaffoldError(f"{path}: file not found")
-    options = _csv_options(path) if source_format == "csv" else {}
-    with duckdb.connect() as con:
+    with _head(path, rows) as readable, duckdb.connect() as con:
+        options = _csv_options(readable, path) if source_format == "csv" else {}
         try:
             con.execute(
-                f"create table sample as select * from {_reader(path, source_format)} limit {rows}"
+                f"create table sample as select * from {_reader(readable, source_format)} "
+                f"limit {rows}"
             )
         except duckdb.Error as exc:
             raise ScaffoldError(f"{path}: cannot be read as {source_format}: {exc}") from None
@@ -140,7 +150,33 @@ def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
         columns = [
             _sketch(con, name, str(kind), total, source_format) for name, kind, *_ in described
         ]
-    return Sample(path, source_format, options, total, columns)
+        table = con.table("sample").fetch_arrow_table()
+    return Sample(path, source_format, options, total, columns, table)
+
+
+def file_format(path: Path) -> str:
+    """csv, parquet or json, by the file's name (a text format's may end in .gz or .bz2)."""
+    name = path.with_suffix("") if path.suffix.lower() in COMPRESSIONS else path
+    source_format = FORMATS.get(name.suffix.lower())
+    if source_format is None or (name != path and source_format not in TEXT_FORMATS):
+        raise ScaffoldError(
+            f"{path}: not a .csv, .parquet or .json file (csv and json may end in .gz or .bz2)"
+        )
+    return source_format
+
+
+@contextmanager
+def _head(path: Path, rows: int) -> Iterator[Path]:
+    """`path`, or for a compressed file its first lines decompressed into a file DuckDB reads
+    (it reads no bzip2), removed on the way out."""
+    if path.suffix.lower() not in COMPRESSIONS:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="prescore-init-") as folder:
+        head = Path(folder) / path.with_suffix("").name
+        with open_text(path) as source, head.open("w", newline="", encoding="utf-8") as target:
+            target.writelines(itertools.islice(source, rows + 1))  # a CSV's header too
+        yield head
 
 
 def _reader(path: Path, source_format: str) -> str:
@@ -153,11 +189,13 @@ def _reader(path: Path, source_format: str) -> str:
     return f"read_csv({location}, nullstr = [{nulls}], header = true)"
 
 
-def _csv_options(path: Path) -> dict[str, str]:
+def _csv_options(readable: Path, path: Path) -> dict[str, str]:
     """Spark CSV options for what DuckDB's sniffer found: the delimiter, when not a comma."""
     with duckdb.connect() as con:
         try:
-            delimiter = con.execute("select Delimiter from sniff_csv(?)", [str(path)]).fetchone()
+            delimiter = con.execute(
+                "select Delimiter from sniff_csv(?)", [str(readable)]
+            ).fetchone()
         except duckdb.Error as exc:
             raise ScaffoldError(f"{path}: cannot be read as csv: {exc}") from None
     sep = delimiter[0] if delimiter else ","
@@ -213,6 +251,10 @@ def _sketch(
     if kind != "string":
         return ColumnSketch(name, kind, rows, nulls, distinct)
     text = f"cast({column} as varchar)"
+    if source_format != "parquet":
+        numbers = _mostly_numbers(con, column, ColumnSketch(name, "double", rows, nulls, distinct))
+        if numbers is not None:
+            return numbers
     levels = con.execute(
         f"select {text} from sample where {column} is not null group by 1 "
         f"order by count(*) desc, 1 limit {MAX_LEVELS + 1}"
@@ -235,6 +277,32 @@ def _sketch(
     )
 
 
+def _mostly_numbers(
+    con: duckdb.DuckDBPyConnection, column: str, sketch: ColumnSketch
+) -> ColumnSketch | None:
+    """`sketch` completed when a text column holds numbers but for a few values (`.`, `?`, `n/a`:
+    what a file writes for missing, or a typo), else None."""
+    parsed = f"try_cast(cast({column} as varchar) as double)"
+    found = con.execute(
+        f"select count({parsed}), min({parsed}), max({parsed}) from sample "
+        f"where {column} is not null"
+    ).fetchone()
+    values = sketch.values
+    if found is None or not values or not NUMBERS_SHARE * values <= found[0] < values:
+        return None
+    others = con.execute(
+        f"select cast({column} as varchar) from sample where {column} is not null "
+        f"and {parsed} is null group by 1 order by count(*) desc, 1 limit 5"
+    ).fetchall()
+    return dataclasses.replace(
+        sketch,
+        minimum=found[1],
+        maximum=found[2],
+        not_numbers=tuple(str(v[0]) for v in others),
+        not_number_rows=values - found[0],
+    )
+
+
 def _fits_int(low: object, high: object) -> bool:
     limit = 2**31
     return isinstance(low, int) and isinstance(high, int) and -limit <= low and high < limit
@@ -243,13 +311,9 @@ def _fits_int(low: object, high: object) -> bool:
 def repeated_keys(sample: Sample, keys: Sequence[str]) -> int:
     """How many rows of the sample repeat an earlier row's keys."""
     columns = ", ".join(quote_identifier(k) for k in keys)
-    source = _reader(sample.path, sample.format)
     with duckdb.connect() as con:
-        return _scalar(
-            con,
-            f"select count(*) - count(distinct ({columns})) "
-            f"from (select {columns} from {source} limit {sample.rows})",
-        )
+        con.register("sample", sample.table)
+        return _scalar(con, f"select count(*) - count(distinct ({columns})) from sample")
 
 
 # ---------------------------------------------------------------- proposing roles
@@ -277,6 +341,15 @@ def propose(sample: Sample, *, label: str | None, keys: Sequence[str] | None) ->
             proposal.notes.append(
                 f"key {name} is {sample.column(name).kind} in the file: declared string, so a "
                 f"lookup gives it as written there"
+            )
+    for column in sample.columns:
+        if column.not_numbers:
+            shown = ", ".join(repr(v) for v in column.not_numbers)
+            proposal.notes.append(
+                f"{column.name}: {column.not_number_rows} of {column.values} sample values are "
+                f"not numbers ({shown}): declared double, and source.on_bad_value: quarantine "
+                "sends such rows to quarantine with their reason; list a value in "
+                "source.null_values instead if it means missing"
             )
     taken = {*key_names, label_name, proposal.event_time}
     for name, column in columns.items():
@@ -403,6 +476,10 @@ def render_usecase(name: str, entity: str, sample: Sample, proposal: Proposal) -
         lines.append(f"  options: {_flow(sample.options)}")
     if proposal.undeclared:
         lines.append("  columns: ignore_undeclared   # not read: " + ", ".join(proposal.undeclared))
+    if any(c.not_numbers for c in declared):
+        lines.append(
+            "  on_bad_value: quarantine   # REVIEW: a number column has a few other values"
+        )
     lines.append("  schema:")
     lines += [
         f"    {c.name}: {'string' if c.name in proposal.as_text else c.kind}" for c in declared

@@ -6,7 +6,8 @@ file and the column.
 Parquet: the footer of each file. Delta: the table's schema. JDBC: the columns and types the
 driver reports, then one pass that counts the rows and finds text dates or timestamps that do not
 parse (SQLite, say, keeps dates as text). CSV: the header line of each file; JSON lines: the keys
-of each file's first record. Text files are then read as text, by column name, and parsed here
+of each file's first record; a text file may be compressed (`.csv.gz`, `.json.bz2`: Spark reads
+both by name). Text files are then read as text, by column name, and parsed here
 (`parse_text`): a value in `null_values` is null, a value that does not cast to its declared type
 is null with its text kept in the BAD_VALUES lineage column. With `on_bad_value: fail` one pass
 counts such rows and the error names the first one (`check_parsed`); with `quarantine` they are
@@ -15,13 +16,15 @@ written to raw as they are and the clean stage quarantines them.
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import json
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,6 +40,19 @@ if TYPE_CHECKING:
 
 class SourceSchemaError(ValueError):
     """A source does not match the schema declared in the use case."""
+
+
+# A text file's compression, by the suffix after its format's (as Hadoop's codecs choose it).
+COMPRESSIONS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open}
+TEXT_FORMATS = ("csv", "json")
+
+
+def open_text(path: Path) -> IO[str]:
+    """A text file to read, decompressed when its name ends in .gz or .bz2."""
+    opener = COMPRESSIONS.get(path.suffix.lower())
+    if opener is None:
+        return path.open(newline="", encoding="utf-8")
+    return opener(path, "rt", newline="", encoding="utf-8")
 
 
 SPARK_TYPES = {
@@ -71,7 +87,7 @@ def check_csv_header(
 ) -> list[str]:
     """The header names the declared columns; a file with no header or no row is refused.
     Returns the header."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    with open_text(path) as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         header = next(reader, None)
         first = next(reader, None)
@@ -87,7 +103,7 @@ def check_json_lines(
     path: Path, declared: dict[str, str], *, ignore_undeclared: bool = False
 ) -> None:
     """The first record is a JSON object with the declared keys (JSON lines: one object a line)."""
-    with path.open(encoding="utf-8") as handle:
+    with open_text(path) as handle:
         line = next((text for text in handle if text.strip()), None)
     if line is None:
         raise SourceSchemaError(f"{path}: empty file")
@@ -285,7 +301,10 @@ def check_parquet_schema(
 
 
 def landing_files(folder: Path, source: SourceSettings) -> list[Path]:
-    files = sorted(p for p in folder.glob(f"*.{source.format}") if p.is_file())
+    names = [f"*.{source.format}"]
+    if source.format in TEXT_FORMATS:
+        names += [f"*.{source.format}{suffix}" for suffix in COMPRESSIONS]
+    files = sorted({p for name in names for p in folder.glob(name) if p.is_file()})
     if not files:
         raise FileNotFoundError(f"no {source.format} files for this run_date in {folder}")
     empty = [p for p in files if p.stat().st_size == 0]

@@ -9,6 +9,7 @@ without a restart.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Mapping, Sequence
 from time import monotonic
@@ -43,9 +44,27 @@ class ChampionPackage:
         with self._lock:
             ref = registry.resolve_alias(self.settings, self.usecase, registry.CHAMPION)
             if self._loaded is None or self._loaded[0] != ref:
-                self._loaded = (ref, registry.load_package(ref))
+                # One thread: a request scores a few rows, where an OpenMP team costs more than
+                # it saves and contends with the server's own threads (bench/: p99).
+                self._loaded = (ref, registry.load_package(ref).pinned(1))
+                settle_heap()
             self._next_check = monotonic() + self.refresh
             return self._loaded
+
+
+def settle_heap() -> None:
+    """Collect once, then freeze what is left: the model and what loading it imported (MLflow's
+    stores, SQLAlchemy) live as long as the process, and the collector walking them at every
+    full collection was the compute path's tail (bench/). Once per model version."""
+    gc.collect()
+    gc.freeze()
+
+
+def preload() -> None:
+    """Import what loading a model package takes (MLflow's loader, XGBoost) now: at a server's
+    start rather than in its first computed request."""
+    import mlflow.pyfunc  # noqa: F401
+    import xgboost  # noqa: F401
 
 
 def refuse_time_series(usecase: UseCase) -> None:

@@ -59,6 +59,7 @@ from prescore.config import (
     load_usecases,
 )
 from prescore.platform.registry import ModelNotFoundError
+from prescore.serving import compute
 from prescore.serving.client import (
     NothingPublishedError,
     Score,
@@ -623,8 +624,11 @@ def serve(
             f"refusing to listen on {host} without authentication: set serve.auth "
             "(tokens from an environment variable), or pass --insecure"
         )
+    app = create_app(settings)
+    compute.preload()
+    compute.settle_heap()  # what the server starts with (imports, snapshots' indexes) stays
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=settings.serve.port if port is None else port,
         access_log=access_log,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator, Mapping
+    from collections.abc import Callable, Collection, Iterator, Mapping
 
     import pandas as pd
     import pyarrow as pa
@@ -219,6 +219,7 @@ class Package:
 
     preprocessing: Preprocessing
     booster: Any  # xgboost.Booster
+    threads: int = 0  # 0: XGBoost's default, every core
 
     @property
     def features(self) -> list[str]:
@@ -249,6 +250,9 @@ class Package:
         inputs = xgboost.DMatrix(
             matrix,
             missing=np.nan,
+            # As many threads as the booster: a team of every core, built right after a pinned
+            # booster's one-thread regions, waits for OpenMP to gather its threads each time.
+            nthread=self.threads or None,
             feature_names=self.booster.feature_names,  # set when trained on a named frame
             feature_types=self.booster.feature_types,
         )
@@ -285,9 +289,14 @@ class Package:
 
         loaded = xgboost.Booster()
         loaded.load_model(bytearray(booster))
-        if threads:
-            loaded.set_param({"nthread": threads})
-        return cls(Preprocessing.from_json(preprocessing), loaded)
+        package = cls(Preprocessing.from_json(preprocessing), loaded)
+        return package.pinned(threads) if threads else package
+
+    def pinned(self, threads: int) -> Package:
+        """This package with its booster on `threads` threads (XGBoost's default: every core)."""
+        self.booster.set_param({"nthread": threads})
+        self.threads = threads
+        return self
 
 
 def reasons_type() -> pa.ListType:
@@ -333,13 +342,27 @@ def fit_preprocessing(train: DataFrame, *, usecase: UseCase) -> Preprocessing:
     """The steps of every feature, fitted on `train` (the training split's rows, as clean holds
     them): fill values and outlier bounds (data.cleaning's fits, one aggregation) and learned
     levels; constants, fixed clips and declared levels as the use case gives them."""
+    from prescore.data.cleaning import fit_aggregates
+
+    stats = train.agg(*fit_aggregates(usecase.cleaning)).first()
+    assert stats is not None  # a global aggregate always returns one row
+    return preprocessing_from(
+        usecase, stats.asDict(), lambda name, how: learned_levels(train, name, how)
+    )
+
+
+def preprocessing_from(
+    usecase: UseCase,
+    stats: Mapping[str, Any],
+    learn_levels: Callable[[str, LearnedLevels], list[str]],
+) -> Preprocessing:
+    """The steps from the training rows' statistics (named as data.cleaning.fit_aggregates names
+    them) and a way to learn a column's `levels: auto`."""
     from prescore.config import LearnedLevels
-    from prescore.data.cleaning import fit_aggregates, fitted_from
+    from prescore.data.cleaning import fitted_from
 
     cleaning = usecase.cleaning
-    stats = train.agg(*fit_aggregates(cleaning)).first()
-    assert stats is not None  # a global aggregate always returns one row
-    fitted = fitted_from(stats.asDict(), cleaning)
+    fitted = fitted_from(stats, cleaning)
     types = usecase.column_types
     steps = []
     for name in usecase.features:
@@ -348,7 +371,7 @@ def fit_preprocessing(train: DataFrame, *, usecase: UseCase) -> Preprocessing:
             clips.append((fitted.bounds[name].min, fitted.bounds[name].max))
         declared = usecase.categorical_features.get(name)
         levels = (
-            learned_levels(train, name, declared)
+            learn_levels(name, declared)
             if isinstance(declared, LearnedLevels)
             else list(declared or [])
         )

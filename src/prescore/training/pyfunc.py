@@ -2,8 +2,8 @@
 is installed (`mlflow.pyfunc.load_model`, `mlflow models serve --env-manager local`).
 
 Its input is the feature columns as clean holds them (before any fill, clip or coding), by name,
-a derived feature as the source columns it is derived from; its output one score per row. The signature names every feature: a categorical is a string, a
-numeric column `any`, because MLflow refuses integers for a double column and floats (an integer
+a derived feature as the source columns it is derived from; its output one score per row. The
+signature names every input: a categorical is a string, a numeric column `any`, because MLflow refuses integers for a double column and floats (an integer
 column with a missing value) for a long one; the package itself casts and names a value that is
 not a number.
 """
@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow.pyfunc import PythonModel
 
+from prescore.platform import registry
 from prescore.training.package import Package
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     from mlflow.models import ModelSignature
+
+    from prescore.config import Settings, UseCase
 
 BOOSTER = "booster"  # the artifact names inside a logged model
 PREPROCESSING = "preprocessing"
@@ -75,6 +78,32 @@ def log_package(
         registered_model_name=registered_model_name,
         pip_requirements=requirements(),
     )
+
+
+def register_package(
+    settings: Settings,
+    usecase: UseCase,
+    package: Package,
+    *,
+    alias: str,
+    input_example: pd.DataFrame,
+) -> registry.ModelRef:
+    """Log `package` in a run of its own in the use case's experiment, register it and point
+    `alias` at it: a model made outside the train stage (a test's, a benchmark's)."""
+    import tempfile
+
+    import mlflow
+
+    name = registry.model_name(settings, usecase)
+    registry.client(settings)
+    experiment = registry.experiment_id(settings, usecase)
+    with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as folder:
+        info = log_package(
+            package, folder=Path(folder), registered_model_name=name, input_example=input_example
+        )
+    ref = registry.ModelRef(name, str(info.registered_model_version), run.info.run_id)
+    registry.set_alias(settings, ref, alias)
+    return ref
 
 
 def requirements() -> list[str]:
