@@ -12,6 +12,8 @@ taking turns (ABC ABC ...), after one untimed round:
 - `... + CDS`: the same with the driver's JVM on a class-data-sharing archive of its own classes
   (-XX:SharedArchiveFile, dumped by one earlier run with -XX:ArchiveClassesAtExit: Java 17 has
   no -XX:+AutoCreateSharedArchive, which is JDK 19+). Measured to decide whether to keep it.
+- `... + CDS + C1 only`: the same with the JIT stopped at its first tier
+  (-XX:TieredStopAtLevel=1): less compiling at start, slower code after. Measured, not applied.
 
 And the in-process session the test suite and `prescore run` start (plain python, get_spark):
 `session, spark.jars.packages` (baseline) against `session, spark.jars local`.
@@ -46,6 +48,7 @@ MASTER = "local[2]"
 PACKAGES = "--packages, fresh bundle"
 LOCAL = "--jars local, cached bundle"
 CDS = "--jars local, cached bundle + CDS"
+CDS_C1 = "--jars local, cached bundle + CDS + C1 only"
 SESSION_PACKAGES = "session, spark.jars.packages"
 SESSION_LOCAL = "session, spark.jars local"
 SESSION_CODE = (
@@ -113,12 +116,14 @@ def run(size: str) -> list[Measurement]:
 
     archive = cds_archive(folder, lambda extra: submit(extra))
     with_cds = ["--conf", f"spark.driver.extraJavaOptions=-XX:SharedArchiveFile={archive}"]
+    with_cds_c1 = [*with_cds[:-1], f"{with_cds[-1]} -XX:TieredStopAtLevel=1"]
     no_jars = {**_job_env(), JARS_VARIABLE: str(folder / "no-jars")}  # resolve --packages
     session = [sys.executable, "-c", SESSION_CODE, table]
     subjects: dict[str, tuple[Callable[[], list[str]], dict[str, str]]] = {
         PACKAGES: (lambda: submit([], bundle=fresh_bundle(), use_jars=False), _job_env()),
         LOCAL: (lambda: submit([]), _job_env()),
         CDS: (lambda: submit(with_cds), _job_env()),
+        CDS_C1: (lambda: submit(with_cds_c1), _job_env()),
         SESSION_PACKAGES: (lambda: session, no_jars),
         SESSION_LOCAL: (lambda: session, _job_env()),
     }
@@ -131,7 +136,7 @@ def run(size: str) -> list[Measurement]:
             if repeat:
                 times[name].append(measured)
     load_after = os.getloadavg()[0]
-    baselines = {PACKAGES: None, LOCAL: PACKAGES, CDS: PACKAGES}
+    baselines = {PACKAGES: None, LOCAL: PACKAGES, CDS: PACKAGES, CDS_C1: PACKAGES}
     baselines |= {SESSION_PACKAGES: None, SESSION_LOCAL: SESSION_PACKAGES}
     out = []
     for name, runs in times.items():

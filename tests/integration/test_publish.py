@@ -14,6 +14,7 @@ from prescore.platform import tables
 from prescore.scoring.checks import PublishCheckError, candidate_checks
 from prescore.serving import publish_log, snapshot
 from prescore.serving.client import Scores, SnapshotNotFoundError, freshness
+from prescore.serving.keyindex import key_file
 from prescore.stages import publish
 
 pytestmark = pytest.mark.integration
@@ -184,6 +185,13 @@ def test_as_of_answers_from_the_snapshot_current_at_that_time(
     ):
         client.get("a", as_of=date(2020, 1, 1))
 
-    publish.rollback(spark, fresh_settings, churn)
-    assert client.get("a", as_of=datetime.now()).model_version == "1"
-    assert client.get("a", as_of=between).model_version == "1"
+    # Retention prunes the earlier snapshot: `between` is refused, its keys leave memory, and
+    # no rollback can return to it.
+    held = min(client._past)  # <run date>-v0: the first publish's, read for `between`
+    held.unlink()
+    key_file(held).unlink()
+    with pytest.raises(SnapshotNotFoundError, match=r"current at .* is no longer kept"):
+        client.get("a", as_of=between)
+    assert held not in client._past
+    with pytest.raises(LookupError, match=r"is no longer kept .* republish run date"):
+        publish.rollback(spark, fresh_settings, churn)

@@ -428,12 +428,15 @@ class Scores:
                 f"use case {self.usecase.name!r}: nothing was published by {instant}"
             )
         snapshot = self._link.parent / "snapshots" / current.snapshot_name
-        if not snapshot.exists():
-            raise SnapshotNotFoundError(
-                f"{current.snapshot_name}, current at {instant}, is no longer kept (the last "
-                f"{self.settings.serving_snapshots_kept} are): republish its run date to look it up"
-            )
         with self._swap:
+            for gone in [p for p in self._past if not p.exists()]:
+                del self._past[gone]  # pruned by retention: its keys leave memory too
+            if not snapshot.exists():
+                raise SnapshotNotFoundError(
+                    f"{current.snapshot_name}, current at {instant}, is no longer kept (the last "
+                    f"{self.settings.serving_snapshots_kept} are): republish its run date to look "
+                    "it up"
+                )
             if snapshot not in self._past:
                 self._past[snapshot] = open_key_file(snapshot)
             return self._past[snapshot]
