@@ -22,6 +22,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from prescore import catalog
+from prescore.platform.spark import temporary_conf
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -204,14 +205,8 @@ def compiled_wide_rows(spark: SparkSession, fields: int) -> Iterator[None]:
     if before is not None and int(before) >= fields:
         yield
         return
-    spark.conf.set(key, str(fields))
-    try:
+    with temporary_conf(spark, key, str(fields)):
         yield
-    finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)
 
 
 # ---------------------------------------------------------------- pass 2: bins and top values
