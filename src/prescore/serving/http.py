@@ -47,6 +47,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, StrictInt, StrictStr, WithJsonSchema
+from pydantic_core import PydanticSerializationError, to_json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypedDict  # pydantic needs this one under Python 3.11
 
@@ -178,9 +179,21 @@ def readiness(client: Scores) -> dict[str, Any]:
     return {"ready": True, "snapshot": snapshot}
 
 
+class ScoresJson(JSONResponse):
+    """JSON rendered by pydantic-core's encoder: the answers of a 1,000-key batch, with their
+    reasons, took the standard library's a quarter of the request (bench/)."""
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content, inf_nan_mode="null")
+
+
 def json_answer(content: Any, status_code: int = 200) -> JSONResponse:
     """A JSON response, or 422 when a key echoed back in it is not valid text (a lone surrogate,
     which JSON can carry in but UTF-8 cannot carry out)."""
+    try:
+        return ScoresJson(content, status_code=status_code)
+    except PydanticSerializationError:
+        pass  # not UTF-8: the standard library's encoder names the character
     try:
         return JSONResponse(content, status_code=status_code)
     except UnicodeEncodeError as exc:
