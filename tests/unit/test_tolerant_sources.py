@@ -93,6 +93,27 @@ def test_compressed_landing_files_are_found_and_their_header_read(tmp_path: Path
     assert [check_csv_header(p, DECLARED) for p in files] == [["id", "age", "amount", "seen"]] * 3
 
 
+def test_a_damaged_or_misnamed_compressed_file_is_refused_naming_it(tmp_path: Path) -> None:
+    text = "id,age,amount,seen\na,3,1.5,2026-01-01\n"
+    (tmp_path / "plain.csv.gz").write_text(text)  # named gzip, is not
+    with bz2.open(tmp_path / "cut.csv.bz2", "wt") as out:
+        out.write(text * 200)
+    whole = (tmp_path / "cut.csv.bz2").read_bytes()
+    (tmp_path / "cut.csv.bz2").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "latin.csv").write_bytes(
+        "id,age,amount,seen\nJos\xe9,3,1.5,2026-01-01\n".encode("latin-1")
+    )
+    for name, reason in [
+        ("plain.csv.gz", "Not a gzipped file"),
+        ("cut.csv.bz2", "ended before the end-of-stream marker"),
+        ("latin.csv", "can't decode byte"),
+    ]:
+        with pytest.raises(
+            SourceSchemaError, match=rf"{name}: cannot be read as UTF-8 text: .*{reason}"
+        ):
+            check_csv_header(tmp_path / name, DECLARED)
+
+
 def text_frame(spark: SparkSession, rows: list[tuple[str | None, ...]]):
     return spark.createDataFrame(
         rows, ", ".join(f"{c} string" for c in [*DECLARED, "_source_file"])

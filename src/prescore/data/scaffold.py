@@ -32,6 +32,7 @@ from prescore.identifiers import IDENTIFIER, quote_identifier, quote_literal
 from prescore.platform.files import write_text_atomically
 
 SAMPLE_ROWS = 20_000
+QUARANTINE_LIMIT = 0.05  # the share of a run's rows that may go to quarantine
 NUMBERS_SHARE = 0.95  # a text column whose values are this much numbers is a number column
 MAX_LEVELS = 50  # a text column with more distinct values is free text or an identifier
 LISTED_LEVELS = 12  # more distinct values: `levels: auto`, learned with each model
@@ -123,6 +124,7 @@ class Proposal:
     undeclared: list[str] = field(default_factory=list)  # names no engine reads alike
     as_text: list[str] = field(default_factory=list)  # keys declared string: read as written
     notes: list[str] = field(default_factory=list)  # what to review
+    quarantined: list[str] = field(default_factory=list)  # number columns with other values
 
 
 # ---------------------------------------------------------------- reading the sample
@@ -142,7 +144,8 @@ def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
                 f"limit {rows}"
             )
         except duckdb.Error as exc:
-            raise ScaffoldError(f"{path}: cannot be read as {source_format}: {exc}") from None
+            said = str(exc).replace(str(readable), str(path))  # not the decompressed head's
+            raise ScaffoldError(f"{path}: cannot be read as {source_format}: {said}") from None
         described = con.execute("describe sample").fetchall()
         total = _scalar(con, "select count(*) from sample")
         if total == 0:
@@ -197,7 +200,8 @@ def _csv_options(readable: Path, path: Path) -> dict[str, str]:
                 "select Delimiter from sniff_csv(?)", [str(readable)]
             ).fetchone()
         except duckdb.Error as exc:
-            raise ScaffoldError(f"{path}: cannot be read as csv: {exc}") from None
+            said = str(exc).replace(str(readable), str(path))
+            raise ScaffoldError(f"{path}: cannot be read as csv: {said}") from None
     sep = delimiter[0] if delimiter else ","
     return {} if sep == "," else {"sep": sep}
 
@@ -252,7 +256,7 @@ def _sketch(
         return ColumnSketch(name, kind, rows, nulls, distinct)
     text = f"cast({column} as varchar)"
     if source_format != "parquet":
-        numbers = _mostly_numbers(con, column, ColumnSketch(name, "double", rows, nulls, distinct))
+        numbers = _mostly_numbers(con, column, ColumnSketch(name, kind, rows, nulls, distinct))
         if numbers is not None:
             return numbers
     levels = con.execute(
@@ -281,25 +285,42 @@ def _mostly_numbers(
     con: duckdb.DuckDBPyConnection, column: str, sketch: ColumnSketch
 ) -> ColumnSketch | None:
     """`sketch` completed when a text column holds numbers but for a few values (`.`, `?`, `n/a`:
-    what a file writes for missing, or a typo), else None."""
-    parsed = f"try_cast(cast({column} as varchar) as double)"
+    what a file writes for missing, or a typo), else None. Not when its name says PII, a number
+    has a leading zero (a code: a postcode, an account) or another value looks like a phone
+    number or an e-mail address: those stay text, for the PII rules to see."""
+    if _pii_word(sketch.name):
+        return None
+    text = f"trim(cast({column} as varchar))"  # Spark trims a value before it parses it
+    number = f"try_cast({text} as double)"
     found = con.execute(
-        f"select count({parsed}), min({parsed}), max({parsed}) from sample "
-        f"where {column} is not null"
+        f"select count(*), count({number}), min({number}), max({number}), "
+        f"count(*) filter (where regexp_matches({text}, '^[+-]?[0-9]+$')), "
+        f"count(*) filter (where regexp_matches({text}, '^[+-]?0[0-9]')), "
+        f"count(*) filter (where {number} is null and (regexp_matches({text}, '{_PHONE}') "
+        f"or regexp_matches({text}, '{_EMAIL}'))) "
+        f"from sample where {column} is not null and {text} <> ''"
     ).fetchone()
-    values = sketch.values
-    if found is None or not values or not NUMBERS_SHARE * values <= found[0] < values:
+    if found is None:
+        return None
+    values, numbers, low, high, whole, codes, personal = found  # values: not blank
+    if not values or not NUMBERS_SHARE * values <= numbers < values or codes or personal:
         return None
     others = con.execute(
-        f"select cast({column} as varchar) from sample where {column} is not null "
-        f"and {parsed} is null group by 1 order by count(*) desc, 1 limit 5"
+        f"select {text} from sample where {column} is not null and {text} <> '' "
+        f"and {number} is null group by 1 order by count(*) desc, 1 limit 5"
     ).fetchall()
+    if whole == numbers:  # a whole number each: an int (a 0/1 label stays binary)
+        low, high = int(low), int(high)
+        kind = "int" if _fits_int(low, high) else "long"
+    else:
+        kind = "double"
     return dataclasses.replace(
         sketch,
-        minimum=found[1],
-        maximum=found[2],
+        kind=kind,
+        minimum=low,
+        maximum=high,
         not_numbers=tuple(str(v[0]) for v in others),
-        not_number_rows=values - found[0],
+        not_number_rows=values - numbers,
     )
 
 
@@ -336,20 +357,18 @@ def propose(sample: Sample, *, label: str | None, keys: Sequence[str] | None) ->
         event_time=_find_event_time(sample, key_names),
     )
     for name in key_names:
-        if sample.column(name).kind not in KEY_TYPES:
+        key = sample.column(name)
+        if key.not_numbers:
             proposal.as_text.append(name)
             proposal.notes.append(
-                f"key {name} is {sample.column(name).kind} in the file: declared string, so a "
-                f"lookup gives it as written there"
+                f"key {name} holds {key.not_number_rows} values that are not numbers in the "
+                "sample: declared string, so a lookup gives it as written there"
             )
-    for column in sample.columns:
-        if column.not_numbers:
-            shown = ", ".join(repr(v) for v in column.not_numbers)
+        elif key.kind not in KEY_TYPES:
+            proposal.as_text.append(name)
             proposal.notes.append(
-                f"{column.name}: {column.not_number_rows} of {column.values} sample values are "
-                f"not numbers ({shown}): declared double, and source.on_bad_value: quarantine "
-                "sends such rows to quarantine with their reason; list a value in "
-                "source.null_values instead if it means missing"
+                f"key {name} is {key.kind} in the file: declared string, so a "
+                f"lookup gives it as written there"
             )
     taken = {*key_names, label_name, proposal.event_time}
     for name, column in columns.items():
@@ -361,7 +380,33 @@ def propose(sample: Sample, *, label: str | None, keys: Sequence[str] | None) ->
             _assign(proposal, column)
     if not proposal.numeric and not proposal.categorical:
         raise ScaffoldError(f"{sample.path}: no column is usable as a feature")
+    _note_values_to_quarantine(sample, proposal)
     return proposal
+
+
+def _note_values_to_quarantine(sample: Sample, proposal: Proposal) -> None:
+    """The declared number columns with a few other values: their rows go to quarantine."""
+    parsed = [
+        c
+        for c in sample.columns
+        if c.not_numbers and c.name not in (*proposal.as_text, *proposal.undeclared)
+    ]
+    proposal.quarantined = [c.name for c in parsed]
+    for column in parsed:
+        shown = ", ".join(repr(v) for v in column.not_numbers)
+        proposal.notes.append(
+            f"{column.name}: {column.not_number_rows} of {column.values} sample values are "
+            f"not numbers ({shown}): declared {column.kind}, and source.on_bad_value: quarantine "
+            "sends such rows to quarantine with their reason; list a value in "
+            "source.null_values instead if it means missing"
+        )
+    share = sum(c.not_number_rows for c in parsed) / sample.rows
+    if share > QUARANTINE_LIMIT / 2:
+        proposal.notes.append(
+            f"up to {share:.1%} of the sample's rows hold a value that is not a number: a run "
+            f"with more than cleaning.max_quarantined_fraction ({QUARANTINE_LIMIT}) in "
+            "quarantine fails"
+        )
 
 
 def _assign(proposal: Proposal, column: ColumnSketch) -> None:
@@ -384,12 +429,16 @@ def _assign(proposal: Proposal, column: ColumnSketch) -> None:
         )
 
 
+def _pii_word(name: str) -> str | None:
+    """The word of a column's name that says it holds personal data, if any."""
+    return next((w for w in re.split(r"[^a-z]+", name.lower()) if w in _PII_WORDS), None)
+
+
 def _pii(column: ColumnSketch) -> tuple[str, str] | None:
     """(method, why) when the name or the values say the column holds personal data."""
     if column.kind != "string":
         return None
-    words = re.split(r"[^a-z]+", column.name.lower())
-    named = next((w for w in words if w in _PII_WORDS), None)
+    named = _pii_word(column.name)
     if column.email_share >= 0.5:
         return "hash", f"{column.email_share:.0%} of the values look like e-mail addresses"
     if column.phone_share >= 0.5:
@@ -428,7 +477,8 @@ def _task(label: ColumnSketch) -> str:
         return "binary"
     if label.kind in ("int", "long"):
         zero_one = label.minimum in (0, 1) and label.maximum in (0, 1)
-        return "binary" if zero_one and label.distinct <= 2 else "regression"
+        numbers = label.distinct - len(label.not_numbers)  # `?` is no third class
+        return "binary" if zero_one and numbers <= 2 else "regression"
     if label.kind == "double":
         return "regression"
     shown = ", ".join(label.levels[:5])
@@ -476,7 +526,7 @@ def render_usecase(name: str, entity: str, sample: Sample, proposal: Proposal) -
         lines.append(f"  options: {_flow(sample.options)}")
     if proposal.undeclared:
         lines.append("  columns: ignore_undeclared   # not read: " + ", ".join(proposal.undeclared))
-    if any(c.not_numbers for c in declared):
+    if proposal.quarantined:
         lines.append(
             "  on_bad_value: quarantine   # REVIEW: a number column has a few other values"
         )
@@ -519,7 +569,7 @@ def render_usecase(name: str, entity: str, sample: Sample, proposal: Proposal) -
         lines.append("  drop_columns:   # declared, not used downstream")
         lines += [f"    - {n}   # {why}" for n, why in proposal.left_out.items()]
     lines += [
-        "  max_quarantined_fraction: 0.05",
+        f"  max_quarantined_fraction: {QUARANTINE_LIMIT}",
         "",
         f"expectations: {raw_table(entity)}",
         "",

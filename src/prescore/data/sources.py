@@ -21,7 +21,8 @@ import csv
 import gzip
 import json
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -47,12 +48,20 @@ COMPRESSIONS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.ope
 TEXT_FORMATS = ("csv", "json")
 
 
-def open_text(path: Path) -> IO[str]:
-    """A text file to read, decompressed when its name ends in .gz or .bz2."""
+@contextmanager
+def open_text(path: Path) -> Iterator[IO[str]]:
+    """A text file to read, decompressed when its name ends in .gz or .bz2. What a damaged or
+    misnamed file raises while read (not gzip, a cut stream, not UTF-8) names the file."""
     opener = COMPRESSIONS.get(path.suffix.lower())
-    if opener is None:
-        return path.open(newline="", encoding="utf-8")
-    return opener(path, "rt", newline="", encoding="utf-8")
+    try:
+        if opener is None:
+            handle = path.open(newline="", encoding="utf-8")
+        else:
+            handle = opener(path, "rt", newline="", encoding="utf-8")
+        with handle:
+            yield handle
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise SourceSchemaError(f"{path}: cannot be read as UTF-8 text: {exc}") from exc
 
 
 SPARK_TYPES = {

@@ -154,9 +154,11 @@ class Scores:
         settings: Settings | None = None,
         now: Callable[[], datetime] = datetime.now,
         check_every: float = 0.1,
+        on_model_load: Callable[[], None] | None = None,
     ) -> None:
         """`check_every`: seconds between checks that the served files are the ones opened (0:
-        at every call)."""
+        at every call). `on_model_load`: called after a computed score loaded a model version (a
+        server settles its heap: serving.compute.settle_heap)."""
         self.settings = settings or load_settings()
         self.usecase = (
             usecase if isinstance(usecase, UseCase) else load_usecase(usecase, self.settings)
@@ -175,6 +177,7 @@ class Scores:
         self._history: tuple[str, list[publish_log.Event]] | None = None  # (link target, log)
         self._past: dict[Path, KeyIndex] = {}  # key files of earlier snapshots, for as_of
         self._champion: ChampionPackage | None = None  # loaded at the first computed score
+        self._on_model_load = on_model_load
 
     @property
     def snapshot(self) -> Path:
@@ -352,7 +355,9 @@ class Scores:
         refuse_time_series(self.usecase)  # before loading a model it could not use
         if self._champion is None:
             refresh = self.settings.serve.model_refresh_seconds
-            self._champion = ChampionPackage(self.settings, self.usecase, refresh)
+            self._champion = ChampionPackage(
+                self.settings, self.usecase, refresh, on_load=self._on_model_load
+            )
         ref, package = self._champion.current()
         if not rows:
             return []
@@ -429,8 +434,10 @@ class Scores:
             )
         snapshot = self._link.parent / "snapshots" / current.snapshot_name
         with self._swap:
-            for gone in [p for p in self._past if not p.exists()]:
-                del self._past[gone]  # pruned by retention: its keys leave memory too
+            for held in list(self._past):
+                # pruned by retention (its keys leave memory too), or a new file of that name
+                if file_signature(str(keyindex.key_file(held))) != self._past[held].signature:
+                    del self._past[held]
             if not snapshot.exists():
                 raise SnapshotNotFoundError(
                     f"{current.snapshot_name}, current at {instant}, is no longer kept (the last "

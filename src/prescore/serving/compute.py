@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +30,16 @@ class ComputeRefusedError(ValueError):
 class ChampionPackage:
     """The use case's @champion package, loaded once per version; safe to share between threads."""
 
-    def __init__(self, settings: Settings, usecase: UseCase, refresh: float = 10.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        usecase: UseCase,
+        refresh: float = 10.0,
+        on_load: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_load`: called after each version is loaded (a server settles its heap)."""
         self.settings, self.usecase, self.refresh = settings, usecase, refresh
+        self.on_load = on_load
         self._loaded: tuple[registry.ModelRef, Package] | None = None
         self._next_check = 0.0
         self._lock = threading.Lock()
@@ -47,15 +55,18 @@ class ChampionPackage:
                 # One thread: a request scores a few rows, where an OpenMP team costs more than
                 # it saves and contends with the server's own threads (bench/: p99).
                 self._loaded = (ref, registry.load_package(ref).pinned(1))
-                settle_heap()
+                if self.on_load is not None:
+                    self.on_load()
             self._next_check = monotonic() + self.refresh
             return self._loaded
 
 
 def settle_heap() -> None:
-    """Collect once, then freeze what is left: the model and what loading it imported (MLflow's
-    stores, SQLAlchemy) live as long as the process, and the collector walking them at every
-    full collection was the compute path's tail (bench/). Once per model version."""
+    """A server's heap, collected once and frozen: what it holds at its start and what loading a
+    model imports (MLflow's stores, SQLAlchemy) live as long as it does, and the collector walking
+    them at every full collection was the lookups' tail (bench/). Unfrozen first, so what died
+    since the last call is collected. At the start and once per model version."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
 

@@ -476,12 +476,18 @@ def servable_usecases(settings: Settings) -> list[UseCase]:
     return servable
 
 
-def create_app(settings: Settings, usecases: Sequence[UseCase] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    usecases: Sequence[UseCase] | None = None,
+    on_model_load: Callable[[], None] | None = None,
+) -> FastAPI:
     """The app for `usecases` (default: serve.usecases, else every file in conf/usecases/), one
-    client each."""
+    client each; `on_model_load` as in Scores."""
     if usecases is None:
         usecases = servable_usecases(settings)
-    clients = {usecase.name: Scores(usecase, settings) for usecase in usecases}
+    clients = {
+        usecase.name: Scores(usecase, settings, on_model_load=on_model_load) for usecase in usecases
+    }
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(clients))
     app = FastAPI(title="prescore", summary="Published scores by key", version="1")
@@ -637,9 +643,9 @@ def serve(
             f"refusing to listen on {host} without authentication: set serve.auth "
             "(tokens from an environment variable), or pass --insecure"
         )
-    app = create_app(settings)
+    app = create_app(settings, on_model_load=compute.settle_heap)
     compute.preload()
-    compute.settle_heap()  # what the server starts with (imports, snapshots' indexes) stays
+    compute.settle_heap()
     uvicorn.run(
         app,
         host=host,
