@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -540,7 +541,12 @@ def _add_lookup_routes(app: FastAPI, clients: dict[str, Scores], max_batch: int)
         if len(request.keys) > max_batch:
             raise HTTPException(413, f"{len(request.keys)} keys; at most {max_batch} per batch")
         with lookup_errors(usecase):
-            scores = client.get_many(request.keys, features=request.features)
+            if request.features is None:
+                scores = client.get_many(request.keys)
+            else:  # a miss may load a model version: seconds, off the event loop
+                scores = await run_in_threadpool(
+                    client.get_many, request.keys, features=request.features
+                )
         return json_answer({"scores": answers(client.usecase, scores)})
 
     @app.post(
