@@ -293,7 +293,8 @@ class Package:
         return package.pinned(threads) if threads else package
 
     def pinned(self, threads: int) -> Package:
-        """This package with its booster on `threads` threads (XGBoost's default: every core)."""
+        """Pin this package's booster to `threads` threads, in place (XGBoost's default: every
+        core), before it is shared; returns the package."""
         self.booster.set_param({"nthread": threads})
         self.threads = threads
         return self
