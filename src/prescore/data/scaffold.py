@@ -26,13 +26,20 @@ import yaml
 from pydantic import ValidationError
 
 from prescore.catalog import raw_table
-from prescore.config import DEFAULT_NULL_VALUES, KEY_TYPES, Settings, UseCase
+from prescore.config import (
+    DEFAULT_NULL_VALUES,
+    KEY_TYPES,
+    CleaningSettings,
+    Settings,
+    UseCase,
+)
 from prescore.data.sources import COMPRESSIONS, TEXT_FORMATS, open_text
 from prescore.identifiers import IDENTIFIER, quote_identifier, quote_literal
 from prescore.platform.files import write_text_atomically
 
 SAMPLE_ROWS = 20_000
-QUARANTINE_LIMIT = 0.05  # the share of a run's rows that may go to quarantine
+# The share of a run's rows that may go to quarantine, by default (written in the file).
+QUARANTINE_LIMIT = CleaningSettings.model_fields["max_quarantined_fraction"].default
 NUMBERS_SHARE = 0.95  # a text column whose values are this much numbers is a number column
 MAX_LEVELS = 50  # a text column with more distinct values is free text or an identifier
 LISTED_LEVELS = 12  # more distinct values: `levels: auto`, learned with each model
