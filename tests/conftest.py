@@ -15,7 +15,10 @@ from prescore.context import RunContext
 from prescore.demo.datagen import write_landing
 from prescore.flow import run_flow
 from prescore.platform.spark import get_spark
-from support import FLOW_LOG, FLOW_RUN_DATE, logged_to
+from prescore.storage import state_location
+from support import FLOW_LOG, FLOW_RUN_DATE, logged_to, s3_server
+
+STORE_BUCKET = "prescore-test"
 
 # py4j logs at INFO while the interpreter shuts down, after pytest closed the captured streams.
 logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -32,7 +35,32 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def spark(settings: Settings) -> Iterator[SparkSession]:
+def object_store() -> Iterator[str]:
+    """A real S3-compatible server on loopback for the session, named in the AWS variables every
+    store client reads (Spark's s3a, s3fs, boto3 for MLflow), with one bucket: its s3a:// URI.
+    The variables are set before the one SparkSession starts, which takes its endpoint then."""
+    import boto3
+
+    with s3_server() as endpoint, pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ENDPOINT_URL", endpoint)
+        env.setenv("AWS_ACCESS_KEY_ID", "test-key-id")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "test-secret-access-key")
+        env.setenv("AWS_REGION", "us-east-1")
+        boto3.client("s3").create_bucket(Bucket=STORE_BUCKET)
+        yield f"s3a://{STORE_BUCKET}"
+
+
+@pytest.fixture
+def store_settings(settings: Settings, object_store: str, tmp_path: Path) -> Settings:
+    """Settings whose state is an empty prefix on the object store; MLflow's database stays local."""
+    prefix = state_location(f"{object_store}/{tmp_path.name}", root=tmp_path)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow = settings.mlflow.model_copy(update={"tracking_uri": tracking})
+    return settings.model_copy(update={"state_dir": prefix, "mlflow": mlflow})
+
+
+@pytest.fixture(scope="session")
+def spark(settings: Settings, object_store: str) -> Iterator[SparkSession]:
     session = get_spark(settings)
     yield session
     session.stop()

@@ -18,6 +18,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import uvicorn
+from bench.servers import free_port
 from fastapi import FastAPI
 
 from prescore.config import Settings, UseCase
@@ -51,6 +52,46 @@ def running(app: FastAPI) -> Iterator[httpx.Client]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+# moto's S3 server in a child process that stops when its stdin closes: when the test process
+# ends, however it ends.
+_S3_SERVER = """
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=False)
+server.start()
+print("ready", flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+@contextmanager
+def s3_server() -> Iterator[str]:
+    """A real S3-compatible server (moto's standalone server, from PyPI) on a free loopback
+    port, for as long as the block runs: its endpoint URL."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", _S3_SERVER, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        assert server.stdout.readline().strip() == b"ready", "moto's S3 server did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stdin.close()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 @contextmanager
@@ -177,10 +218,7 @@ def mlflow_model_server(model_uri: str, settings: Settings) -> Iterator[httpx.Cl
     import subprocess
     import sys
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri]
     command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
     # As from an activated environment: mlflow runs `uvicorn` from PATH.

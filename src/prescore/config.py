@@ -28,6 +28,7 @@ from prescore import catalog
 from prescore.catalog import INGESTED_AT, RUN_DATE, SOURCE_FILE, TARGET_DATE
 from prescore.expressions import ExpressionError, referenced_columns
 from prescore.identifiers import USECASE_NAME, check_identifier, check_usecase_name
+from prescore.storage import StatePath, is_object_store, state_location
 
 # The folder holding conf/, expectations/, sql/ and jobs/: $PRESCORE_HOME, else the checkout this
 # package is installed from (src/prescore/ -> ../..). Stage jobs launched with the package as
@@ -54,10 +55,13 @@ class SparkSettings(_Strict):
     app_name: str = "prescore"
     shuffle_partitions: int = Field(8, ge=1)
     conf: dict[str, str] = Field(default_factory=dict)
+    # Load hadoop-aws (s3a://) even when the state is local: a source on S3, a shared test session.
+    object_store: bool = False
 
 
 class MlflowSettings(_Strict):
-    tracking_uri: str | None = None  # default: SQLite under the state folder
+    # Default: SQLite under a local state folder. State on an object store needs a database here.
+    tracking_uri: str | None = None
     registry_prefix: str = "prescore"
 
 
@@ -100,9 +104,10 @@ class ServeSettings(_Strict):
 
 
 class Settings(_Strict):
-    """Where everything lands. Relative paths are taken from the project root."""
+    """Where everything lands. Relative paths are taken from the project root; the state folder
+    may also be an object-store prefix (prescore.storage)."""
 
-    state_dir: Path = Path(".state")
+    state_dir: StatePath = Path(".state")
     conf_dir: Path = DEFAULT_CONF_DIR
     expectations_dir: Path = PROJECT_ROOT / "expectations"
     sql_dir: Path = PROJECT_ROOT / "sql"
@@ -112,25 +117,45 @@ class Settings(_Strict):
     serving_snapshots_kept: int = Field(3, ge=1)
     serve: ServeSettings = ServeSettings()
 
-    @field_validator("state_dir", "conf_dir", "expectations_dir", "sql_dir")
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _state_location(cls, value: Any) -> StatePath:
+        return state_location(value, root=PROJECT_ROOT)
+
+    @field_validator("conf_dir", "expectations_dir", "sql_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
+    @model_validator(mode="after")
+    def _tracking_database_off_the_store(self) -> Settings:
+        if self.state_on_object_store and not self.mlflow.tracking_uri:
+            raise ValueError(
+                f"mlflow.tracking_uri: state_dir {self.state_dir} is on an object store, where "
+                "MLflow's SQLite database cannot live: set MLFLOW_TRACKING_URI to a database "
+                "(postgresql://... for a team, sqlite:////<local path>/mlflow.db on one host) "
+                "or to a tracking server (http://...)"
+            )
+        return self
+
     @property
-    def delta_dir(self) -> Path:
+    def state_on_object_store(self) -> bool:
+        return is_object_store(self.state_dir)
+
+    @property
+    def delta_dir(self) -> StatePath:
         return self.state_dir / "delta"
 
     @property
-    def landing_dir(self) -> Path:
+    def landing_dir(self) -> StatePath:
         return self.state_dir / "landing"
 
     @property
-    def serving_dir(self) -> Path:
+    def serving_dir(self) -> StatePath:
         return self.state_dir / "serving"
 
     @property
-    def reports_dir(self) -> Path:
+    def reports_dir(self) -> StatePath:
         return self.state_dir / "reports"
 
     @property
@@ -140,10 +165,10 @@ class Settings(_Strict):
         return f"sqlite:///{self.state_dir / 'mlflow' / 'mlflow.db'}"
 
     @property
-    def mlflow_artifacts_dir(self) -> Path:
+    def mlflow_artifacts_dir(self) -> StatePath:
         return self.state_dir / "mlflow" / "artifacts"
 
-    def table_path(self, table: str) -> Path:
+    def table_path(self, table: str) -> StatePath:
         return self.delta_dir / table
 
 

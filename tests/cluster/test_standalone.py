@@ -57,7 +57,11 @@ def state(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
     """A state folder with RUN_DATE's clean customers and a @champion model: what score reads."""
-    state = settings.model_copy(update={"state_dir": tmp_path_factory.mktemp("cluster_state")})
+    # A local state: the executors need no S3 connector (its SDK is 700 MB to ship to each).
+    local = settings.spark.model_copy(update={"object_store": False})
+    state = settings.model_copy(
+        update={"state_dir": tmp_path_factory.mktemp("cluster_state"), "spark": local}
+    )
     write_landing(state, churn, RUN_DATE, rows=ROWS)
     ctx = RunContext(state, churn, RUN_DATE, spark)
     for stage in ("ingest", "validate", "clean", "train"):

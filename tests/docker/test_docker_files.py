@@ -282,11 +282,6 @@ def test_cluster_settings_load_from_the_compose_environment(
     assert settings.tracking_uri == "http://mlflow:5000"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prescore.config types state_dir as a Path: s3a://bucket/x becomes "
-    "<project root>/s3a:/bucket/x, a local folder (see docker/README.md, Known gaps)",
-)
 def test_object_store_state_dir_is_kept_as_a_uri(
     services: dict[str, dict[str, Any]],
     example_env: dict[str, str],

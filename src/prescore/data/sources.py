@@ -55,11 +55,11 @@ def open_text(path: Path) -> Iterator[IO[str]]:
     opener = COMPRESSIONS.get(path.suffix.lower())
     try:
         if opener is None:
-            handle = path.open(newline="", encoding="utf-8")
-        else:
-            handle = opener(path, "rt", newline="", encoding="utf-8")
-        with handle:
-            yield handle
+            with path.open(newline="", encoding="utf-8") as handle:
+                yield handle
+        else:  # opened through the path, which may be on an object store
+            with path.open("rb") as raw, opener(raw, "rt", newline="", encoding="utf-8") as handle:
+                yield handle
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise SourceSchemaError(f"{path}: cannot be read as UTF-8 text: {exc}") from exc
 
@@ -295,12 +295,14 @@ def check_parquet_schema(
     """Refuse a Parquet file with a missing, extra (unless `ignore_undeclared`) or retyped column,
     or no rows (reads the footer only)."""
     try:
-        footer = pq.ParquetFile(path)
+        with path.open("rb") as raw:
+            footer = pq.ParquetFile(raw)
+            schema, rows = footer.schema_arrow, footer.metadata.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceSchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
-    if footer.metadata.num_rows == 0:  # an export that wrote its schema and nothing else
+    if rows == 0:  # an export that wrote its schema and nothing else
         raise SourceSchemaError(f"{path}: no rows (an empty export?)")
-    actual = {field.name: field.type for field in footer.schema_arrow}
+    actual = {field.name: field.type for field in schema}
     check_columns(str(path), list(actual), declared, ignore_undeclared=ignore_undeclared)
     for column, kind in declared.items():
         if not any(accepts(actual[column]) for accepts in _ARROW_ACCEPTS[kind]):

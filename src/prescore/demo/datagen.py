@@ -224,7 +224,8 @@ def write_landing(
     for index, chunk in enumerate(_concatenated(chunks, CHUNK_ROWS)):
         table = pa.Table.from_pandas(chunk, preserve_index=False)
         # Spark reads microsecond timestamps; pandas holds nanoseconds.
-        pq.write_table(table, target / f"part-{index:05d}.parquet", coerce_timestamps="us")
+        with (target / f"part-{index:05d}.parquet").open("wb") as out:  # local or on the store
+            pq.write_table(table, out, coerce_timestamps="us")
     return target
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from prescore.catalog import SCORE
 from prescore.data.report import PAGE_HEAD, png_base64
 from prescore.monitoring.metrics import score_bin_counts
+from prescore.platform.files import write_text_atomically
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -217,7 +218,8 @@ def evidently_page(usecase: UseCase, frames: dict[str, DataFrame], path: Path) -
             Dataset.from_pandas(bounded_sample(f, rows, columns), data_definition=definition)
             for f in (current, frames["reference"])
         ]
-        Report([DataDriftPreset()]).run(*datasets).save_html(str(path))
+        snapshot = Report([DataDriftPreset()]).run(*datasets)
+        write_text_atomically(path, snapshot.get_html_str(as_iframe=False))
     except Exception:
         log.exception("monitor: the Evidently page could not be written")
         return None

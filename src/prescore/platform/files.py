@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TypeVar
+
+from prescore.storage import StatePath, is_object_store
+
+P = TypeVar("P", bound=StatePath)
 
 
-def write_text_atomically(path: Path, text: str) -> Path:
-    """Write `text` (UTF-8) to a partial file beside `path`, then rename it over `path`."""
+def write_text_atomically(path: P, text: str) -> P:
+    """Write `text` (UTF-8) to a partial file beside `path`, then rename it over `path`. On an
+    object store one PUT is already whole: the object is written directly."""
+    if is_object_store(path):
+        path.write_text(text, encoding="utf-8")
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.partial")
     partial.write_text(text, encoding="utf-8")

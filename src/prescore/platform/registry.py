@@ -6,9 +6,10 @@ Named `registry`, not `mlflow`: a module of that name would shadow the library i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prescore import catalog
+from prescore import catalog, storage
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -46,8 +47,10 @@ def client(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured tracking URI (default: SQLite under the state folder)."""
     import mlflow
 
-    if settings.tracking_uri.startswith("sqlite:///"):
-        (settings.state_dir / "mlflow").mkdir(parents=True, exist_ok=True)
+    if settings.tracking_uri.startswith("sqlite:///"):  # SQLite makes the file, not its folder
+        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return mlflow.MlflowClient()
@@ -61,7 +64,9 @@ def ensure_experiment(settings: Settings, name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
-    location = settings.mlflow_artifacts_dir.as_uri() if not settings.mlflow.tracking_uri else None
+    # A tracking server keeps artifacts where it is told; with a database, they go to the state.
+    server = settings.tracking_uri.startswith(("http://", "https://"))
+    location = None if server else storage.artifact_uri(settings.mlflow_artifacts_dir)
     return str(mlflow.create_experiment(name, artifact_location=location))
 
 

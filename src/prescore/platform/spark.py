@@ -6,8 +6,10 @@ import importlib.metadata
 import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prescore import storage
 from prescore.platform.jars import cds_java_options, local_jars
 
 if TYPE_CHECKING:
@@ -25,11 +27,30 @@ def delta_package() -> str:
     return f"io.delta:delta-spark_{spark_minor}_2.13:{delta_version}"
 
 
+def hadoop_aws_package() -> str:
+    """Maven coordinate of Hadoop's S3 connector (s3a://) for the Hadoop jars pyspark ships: the
+    two must be the same version."""
+    from pyspark.find_spark_home import _find_spark_home
+
+    jars = Path(_find_spark_home()) / "jars"
+    found = sorted(jars.glob("hadoop-client-api-*.jar"))
+    if not found:
+        raise RuntimeError(f"no hadoop-client-api jar in {jars}: cannot pick hadoop-aws")
+    return f"org.apache.hadoop:hadoop-aws:{found[-1].stem.removeprefix('hadoop-client-api-')}"
+
+
 def jars_packages(settings: Settings, packages: Sequence[str] = ()) -> str:
-    """Delta, the packages conf names (spark.jars.packages in spark.conf: a test's JDBC driver)
-    and `packages` (a use case's JDBC driver), as one spark.jars.packages list."""
+    """Delta, hadoop-aws when the state (or spark.object_store) asks for it, the packages conf
+    names (spark.jars.packages in spark.conf: a test's JDBC driver) and `packages` (a use case's
+    JDBC driver), as one spark.jars.packages list."""
     named = settings.spark.conf.get("spark.jars.packages", "")
-    wanted = [delta_package(), *named.split(","), *packages]
+    s3a = settings.state_on_object_store or settings.spark.object_store
+    wanted = [
+        delta_package(),
+        *([hadoop_aws_package()] if s3a else []),
+        *named.split(","),
+        *packages,
+    ]
     return ",".join(dict.fromkeys(p.strip() for p in wanted if p.strip()))
 
 
@@ -82,6 +103,19 @@ def spark_conf(settings: Settings, packages: Sequence[str] = ()) -> dict[str, st
     return {k: v for k, v in conf.items() if k not in JAR_KEYS} | jar_conf(settings, packages)
 
 
+def object_store_conf() -> dict[str, str]:
+    """s3a's settings from the environment, set on a session as it starts and never written in
+    spark_conf (a DAG puts that on a spark-submit command line, which Airflow logs). Credentials
+    stay with the AWS SDK, which reads them from the environment itself."""
+    endpoint = storage.endpoint()
+    if endpoint is None:
+        return {}
+    return {  # an S3-compatible server (MinIO): buckets as paths, not host names
+        "spark.hadoop.fs.s3a.endpoint": endpoint,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+    }
+
+
 def get_spark(settings: Settings, packages: Sequence[str] = ()) -> SparkSession:
     """The active session, or a new one with Delta on and `packages` (JDBC drivers) loaded.
 
@@ -100,6 +134,7 @@ def get_spark(settings: Settings, packages: Sequence[str] = ()) -> SparkSession:
         "spark.master": settings.spark.master,
         "spark.app.name": settings.spark.app_name,
         **spark_conf(settings, packages),
+        **object_store_conf(),
     }
     launcher = launcher_conf()
     if launcher is not None:  # the JVM is up, its packages resolved: fill in only what is unset

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prescore import storage
 from prescore.catalog import RUN_DATE
 from prescore.identifiers import quote_identifier, quote_spark_identifier
 from prescore.platform.spark import temporary_conf
@@ -228,7 +228,8 @@ def delete_runs_before(
         version = int(last["version"])
         deleted_rows = int(last["operationMetrics"].get("numDeletedRows", 0))
     files = vacuum_removed_files(spark, settings, table)
-    for day in run_dates:  # the vacuum leaves the emptied partition folders behind
+    # The vacuum leaves the emptied partition folders behind (an object store has no folders).
+    for day in run_dates if not settings.state_on_object_store else []:
         with contextlib.suppress(OSError):
             (settings.table_path(table) / f"{RUN_DATE}={day.isoformat()}").rmdir()
     return {
@@ -262,11 +263,7 @@ def vacuum_removed_files(spark: SparkSession, settings: Settings, table: str) ->
 def remove(settings: Settings, table: str) -> bool:
     """Delete a whole table, its log and its files (`prescore reset`); False if there was none.
     Not a Delta operation: no reader may be reading it, which the caller makes sure of."""
-    path = settings.table_path(table)
-    if not path.exists():
-        return False
-    shutil.rmtree(path)
-    return True
+    return storage.remove_tree(settings.table_path(table))
 
 
 def delete_where(spark: SparkSession, settings: Settings, table: str, condition: Column) -> None:

@@ -49,7 +49,20 @@ class PublishLockedError(RuntimeError):
     """Another publish or rollback of the use case holds its lock; nothing was done."""
 
 
+class ServingOnObjectStoreError(NotImplementedError):
+    """The state is on an object store, where snapshots are not published or served yet."""
+
+
 def usecase_dir(settings: Settings, usecase: UseCase) -> Path:
+    """The use case's serving folder; refused when the state is on an object store, since the
+    snapshot's atomic link and lock need a local (or POSIX-mounted) folder."""
+    if settings.state_on_object_store:
+        raise ServingOnObjectStoreError(
+            f"use case {usecase.name!r}: state_dir {settings.state_dir} is on an object store, "
+            "where publish, rollback and serve do not work yet: they need a local or "
+            "POSIX-mounted state folder (docker/README.md, Known gaps)"
+        )
+    assert isinstance(settings.serving_dir, Path)
     return settings.serving_dir / usecase.name
 
 

@@ -198,7 +198,7 @@ def log_monitoring_run(ctx: RunContext, measures: list[Measure], files: list[Pat
         mlflow.log_metrics(metrics)
         mlflow.log_metric("breaches", float(sum(m.breached for m in measures)))
         for file in files:
-            mlflow.log_artifact(str(file), artifact_path="reports")
+            mlflow.log_text(file.read_text(encoding="utf-8"), f"reports/{file.name}")
 
 
 def run(ctx: RunContext) -> dict[str, object]:

@@ -226,15 +226,19 @@ def run_tags(ctx: RunContext, clean_version: int) -> dict[str, str]:
 
 
 def log_input(ctx: RunContext, clean: DataFrame, clean_version: int) -> None:
-    """The clean Delta table at the version read, as the run's training input."""
+    """The clean Delta table at the version read, as the run's training input. The source is
+    named directly: MLflow's from_spark recognises a Delta table on the local disk only."""
     import mlflow
-    from mlflow.data.spark_dataset import from_spark
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.spark_dataset import SparkDataset
 
     table = ctx.usecase.clean_table
-    dataset = from_spark(
-        clean,
-        path=str(ctx.settings.table_path(table)),
-        version=str(clean_version),
+    source = DeltaDatasetSource(
+        path=str(ctx.settings.table_path(table)), delta_table_version=clean_version
+    )
+    dataset = SparkDataset(
+        df=clean,
+        source=source,
         name=f"{table}@v{clean_version}",
         targets=ctx.usecase.label,
         digest=f"{table}-v{clean_version}-{ctx.run_date.isoformat()}",

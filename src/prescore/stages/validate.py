@@ -174,4 +174,4 @@ def log_data_run(
     experiment = registry.data_experiment_id(settings, usecase)
     with mlflow.start_run(experiment_id=experiment, run_name=f"data {run_date}", tags=tags):
         mlflow.log_metrics(metrics)
-        mlflow.log_artifact(str(report), artifact_path="reports")
+        mlflow.log_text(report.read_text(encoding="utf-8"), f"reports/{report.name}")

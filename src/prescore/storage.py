@@ -1,0 +1,76 @@
+"""Where state lives: a local folder or an object-store prefix, behind one path type.
+
+`state_dir` is a local folder (a pathlib.Path) or an S3 prefix, `s3a://bucket/prefix` (`s3://` names
+the same place and is kept as s3a://, Spark's scheme). A prefix is a universal_pathlib `UPath` over
+s3fs, so the same operations (`/`, glob, open, exists, read_text) work on both, and code that lists
+landing files or writes a report never asks where the state is. Spark reads the same URI through
+hadoop-aws (prescore.platform.spark), MLflow its artifact root through boto3 (`artifact_uri`).
+
+Credentials and the endpoint come from the environment only, in the AWS SDKs' own variables
+(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, and AWS_ENDPOINT_URL for
+an S3-compatible server such as MinIO): no configuration file names them and nothing here logs them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from upath import UPath
+
+SCHEME = "s3a"
+# Schemes taken as the same S3 store; the first is how prescore writes it.
+OBJECT_STORE_SCHEMES = (SCHEME, "s3")
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")  # the SDKs' order
+
+# A state location: a local folder, or a prefix on the object store.
+StatePath = Path | UPath
+
+
+def state_location(value: Any, *, root: Path) -> StatePath:
+    """`value` as a state location: an s3a:// or s3:// prefix, else a local folder (relative to
+    `root`). Another scheme is refused, not taken for a local folder named `gs:`."""
+    if isinstance(value, UPath) and value.protocol:
+        value = str(value)
+    if isinstance(value, str) and "://" in value:
+        scheme, rest = value.split("://", 1)
+        bucket = rest.strip("/").split("/", 1)[0]
+        if scheme.lower() not in OBJECT_STORE_SCHEMES or not bucket:
+            raise ValueError(
+                f"{value!r}: a state folder is a local path or s3a://<bucket>/<prefix> "
+                "(s3:// is the same)"
+            )
+        # No listings cache: Spark writes objects s3fs never sees, and a cached listing of a
+        # table's log or a landing folder would hide them.
+        return UPath(f"{SCHEME}://{rest.strip('/')}", use_listings_cache=False)
+    path = Path(value)
+    return path if path.is_absolute() else (root / path).resolve()
+
+
+def is_object_store(path: StatePath) -> bool:
+    return isinstance(path, UPath) and path.protocol in OBJECT_STORE_SCHEMES
+
+
+def artifact_uri(path: StatePath) -> str:
+    """The URI MLflow (boto3) takes for `path`: s3:// on the store, file:// on disk."""
+    if isinstance(path, Path):
+        return path.as_uri()
+    return "s3://" + str(path).split("://", 1)[1]
+
+
+def endpoint() -> str | None:
+    """The S3-compatible server named in the environment (MinIO, a test server), or None: AWS."""
+    return next((os.environ[name] for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
+
+
+def remove_tree(path: StatePath) -> bool:
+    """Delete a folder (or every object under a prefix) and all it holds; False if there was none."""
+    if not path.exists():
+        return False
+    if isinstance(path, Path):
+        shutil.rmtree(path)
+    else:
+        path.fs.rm(path.path, recursive=True)
+    return True

@@ -1,0 +1,116 @@
+"""State on an object store: the stages from ingest to score run with every table, landing file,
+report and model artifact on a real S3-compatible server (moto's, on loopback), and nothing on the
+local disk but MLflow's database. Publishing there is refused, with nothing written, until
+snapshots can be pushed to the store."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import boto3
+import pytest
+from pyspark.sql import SparkSession
+
+from prescore import storage
+from prescore.catalog import PUBLISH_LOG
+from prescore.config import ConfigError, Settings, UseCase, load_settings
+from prescore.context import RunContext
+from prescore.demo.datagen import write_landing
+from prescore.flow import run_flow
+from prescore.platform import registry, tables
+from prescore.serving.snapshot import ServingOnObjectStoreError
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RUN_DATE = date(2026, 11, 2)
+
+
+def object_keys(settings: Settings) -> set[str]:
+    """Every object under the settings' state prefix, as paths relative to it."""
+    bucket, prefix = str(settings.state_dir).split("://", 1)[1].split("/", 1)
+    pages = (
+        boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    )
+    return {
+        item["Key"].removeprefix(prefix + "/")
+        for page in pages
+        for item in page.get("Contents", [])
+    }
+
+
+def test_the_stages_keep_every_byte_of_state_on_the_store(
+    spark: SparkSession, store_settings: Settings, churn: UseCase, tmp_path: Path
+) -> None:
+    write_landing(store_settings, churn, RUN_DATE, rows=400)
+    ctx = RunContext(store_settings, churn, RUN_DATE, spark)
+    summaries = run_flow(ctx, ("ingest", "validate", "clean", "train", "score"))
+
+    keys = object_keys(store_settings)
+    landing = f"landing/{churn.source.path}/run_date={RUN_DATE}/"
+    assert any(key.startswith(landing) and key.endswith(".parquet") for key in keys)
+    for table in (churn.raw_table, churn.clean_table, churn.predictions_table):
+        assert f"delta/{table}/_delta_log/00000000000000000000.json" in keys
+        assert tables.exists(store_settings, table)
+    assert f"reports/{churn.name}/data_{churn.name}_{RUN_DATE}.html" in keys
+    assert any(key.startswith("mlflow/artifacts/") and key.endswith("MLmodel") for key in keys)
+    # The scores are on the store and read back through it: one per clean customer.
+    scores = tables.read_run(spark, store_settings, churn.predictions_table, RUN_DATE)
+    clean = tables.read_run(spark, store_settings, churn.clean_table, RUN_DATE)
+    assert 0 < scores.count() == clean.select(*churn.keys).distinct().count() <= 400
+    assert summaries["score"]["predictions_version"] == tables.latest_version(
+        spark, store_settings, churn.predictions_table
+    )
+    # The champion's package loads from the store's artifacts and scores like the stage did.
+    package = registry.load_package(registry.resolve_alias(store_settings, churn))
+    assert package is not None
+    # Locally: MLflow's database, nothing else.
+    assert [p.name for p in tmp_path.iterdir()] == ["mlflow.db"]
+
+    with pytest.raises(
+        ServingOnObjectStoreError, match=r"state_dir s3a://.* is on an object store"
+    ):
+        run_flow(ctx, ("publish",))
+    assert not any(key.startswith("serving/") for key in object_keys(store_settings))
+    assert not tables.exists(store_settings, PUBLISH_LOG)
+
+
+def test_a_rerun_of_the_date_on_the_store_replaces_its_rows(
+    spark: SparkSession, store_settings: Settings, churn: UseCase
+) -> None:
+    write_landing(store_settings, churn, RUN_DATE, rows=50)
+    ctx = RunContext(store_settings, churn, RUN_DATE, spark)
+    run_flow(ctx, ("ingest",))
+    first = tables.read_run(spark, store_settings, churn.raw_table, RUN_DATE).count()
+    run_flow(ctx, ("ingest",))
+    raw = tables.read_run(spark, store_settings, churn.raw_table, RUN_DATE)
+    assert raw.count() == first >= 50  # the generator lands a few duplicates of its own
+    assert tables.latest_version(spark, store_settings, churn.raw_table) == 1
+    assert tables.remove(store_settings, churn.raw_table)
+    assert not tables.exists(store_settings, churn.raw_table)
+    assert not any(
+        key.startswith(f"delta/{churn.raw_table}/") for key in object_keys(store_settings)
+    )
+
+
+def test_state_on_the_store_needs_a_tracking_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRESCORE_STATE_DIR", "s3://lake/prescore/")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(ConfigError, match="state_dir s3a://lake/prescore is on an object store"):
+        load_settings()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://mlflow@db/mlflow")
+    settings = load_settings()
+    assert str(settings.state_dir) == "s3a://lake/prescore"  # s3:// is the same place
+    assert str(settings.table_path("raw")) == "s3a://lake/prescore/delta/raw"
+    assert (
+        storage.artifact_uri(settings.mlflow_artifacts_dir) == "s3://lake/prescore/mlflow/artifacts"
+    )
+
+
+@pytest.mark.parametrize("value", ["gs://bucket/state", "s3a://", "ftp://host/state"])
+def test_a_state_folder_on_another_scheme_is_refused(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRESCORE_STATE_DIR", value)
+    with pytest.raises(ConfigError, match="a state folder is a local path or s3a://<bucket>"):
+        load_settings()
