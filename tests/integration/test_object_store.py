@@ -5,8 +5,12 @@ snapshots can be pushed to the store."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -20,6 +24,7 @@ from prescore.demo.datagen import write_landing
 from prescore.flow import run_flow
 from prescore.platform import registry, tables
 from prescore.serving.snapshot import ServingOnObjectStoreError
+from support import logged_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,12 +44,28 @@ def object_keys(settings: Settings) -> set[str]:
     }
 
 
+def log_records(text: str) -> list[tuple[str, str]]:
+    """(level, text) of each record of a support.logged_to file; a record may span lines."""
+    starts = list(re.finditer(r"^\d{4}-\d\d-\d\d [\d:,]+ ([A-Z]+) ", text, re.M))
+    ends = [m.start() for m in starts[1:]] + [len(text)]
+    return [(m.group(1), text[m.start() : end]) for m, end in zip(starts, ends, strict=True)]
+
+
+def mlflow_runs(settings: Settings) -> list[Any]:
+    client = registry.client(settings)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments)
+    assert runs
+    return list(runs)
+
+
 def test_the_stages_keep_every_byte_of_state_on_the_store(
     spark: SparkSession, store_settings: Settings, churn: UseCase, tmp_path: Path
 ) -> None:
     write_landing(store_settings, churn, RUN_DATE, rows=400)
     ctx = RunContext(store_settings, churn, RUN_DATE, spark)
-    summaries = run_flow(ctx, ("ingest", "validate", "clean", "train", "score"))
+    with logged_to(tmp_path / "run.log"):
+        summaries = run_flow(ctx, ("ingest", "validate", "clean", "train", "score"))
 
     keys = object_keys(store_settings)
     landing = f"landing/{churn.source.path}/run_date={RUN_DATE}/"
@@ -64,8 +85,25 @@ def test_the_stages_keep_every_byte_of_state_on_the_store(
     # The champion's package loads from the store's artifacts and scores like the stage did.
     package = registry.load_package(registry.resolve_alias(store_settings, churn))
     assert package is not None
-    # Locally: MLflow's database, nothing else.
-    assert [p.name for p in tmp_path.iterdir()] == ["mlflow.db"]
+    # Locally: MLflow's database (and this test's log), nothing else.
+    assert {p.name for p in tmp_path.iterdir()} == {"mlflow.db", "run.log"}
+    # The secret key reaches no log record at any level; the key id and the endpoint none at
+    # INFO and above (at DEBUG, botocore logs the URLs it calls and the signed headers).
+    records = (tmp_path / "run.log").read_text()
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in records
+    endpoint = os.environ["AWS_ENDPOINT_URL"].split("://")[1]
+    above_debug = [text for level, text in log_records(records) if level != "DEBUG"]
+    assert above_debug
+    for text in above_debug:
+        assert endpoint not in text and os.environ["AWS_ACCESS_KEY_ID"] not in text
+    for run in mlflow_runs(store_settings):
+        logged = json.dumps([run.data.params, run.data.tags])
+        for secret in (
+            os.environ["AWS_SECRET_ACCESS_KEY"],
+            os.environ["AWS_ACCESS_KEY_ID"],
+            endpoint,
+        ):
+            assert secret not in logged, run.info.run_id
 
     with pytest.raises(
         ServingOnObjectStoreError, match=r"state_dir s3a://.* is on an object store"

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prescore import storage
 from prescore.catalog import model_name
 from prescore.platform import tables
 from prescore.serving import publish_log
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from prescore.config import Settings, UseCase
+    from prescore.storage import StatePath
 
 
 def derived_tables(usecase: UseCase, *, keep_raw: bool) -> list[str]:
@@ -92,8 +94,5 @@ def _empty_serving_folder(folder: Path) -> list[str]:
     return removed
 
 
-def _remove_folder(folder: Path) -> str | None:
-    if not folder.exists():
-        return None
-    shutil.rmtree(folder)
-    return str(folder)
+def _remove_folder(folder: StatePath) -> str | None:
+    return str(folder) if storage.remove_tree(folder) else None

@@ -233,8 +233,11 @@ def log_input(ctx: RunContext, clean: DataFrame, clean_version: int) -> None:
     from mlflow.data.spark_dataset import SparkDataset
 
     table = ctx.usecase.clean_table
+    # The version as text, as from_spark passes it: MLflow leaves out a version that is falsy (0).
+    version = str(clean_version)
     source = DeltaDatasetSource(
-        path=str(ctx.settings.table_path(table)), delta_table_version=clean_version
+        path=str(ctx.settings.table_path(table)),
+        delta_table_version=version,  # type: ignore[arg-type]
     )
     dataset = SparkDataset(
         df=clean,
