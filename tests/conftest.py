@@ -52,11 +52,17 @@ def object_store() -> Iterator[str]:
 
 @pytest.fixture
 def store_settings(settings: Settings, object_store: str, tmp_path: Path) -> Settings:
-    """Settings whose state is an empty prefix on the object store; MLflow's database stays local."""
+    """Settings whose state is an empty prefix on the object store; MLflow's database and the
+    host's copy of the serving snapshots stay local."""
     prefix = state_location(f"{object_store}/{tmp_path.name}", root=tmp_path)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow = settings.mlflow.model_copy(update={"tracking_uri": tracking})
-    return settings.model_copy(update={"state_dir": prefix, "mlflow": mlflow})
+    update = {
+        "state_dir": prefix,
+        "mlflow": mlflow,
+        "serving_cache_dir": tmp_path / "serving-cache",
+    }
+    return settings.model_copy(update=update)
 
 
 @pytest.fixture(scope="session")

@@ -115,6 +115,9 @@ class Settings(_Strict):
     mlflow: MlflowSettings = MlflowSettings()
     airflow: AirflowSettings = AirflowSettings()
     serving_snapshots_kept: int = Field(3, ge=1)
+    # State on an object store: this host's copy of its serving folder, where publish builds
+    # snapshots and serve reads them (one folder per state prefix below it).
+    serving_cache_dir: Path = Path(".serving-cache")
     serve: ServeSettings = ServeSettings()
 
     @field_validator("state_dir", mode="before")
@@ -122,7 +125,7 @@ class Settings(_Strict):
     def _state_location(cls, value: Any) -> StatePath:
         return state_location(value, root=PROJECT_ROOT)
 
-    @field_validator("conf_dir", "expectations_dir", "sql_dir")
+    @field_validator("conf_dir", "expectations_dir", "sql_dir", "serving_cache_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
@@ -153,6 +156,14 @@ class Settings(_Strict):
     @property
     def serving_dir(self) -> StatePath:
         return self.state_dir / "serving"
+
+    @property
+    def local_serving_dir(self) -> Path:
+        """Where this host builds and reads serving snapshots: the serving folder itself, or
+        with the state on an object store, this host's copy of it."""
+        if isinstance(self.serving_dir, Path):
+            return self.serving_dir
+        return self.serving_cache_dir / str(self.serving_dir).split("://", 1)[1]
 
     @property
     def reports_dir(self) -> StatePath:

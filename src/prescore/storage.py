@@ -13,8 +13,11 @@ an S3-compatible server such as MinIO): no configuration file names them and not
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +56,65 @@ def is_object_store(path: StatePath) -> bool:
     return isinstance(path, UPath) and path.protocol in OBJECT_STORE_SCHEMES
 
 
-def artifact_uri(path: StatePath) -> str:
-    """The URI MLflow (boto3) takes for `path`: s3:// on the store, file:// on disk."""
+def s3_uri(path: StatePath) -> str:
+    """`path` as the clients other than Hadoop's name it (boto3, DuckDB's httpfs): s3:// on the
+    store, the plain path on disk."""
     if isinstance(path, Path):
-        return path.as_uri()
+        return str(path)
     return "s3://" + str(path).split("://", 1)[1]
+
+
+def artifact_uri(path: StatePath) -> str:
+    """The URI MLflow takes for an artifact root: s3:// on the store, file:// on disk."""
+    return path.as_uri() if isinstance(path, Path) else s3_uri(path)
 
 
 def endpoint() -> str | None:
     """The S3-compatible server named in the environment (MinIO, a test server), or None: AWS."""
     return next((os.environ[name] for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
+
+
+def duckdb_secret_sql() -> str:
+    """DuckDB's CREATE SECRET for the store, from the environment (httpfs reads no AWS variable
+    itself). Run on a connection, never logged."""
+    from prescore.identifiers import quote_literal
+
+    values = {
+        "key_id": os.environ.get("AWS_ACCESS_KEY_ID"),
+        "secret": os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        "session_token": os.environ.get("AWS_SESSION_TOKEN"),
+        "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+    }
+    server = endpoint()
+    if server:
+        scheme, _, host = server.partition("://")
+        values |= {"endpoint": host.rstrip("/"), "url_style": "path"}
+        values["use_ssl"] = "true" if scheme == "https" else "false"
+    settings = ", ".join(f"{k} {quote_literal(v)}" for k, v in values.items() if v)
+    return f"create or replace temporary secret prescore_state (type s3, {settings})"
+
+
+@contextlib.contextmanager
+def local_copies(paths: list[str], *, into: Path) -> Iterator[list[str]]:
+    """`paths` as local files for as long as the block runs: local paths as they are, object-store
+    URIs downloaded into a temporary folder in `into` (removed after)."""
+    remote = [p for p in paths if "://" in p]
+    if not remote:
+        yield paths
+        return
+    into.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=into, prefix=".download-") as folder:
+        local = []
+        for index, path in enumerate(paths):
+            if "://" not in path:
+                local.append(path)
+                continue
+            target = Path(folder) / f"{index:05d}-{path.rsplit('/', 1)[-1]}"
+            source = UPath(path, use_listings_cache=False)
+            with source.open("rb") as remote_file, target.open("wb") as out:
+                shutil.copyfileobj(remote_file, out, 8 << 20)
+            local.append(str(target))
+        yield local
 
 
 def remove_tree(path: StatePath) -> bool:

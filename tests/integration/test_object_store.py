@@ -1,7 +1,7 @@
-"""State on an object store: the stages from ingest to score run with every table, landing file,
-report and model artifact on a real S3-compatible server (moto's, on loopback), and nothing on the
-local disk but MLflow's database. Publishing there is refused, with nothing written, until
-snapshots can be pushed to the store."""
+"""State on an object store: the whole flow runs with every table, landing file, report, model
+artifact and serving snapshot on a real S3-compatible server (moto's, on loopback), and nothing on
+the local disk but MLflow's database and the hosts' snapshot copies. A second host follows the
+store's pointer; a damaged upload is refused and the snapshot served before stays."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ import pytest
 from pyspark.sql import SparkSession
 
 from prescore import storage
-from prescore.catalog import PUBLISH_LOG
 from prescore.config import ConfigError, Settings, UseCase, load_settings
 from prescore.context import RunContext
 from prescore.demo.datagen import write_landing
 from prescore.flow import run_flow
 from prescore.platform import registry, tables
-from prescore.serving.snapshot import ServingOnObjectStoreError
+from prescore.serving import snapshot
+from prescore.serving.client import Scores
+from prescore.serving.store import SnapshotDownloadError
+from prescore.stages import publish
 from support import logged_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -65,7 +67,7 @@ def test_the_stages_keep_every_byte_of_state_on_the_store(
     write_landing(store_settings, churn, RUN_DATE, rows=400)
     ctx = RunContext(store_settings, churn, RUN_DATE, spark)
     with logged_to(tmp_path / "run.log"):
-        summaries = run_flow(ctx, ("ingest", "validate", "clean", "train", "score"))
+        summaries = run_flow(ctx)  # ingest to monitor
 
     keys = object_keys(store_settings)
     landing = f"landing/{churn.source.path}/run_date={RUN_DATE}/"
@@ -85,8 +87,14 @@ def test_the_stages_keep_every_byte_of_state_on_the_store(
     # The champion's package loads from the store's artifacts and scores like the stage did.
     package = registry.load_package(registry.resolve_alias(store_settings, churn))
     assert package is not None
-    # Locally: MLflow's database (and this test's log), nothing else.
-    assert {p.name for p in tmp_path.iterdir()} == {"mlflow.db", "run.log"}
+    # The snapshot, its checksums and the pointer are on the store.
+    name = Path(str(summaries["publish"]["snapshot"])).name
+    for file in (name, name.replace(".duckdb", ".keys.arrow"), f"{name}.sha256.json"):
+        assert f"serving/{churn.name}/snapshots/{file}" in keys
+    assert f"serving/{churn.name}/current.json" in keys
+    assert summaries["monitor"]
+    # Locally: MLflow's database, the publisher's copy of the snapshots (and this test's log).
+    assert {p.name for p in tmp_path.iterdir()} == {"mlflow.db", "run.log", "serving-cache"}
     # The secret key reaches no log record at any level; the key id and the endpoint none at
     # INFO and above (at DEBUG, botocore logs the URLs it calls and the signed headers).
     records = (tmp_path / "run.log").read_text()
@@ -105,12 +113,44 @@ def test_the_stages_keep_every_byte_of_state_on_the_store(
         ):
             assert secret not in logged, run.info.run_id
 
-    with pytest.raises(
-        ServingOnObjectStoreError, match=r"state_dir s3a://.* is on an object store"
-    ):
-        run_flow(ctx, ("publish",))
-    assert not any(key.startswith("serving/") for key in object_keys(store_settings))
-    assert not tables.exists(store_settings, PUBLISH_LOG)
+
+def test_serving_hosts_follow_the_store_and_refuse_a_damaged_snapshot(
+    spark: SparkSession, store_settings: Settings, churn: UseCase, tmp_path: Path
+) -> None:
+    write_landing(store_settings, churn, RUN_DATE, rows=200)
+    ctx = RunContext(store_settings, churn, RUN_DATE, spark)
+    first = run_flow(ctx, ("ingest", "validate", "clean", "train", "score", "publish"))
+    first_name = Path(str(first["publish"]["snapshot"])).name
+    reader = store_settings.model_copy(update={"serving_cache_dir": tmp_path / "reader"})
+
+    assert snapshot.follow_store(reader, churn) == first_name
+    assert snapshot.follow_store(reader, churn) is None  # already there
+    scores = tables.read_run(spark, store_settings, churn.predictions_table, RUN_DATE)
+    key, expected = scores.select(*churn.keys, "score").first()  # type: ignore[misc]
+    assert Scores(churn, reader).get(key).score == pytest.approx(expected)
+
+    second = run_flow(ctx, ("score", "publish"))  # a new predictions version: a new snapshot
+    second_name = Path(str(second["publish"]["snapshot"])).name
+    assert second_name != first_name
+    damaged = f"{store_settings.state_dir}/serving/{churn.name}/snapshots/{second_name}"
+    bucket, path = damaged.split("://", 1)[1].split("/", 1)
+    boto3.client("s3").put_object(Bucket=bucket, Key=path, Body=b"not a DuckDB file")
+    with pytest.raises(SnapshotDownloadError, match="SHA-256 does not match"):
+        snapshot.follow_store(reader, churn)
+    assert snapshot.pointer_target(store_settings, churn) == f"snapshots/{second_name}"
+    assert os.readlink(snapshot.current_path(reader, churn)) == f"snapshots/{first_name}"
+    leftovers = [p.name for p in snapshot.current_path(reader, churn).parent.rglob("*partial*")]
+    assert leftovers == []
+    assert Scores(churn, reader).get(key).score == pytest.approx(expected)
+
+    # A rollback on a host with no copy fetches the older snapshot from the store first.
+    publisher_elsewhere = store_settings.model_copy(
+        update={"serving_cache_dir": tmp_path / "other-publisher"}
+    )
+    rolled = publish.rollback(spark, publisher_elsewhere, churn)
+    assert Path(str(rolled["snapshot"])).name == first_name
+    assert snapshot.pointer_target(store_settings, churn) == f"snapshots/{first_name}"
+    assert snapshot.follow_store(reader, churn) is None  # it never left the first
 
 
 def test_a_rerun_of_the_date_on_the_store_replaces_its_rows(

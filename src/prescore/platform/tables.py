@@ -19,6 +19,9 @@ from prescore.identifiers import quote_identifier, quote_spark_identifier
 from prescore.platform.spark import temporary_conf
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import duckdb
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from prescore.config import Settings
@@ -63,11 +66,31 @@ def read(
 def duckdb_delta_extension() -> Path:
     """DuckDB's delta extension, from the duckdb-extension-delta wheel pinned to DuckDB's version:
     loaded from this file, never downloaded."""
-    import duckdb
     import duckdb_extension_delta
 
-    folder = Path(duckdb_extension_delta.__file__).parent / "extensions"
-    return folder / f"v{duckdb.__version__}" / "delta.duckdb_extension"
+    return _duckdb_extension(duckdb_extension_delta.__file__, "delta")
+
+
+def _duckdb_extension(package_file: str, name: str) -> Path:
+    import duckdb
+
+    folder = Path(package_file).parent / "extensions"
+    return folder / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+
+
+@contextlib.contextmanager
+def duckdb_reading_delta(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection that reads the state's Delta tables (`delta_scan(duckdb_path(...))`):
+    with the delta extension, and httpfs with the store's secret when the state is on one."""
+    import duckdb
+    import duckdb_extension_httpfs
+
+    with duckdb.connect() as con:
+        con.load_extension(str(duckdb_delta_extension()))
+        if settings.state_on_object_store:
+            con.load_extension(str(_duckdb_extension(duckdb_extension_httpfs.__file__, "httpfs")))
+            con.execute(storage.duckdb_secret_sql())
+        yield con
 
 
 def read_with_duckdb(
@@ -80,13 +103,12 @@ def read_with_duckdb(
 ) -> list[tuple[object, ...]]:
     """Rows of a Delta table read by DuckDB's delta extension: for readers that must not start a
     JVM (lookups). `where` is SQL over `columns`, its values bound as `params`."""
-    import duckdb
-
     selected = ", ".join(quote_identifier(c) for c in columns)
-    with duckdb.connect() as con:
-        con.load_extension(str(duckdb_delta_extension()))
+    _require(settings, table)
+    with duckdb_reading_delta(settings) as con:
         sql = f"select {selected} from delta_scan(?) where {where}"
-        return con.execute(sql, [_require(settings, table), *(params or [])]).fetchall()
+        path = storage.s3_uri(settings.table_path(table))
+        return con.execute(sql, [path, *(params or [])]).fetchall()
 
 
 def read_run(

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from prescore import storage
 from prescore.catalog import REASONS
 from prescore.identifiers import quote_identifier, quote_literal
-from prescore.serving import keyindex
+from prescore.serving import keyindex, store
 
 if TYPE_CHECKING:
     from prescore.config import Settings, UseCase
@@ -49,21 +50,10 @@ class PublishLockedError(RuntimeError):
     """Another publish or rollback of the use case holds its lock; nothing was done."""
 
 
-class ServingOnObjectStoreError(NotImplementedError):
-    """The state is on an object store, where snapshots are not published or served yet."""
-
-
 def usecase_dir(settings: Settings, usecase: UseCase) -> Path:
-    """The use case's serving folder; refused when the state is on an object store, since the
-    snapshot's atomic link and lock need a local (or POSIX-mounted) folder."""
-    if settings.state_on_object_store:
-        raise ServingOnObjectStoreError(
-            f"use case {usecase.name!r}: state_dir {settings.state_dir} is on an object store, "
-            "where publish, rollback and serve do not work yet: they need a local or "
-            "POSIX-mounted state folder (docker/README.md, Known gaps)"
-        )
-    assert isinstance(settings.serving_dir, Path)
-    return settings.serving_dir / usecase.name
+    """The use case's serving folder on this host (with the state on an object store, this host's
+    copy of it: serving/store.py)."""
+    return settings.local_serving_dir / usecase.name
 
 
 def current_path(settings: Settings, usecase: UseCase) -> Path:
@@ -138,13 +128,16 @@ def build_usecase_snapshot(
     """build_snapshot for a use case's predictions version: at its place in the serving folder,
     with the sql/ views. Returns the snapshot and its row count; the pointer does not move."""
     snapshot = snapshot_path(settings, usecase, run_date, version)
-    rows = build_snapshot(
-        snapshot,
-        parquet_files=parquet_files,
-        run_date=run_date,
-        keys=usecase.published_keys,
-        views=load_views(settings.sql_dir),
-    )
+    with storage.local_copies(parquet_files, into=snapshot.parent) as files:
+        rows = build_snapshot(
+            snapshot,
+            parquet_files=files,
+            run_date=run_date,
+            keys=usecase.published_keys,
+            views=load_views(settings.sql_dir),
+        )
+    if settings.state_on_object_store:
+        store.push_snapshot(settings, usecase, snapshot)
     return snapshot, rows
 
 
@@ -288,7 +281,11 @@ def snapshot_problem(snapshot: Path) -> str | None:
 
 
 def pointer_target(settings: Settings, usecase: UseCase) -> str | None:
-    """Where current.duckdb points (`snapshots/<name>.duckdb`), or None before the first publish."""
+    """Where current.duckdb points (`snapshots/<name>.duckdb`), or None before the first publish;
+    with the state on an object store, where the store's pointer points."""
+    if settings.state_on_object_store:
+        pointer = store.read_pointer(settings, usecase)
+        return f"snapshots/{pointer['snapshot']}" if pointer else None
     try:
         return os.readlink(current_path(settings, usecase))
     except FileNotFoundError:
@@ -303,7 +300,36 @@ def prune_snapshots(settings: Settings, usecase: UseCase, keep: set[str]) -> lis
     for path in doomed:
         path.unlink(missing_ok=True)
         keyindex.key_file(path).unlink(missing_ok=True)
+    if settings.state_on_object_store:
+        store.prune(settings, usecase, keep)
     return doomed
+
+
+def kept_snapshot(settings: Settings, usecase: UseCase, name: str) -> Path | None:
+    """A kept snapshot's DuckDB file on this host, or None when it is no longer kept. With the
+    state on an object store, it is downloaded and checked first if this host has no copy."""
+    if settings.state_on_object_store:
+        checksums = store.stored_checksums(settings, usecase, name)
+        return None if checksums is None else store.fetch(settings, usecase, name, checksums)
+    path = usecase_dir(settings, usecase) / "snapshots" / name
+    return path if path.exists() else None
+
+
+def follow_store(settings: Settings, usecase: UseCase) -> str | None:
+    """Make this host serve what the store's pointer names: download and check the snapshot if
+    it has no copy, then move the local link. Returns the snapshot moved to, or None when the
+    link already pointed there (or nothing is published)."""
+    pointer = store.read_pointer(settings, usecase)
+    if pointer is None:
+        return None
+    name = pointer["snapshot"]
+    link = current_path(settings, usecase)
+    with contextlib.suppress(FileNotFoundError):
+        if os.readlink(link) == f"snapshots/{name}":
+            return None
+    store.fetch(settings, usecase, name, pointer["checksums"])
+    move_pointer(stage_pointer(settings, usecase, name))
+    return str(name)
 
 
 @contextlib.contextmanager

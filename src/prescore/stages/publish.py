@@ -27,7 +27,7 @@ from prescore.scoring.checks import (
     require_passed,
 )
 from prescore.scoring.population import scored_population
-from prescore.serving import publish_log, snapshot
+from prescore.serving import publish_log, snapshot, store
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, Row, SparkSession
@@ -50,9 +50,11 @@ def published_reference(ctx: RunContext, served: Event | None) -> tuple[DataFram
 
 
 def data_files(df: DataFrame) -> list[str]:
-    """The local Parquet files behind exactly this Delta version and run_date."""
+    """The Parquet files behind exactly this Delta version and run_date: local paths, or URIs
+    when the state is on an object store."""
     paths = df.select("_metadata.file_path").distinct().collect()
-    return sorted(unquote(urlparse(row[0]).path) for row in paths)
+    uris = [urlparse(row[0]) for row in paths]
+    return sorted(unquote(u.path if u.scheme == "file" else u.geturl()) for u in uris)
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,8 @@ def make_current(spark: SparkSession, settings: Settings, usecase: UseCase, even
         staged.unlink(missing_ok=True)
         raise
     snapshot.move_pointer(staged)
+    if settings.state_on_object_store:  # last: the store's readers follow this pointer
+        store.write_pointer(settings, usecase, event.snapshot_name, run_date=str(event.run_date))
 
 
 def rollback(
@@ -207,8 +211,8 @@ def rollback(
                 f"{PUBLISH_LOG}: {usecase.name!r} has no {wanted} to roll back to "
                 f"(serving {stack[-1].snapshot_name})"
             )
-        path = snapshot.usecase_dir(settings, usecase) / "snapshots" / target.snapshot_name
-        if not path.exists():
+        path = snapshot.kept_snapshot(settings, usecase, target.snapshot_name)
+        if path is None:
             raise LookupError(
                 f"{usecase.name!r}: {wanted} ({target.snapshot_name}) is no longer kept (the last "
                 f"{settings.serving_snapshots_kept} are); republish run date {target.run_date} instead"
