@@ -101,6 +101,8 @@ class ServeSettings(_Strict):
     usecases: list[str] | None = None  # the use cases answered; None: every file in conf/usecases/
     # Computed scores: seconds between looks at @champion (a promotion swaps the model after it).
     model_refresh_seconds: float = Field(10.0, ge=0)
+    # State on an object store: seconds between looks at each use case's pointer there.
+    store_poll_seconds: float = Field(10.0, gt=0)
 
 
 class Settings(_Strict):

@@ -74,6 +74,12 @@ def endpoint() -> str | None:
     return next((os.environ[name] for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
 
 
+def redacted(text: str) -> str:
+    """`text` with the store's endpoint named, not spelled out: for logs and answers."""
+    server = endpoint()
+    return text.replace(server.rstrip("/"), "<store endpoint>") if server else text
+
+
 def duckdb_secret_sql() -> str:
     """DuckDB's CREATE SECRET for the store, from the environment (httpfs reads no AWS variable
     itself). Run on a connection, never logged."""

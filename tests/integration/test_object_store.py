@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from pyspark.sql import SparkSession
 
@@ -24,9 +26,10 @@ from prescore.flow import run_flow
 from prescore.platform import registry, tables
 from prescore.serving import snapshot
 from prescore.serving.client import Scores
+from prescore.serving.http import create_app
 from prescore.serving.store import SnapshotDownloadError
 from prescore.stages import publish
-from support import logged_to
+from support import logged_to, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -129,28 +132,66 @@ def test_serving_hosts_follow_the_store_and_refuse_a_damaged_snapshot(
     key, expected = scores.select(*churn.keys, "score").first()  # type: ignore[misc]
     assert Scores(churn, reader).get(key).score == pytest.approx(expected)
 
-    second = run_flow(ctx, ("score", "publish"))  # a new predictions version: a new snapshot
-    second_name = Path(str(second["publish"]["snapshot"])).name
-    assert second_name != first_name
-    damaged = f"{store_settings.state_dir}/serving/{churn.name}/snapshots/{second_name}"
-    bucket, path = damaged.split("://", 1)[1].split("/", 1)
-    boto3.client("s3").put_object(Bucket=bucket, Key=path, Body=b"not a DuckDB file")
-    with pytest.raises(SnapshotDownloadError, match="SHA-256 does not match"):
-        snapshot.follow_store(reader, churn)
-    assert snapshot.pointer_target(store_settings, churn) == f"snapshots/{second_name}"
-    assert os.readlink(snapshot.current_path(reader, churn)) == f"snapshots/{first_name}"
-    leftovers = [p.name for p in snapshot.current_path(reader, churn).parent.rglob("*partial*")]
-    assert leftovers == []
-    assert Scores(churn, reader).get(key).score == pytest.approx(expected)
-
-    # A rollback on a host with no copy fetches the older snapshot from the store first.
-    publisher_elsewhere = store_settings.model_copy(
-        update={"serving_cache_dir": tmp_path / "other-publisher"}
+    # A host running `prescore serve`'s app follows the store by itself, polling its pointer.
+    serve = store_settings.serve.model_copy(update={"store_poll_seconds": 0.2})
+    http_host = store_settings.model_copy(
+        update={"serving_cache_dir": tmp_path / "http-host", "serve": serve}
     )
-    rolled = publish.rollback(spark, publisher_elsewhere, churn)
-    assert Path(str(rolled["snapshot"])).name == first_name
-    assert snapshot.pointer_target(store_settings, churn) == f"snapshots/{first_name}"
-    assert snapshot.follow_store(reader, churn) is None  # it never left the first
+    with running(create_app(http_host, [churn])) as http:
+        answer = http.get(f"/v1/{churn.name}/scores/{key}")
+        assert answer.status_code == 200
+        assert answer.json()["score"] == pytest.approx(expected)
+        store_state = http.get("/readyz").json()["usecases"][churn.name]["store"]
+        assert store_state["synced_seconds_ago"] is not None and "error" not in store_state
+
+        second = run_flow(ctx, ("score", "publish"))  # a new predictions version, a new snapshot
+        second_name = Path(str(second["publish"]["snapshot"])).name
+        assert second_name != first_name
+        damaged = f"{store_settings.state_dir}/serving/{churn.name}/snapshots/{second_name}"
+        bucket, path = damaged.split("://", 1)[1].split("/", 1)
+        boto3.client("s3").put_object(Bucket=bucket, Key=path, Body=b"not a DuckDB file")
+        with pytest.raises(SnapshotDownloadError, match="SHA-256 does not match"):
+            snapshot.follow_store(reader, churn)
+
+        # The serving host refuses it too, says so, and keeps answering from the first.
+        deadline = time.monotonic() + 30
+        while "error" not in http.get(f"/readyz/{churn.name}").json()["store"]:
+            assert time.monotonic() < deadline, "the serving host never looked at the store"
+            time.sleep(0.2)
+        ready = http.get(f"/readyz/{churn.name}").json()
+        assert ready["ready"] and ready["snapshot"] == first_name
+        assert "SHA-256 does not match" in ready["store"]["error"]
+        assert http.get(f"/v1/{churn.name}/scores/{key}").json()["score"] == pytest.approx(expected)
+        metrics = http.get("/metrics").text
+        assert f'prescore_store_sync_age_seconds{{usecase="{churn.name}"}}' in metrics
+        assert os.readlink(snapshot.current_path(reader, churn)) == f"snapshots/{first_name}"
+        leftovers = [p.name for p in snapshot.current_path(reader, churn).parent.rglob("*partial*")]
+        assert leftovers == []
+
+        # Once the upload is whole again, the host moves to it on its next look.
+        built = snapshot.usecase_dir(store_settings, churn) / "snapshots" / second_name
+        boto3.client("s3").put_object(Bucket=bucket, Key=path, Body=built.read_bytes())
+        wait_until_served(http, churn.name, second_name)
+        assert "error" not in http.get(f"/readyz/{churn.name}").json()["store"]
+
+        # A rollback on a publisher with no copy fetches the older snapshot from the store
+        # first; the serving host follows it back.
+        publisher_elsewhere = store_settings.model_copy(
+            update={"serving_cache_dir": tmp_path / "other-publisher"}
+        )
+        rolled = publish.rollback(spark, publisher_elsewhere, churn)
+        assert Path(str(rolled["snapshot"])).name == first_name
+        assert snapshot.pointer_target(store_settings, churn) == f"snapshots/{first_name}"
+        wait_until_served(http, churn.name, first_name)
+        assert http.get(f"/v1/{churn.name}/scores/{key}").json()["score"] == pytest.approx(expected)
+    assert snapshot.follow_store(reader, churn) is None  # the reader never left the first
+
+
+def wait_until_served(http: httpx.Client, usecase: str, name: str) -> None:
+    deadline = time.monotonic() + 30
+    while http.get(f"/readyz/{usecase}").json().get("snapshot") != name:
+        assert time.monotonic() < deadline, f"the serving host did not move to {name}"
+        time.sleep(0.2)
 
 
 def test_a_rerun_of_the_date_on_the_store_replaces_its_rows(

@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from datetime import datetime
 from typing import Annotated, Any, cast
 
@@ -69,6 +69,7 @@ from prescore.serving.client import (
     SnapshotNotFoundError,
     SnapshotUnreadableError,
 )
+from prescore.serving.follow import StoreFollower
 
 log = logging.getLogger("prescore.serve")
 
@@ -230,6 +231,25 @@ class SnapshotCollector(Collector):
             info.add_metric([name, run_date, version], 1)
             age.add_metric([name], time.time() - written)
         yield info
+        yield age
+
+
+class StoreSyncCollector(Collector):
+    """At scrape time, per use case: seconds since this host last synced with the store."""
+
+    def __init__(self, follower: StoreFollower) -> None:
+        self.follower = follower
+
+    def collect(self) -> Iterator[Metric]:
+        age = GaugeMetricFamily(
+            "prescore_store_sync_age_seconds",
+            "Seconds since this host last read the use case's pointer on the object store",
+            labels=["usecase"],
+        )
+        for usecase in self.follower.usecases:
+            seconds = self.follower.sync_age(usecase.name)
+            if seconds is not None:
+                age.add_metric([usecase.name], seconds)
         yield age
 
 
@@ -491,7 +511,25 @@ def create_app(
     }
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(clients))
-    app = FastAPI(title="prescore", summary="Published scores by key", version="1")
+    follower = None
+    if settings.state_on_object_store:  # first look before answering, then one per interval
+        follower = StoreFollower(settings, usecases)
+        follower.sync_once()
+        registry.register(StoreSyncCollector(follower))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if follower is not None:
+            follower.start()
+        try:
+            yield
+        finally:
+            if follower is not None:
+                follower.stop()
+
+    app = FastAPI(
+        title="prescore", summary="Published scores by key", version="1", lifespan=lifespan
+    )
     # Innermost first: the body limit runs before the routes parse, after the token check.
     app.add_middleware(BodyLimit, max_bytes=settings.serve.max_body_bytes)
     if settings.serve.auth is not None:
@@ -501,7 +539,7 @@ def create_app(
     app.add_middleware(RequestMetrics, registry=registry)  # outermost: sees the 500s too
     _add_error_handlers(app)
     _add_lookup_routes(app, clients, settings.serve.max_batch)
-    _add_probe_routes(app, clients, registry)
+    _add_probe_routes(app, clients, registry, follower)
     return app
 
 
@@ -584,8 +622,22 @@ def lookup_errors(usecase: str) -> Iterator[None]:
 
 
 def _add_probe_routes(
-    app: FastAPI, clients: dict[str, Scores], registry: CollectorRegistry
+    app: FastAPI,
+    clients: dict[str, Scores],
+    registry: CollectorRegistry,
+    follower: StoreFollower | None,
 ) -> None:
+    def state_of(name: str) -> dict[str, Any]:
+        """A use case's readiness; with the state on a store, also how fresh its copy is (it
+        keeps answering from the last good snapshot while the store cannot be read)."""
+        state = readiness(clients[name])
+        if follower is not None:
+            store = follower.state(name)
+            if "error" in store:
+                store["error"] = without_paths(store["error"])
+            state["store"] = store
+        return state
+
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -596,7 +648,7 @@ def _add_probe_routes(
         "else 'degraded'), 503 when none can",
     )
     async def readyz() -> JSONResponse:
-        states = {name: readiness(client) for name, client in clients.items()}
+        states = {name: state_of(name) for name in clients}
         ready = sum(state["ready"] for state in states.values())
         status = "ready" if ready == len(states) else "degraded" if ready else "not ready"
         # One unpublished or damaged use case must not take a host that serves the others out of
@@ -608,7 +660,7 @@ def _add_probe_routes(
     async def readyz_usecase(usecase: str) -> JSONResponse:
         if usecase not in clients:
             raise HTTPException(404, f"unknown use case {usecase[:100]!r}")
-        state = readiness(clients[usecase])
+        state = state_of(usecase)
         return JSONResponse(
             {"usecase": usecase, **state}, status_code=200 if state["ready"] else 503
         )
