@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import subprocess
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -27,9 +28,10 @@ from prescore.platform import registry, tables
 from prescore.serving import snapshot
 from prescore.serving.client import Scores
 from prescore.serving.http import create_app
+from prescore.serving.reset import reset_usecase
 from prescore.serving.store import SnapshotDownloadError
 from prescore.stages import publish
-from support import logged_to, running
+from support import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,13 +51,6 @@ def object_keys(settings: Settings) -> set[str]:
     }
 
 
-def log_records(text: str) -> list[tuple[str, str]]:
-    """(level, text) of each record of a support.logged_to file; a record may span lines."""
-    starts = list(re.finditer(r"^\d{4}-\d\d-\d\d [\d:,]+ ([A-Z]+) ", text, re.M))
-    ends = [m.start() for m in starts[1:]] + [len(text)]
-    return [(m.group(1), text[m.start() : end]) for m, end in zip(starts, ends, strict=True)]
-
-
 def mlflow_runs(settings: Settings) -> list[Any]:
     client = registry.client(settings)
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -68,9 +63,22 @@ def test_the_stages_keep_every_byte_of_state_on_the_store(
     spark: SparkSession, store_settings: Settings, churn: UseCase, tmp_path: Path
 ) -> None:
     write_landing(store_settings, churn, RUN_DATE, rows=400)
-    ctx = RunContext(store_settings, churn, RUN_DATE, spark)
-    with logged_to(tmp_path / "run.log"):
-        summaries = run_flow(ctx)  # ingest to monitor
+    environment = {
+        **os.environ,  # the AWS variables the object_store fixture set
+        "PRESCORE_ENV": "test",
+        "PRESCORE_STATE_DIR": str(store_settings.state_dir),
+        "MLFLOW_TRACKING_URI": store_settings.tracking_uri,
+        "PRESCORE_SERVING_CACHE_DIR": str(store_settings.serving_cache_dir),
+    }
+    command = [str(Path(sys.executable).with_name("prescore")), "run", "--usecase", churn.name]
+    run = subprocess.run(
+        [*command, "--run-date", str(RUN_DATE)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
 
     keys = object_keys(store_settings)
     landing = f"landing/{churn.source.path}/run_date={RUN_DATE}/"
@@ -79,34 +87,41 @@ def test_the_stages_keep_every_byte_of_state_on_the_store(
         assert f"delta/{table}/_delta_log/00000000000000000000.json" in keys
         assert tables.exists(store_settings, table)
     assert f"reports/{churn.name}/data_{churn.name}_{RUN_DATE}.html" in keys
+    assert any(key.startswith(f"reports/{churn.name}/monitoring_") for key in keys)
     assert any(key.startswith("mlflow/artifacts/") and key.endswith("MLmodel") for key in keys)
     # The scores are on the store and read back through it: one per clean customer.
     scores = tables.read_run(spark, store_settings, churn.predictions_table, RUN_DATE)
     clean = tables.read_run(spark, store_settings, churn.clean_table, RUN_DATE)
     assert 0 < scores.count() == clean.select(*churn.keys).distinct().count() <= 400
-    assert summaries["score"]["predictions_version"] == tables.latest_version(
-        spark, store_settings, churn.predictions_table
-    )
-    # The champion's package loads from the store's artifacts and scores like the stage did.
+    # The champion's package loads from the store's artifacts.
     package = registry.load_package(registry.resolve_alias(store_settings, churn))
     assert package is not None
     # The snapshot, its checksums and the pointer are on the store.
-    name = Path(str(summaries["publish"]["snapshot"])).name
+    pointer = json.loads((store_settings.serving_dir / churn.name / "current.json").read_text())
+    name = pointer["snapshot"]
     for file in (name, name.replace(".duckdb", ".keys.arrow"), f"{name}.sha256.json"):
         assert f"serving/{churn.name}/snapshots/{file}" in keys
-    assert f"serving/{churn.name}/current.json" in keys
-    assert summaries["monitor"]
-    # Locally: MLflow's database, the publisher's copy of the snapshots (and this test's log).
-    assert {p.name for p in tmp_path.iterdir()} == {"mlflow.db", "run.log", "serving-cache"}
-    # The secret key reaches no log record at any level; the key id and the endpoint none at
-    # INFO and above (at DEBUG, botocore logs the URLs it calls and the signed headers).
-    records = (tmp_path / "run.log").read_text()
-    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in records
+    # Locally: MLflow's database and the publisher's copy of the snapshots, nothing else.
+    assert {p.name for p in tmp_path.iterdir()} == {"mlflow.db", "serving-cache"}
+    # The credentials and the endpoint reach none of the run's output.
+    output = run.stdout + run.stderr
+    assert "publish" in output
     endpoint = os.environ["AWS_ENDPOINT_URL"].split("://")[1]
-    above_debug = [text for level, text in log_records(records) if level != "DEBUG"]
-    assert above_debug
-    for text in above_debug:
-        assert endpoint not in text and os.environ["AWS_ACCESS_KEY_ID"] not in text
+    for secret in (os.environ["AWS_SECRET_ACCESS_KEY"], os.environ["AWS_ACCESS_KEY_ID"], endpoint):
+        assert secret not in output
+    # A reset reads the publish log through DuckDB's httpfs and leaves the landing files only.
+    removed = reset_usecase(store_settings, churn, keep_raw=False, spark=lambda: spark)
+    assert removed["publish_log_rows_deleted"] == 1
+    left = {key.split("/", 1)[0] for key in object_keys(store_settings)}
+    assert left == {
+        "landing",
+        "mlflow",
+        "delta",
+    }  # delta: the shared publish_log, now without churn
+    assert not any(
+        key.startswith(f"delta/{churn.raw_table}/") for key in object_keys(store_settings)
+    )
+
     for run in mlflow_runs(store_settings):
         logged = json.dumps([run.data.params, run.data.tags])
         for secret in (

@@ -50,6 +50,9 @@ def reset_usecase(
         ]
         log_rows = _delete_publish_log_rows(settings, usecase, spark)
         serving = _empty_serving_folder(usecase_dir(settings, usecase))
+        if settings.state_on_object_store:  # and the store's snapshots and pointer
+            on_store = _remove_folder(settings.serving_dir / usecase.name)
+            serving += [on_store] if on_store else []
         reports = _remove_folder(settings.reports_dir / usecase.name)
     registered = model_name(settings.mlflow.registry_prefix, usecase.name)
     return {
