@@ -149,8 +149,12 @@ def test_serving_hosts_follow_the_store_and_refuse_a_damaged_snapshot(
 
     # A host running `prescore serve`'s app follows the store by itself, polling its pointer.
     serve = store_settings.serve.model_copy(update={"store_poll_seconds": 0.2})
-    http_host = store_settings.model_copy(
-        update={"serving_cache_dir": tmp_path / "http-host", "serve": serve}
+    http_host = store_settings.model_copy(  # keeps one copy: the served one
+        update={
+            "serving_cache_dir": tmp_path / "http-host",
+            "serve": serve,
+            "serving_snapshots_kept": 1,
+        }
     )
     with running(create_app(http_host, [churn])) as http:
         answer = http.get(f"/v1/{churn.name}/scores/{key}")
@@ -188,6 +192,11 @@ def test_serving_hosts_follow_the_store_and_refuse_a_damaged_snapshot(
         boto3.client("s3").put_object(Bucket=bucket, Key=path, Body=built.read_bytes())
         wait_until_served(http, churn.name, second_name)
         assert "error" not in http.get(f"/readyz/{churn.name}").json()["store"]
+        copies = snapshot.usecase_dir(http_host, churn) / "snapshots"
+        assert sorted(p.name for p in copies.iterdir()) == [
+            second_name,
+            second_name.replace(".duckdb", ".keys.arrow"),
+        ]
 
         # A rollback on a publisher with no copy fetches the older snapshot from the store
         # first; the serving host follows it back.

@@ -295,13 +295,17 @@ def pointer_target(settings: Settings, usecase: UseCase) -> str | None:
 def prune_snapshots(settings: Settings, usecase: UseCase, keep: set[str]) -> list[Path]:
     """Delete every snapshot, with its key file, whose file name is not in `keep`. The snapshot
     goes first: a key file without a snapshot is never served."""
-    folder = usecase_dir(settings, usecase) / "snapshots"
+    doomed = _prune_copies(usecase_dir(settings, usecase) / "snapshots", keep)
+    if settings.state_on_object_store:
+        store.prune(settings, usecase, keep)
+    return doomed
+
+
+def _prune_copies(folder: Path, keep: set[str]) -> list[Path]:
     doomed = [p for p in sorted(folder.glob("*.duckdb")) if p.name not in keep]
     for path in doomed:
         path.unlink(missing_ok=True)
         keyindex.key_file(path).unlink(missing_ok=True)
-    if settings.state_on_object_store:
-        store.prune(settings, usecase, keep)
     return doomed
 
 
@@ -327,8 +331,14 @@ def follow_store(settings: Settings, usecase: UseCase) -> str | None:
     with contextlib.suppress(FileNotFoundError):
         if os.readlink(link) == f"snapshots/{name}":
             return None
-    store.fetch(settings, usecase, name, pointer["checksums"])
+    fetched = store.fetch(settings, usecase, name, pointer["checksums"])
     move_pointer(stage_pointer(settings, usecase, name))
+    # This host keeps the served copy and the newest others, serving_snapshots_kept in all (the
+    # store keeps what rollbacks need).
+    others = [p for p in fetched.parent.glob("*.duckdb") if p.name != name]
+    newest = sorted(others, key=lambda p: p.stat().st_mtime, reverse=True)
+    kept = settings.serving_snapshots_kept - 1
+    _prune_copies(fetched.parent, {name, *(p.name for p in newest[:kept])})
     return str(name)
 
 
