@@ -5,6 +5,7 @@ store's pointer; a damaged upload is refused and the snapshot served before stay
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import boto3
 import httpx
 import pytest
 from pyspark.sql import SparkSession
+from upath import UPath
 
 from prescore import storage
 from prescore.config import ConfigError, Settings, UseCase, load_settings
@@ -25,13 +27,13 @@ from prescore.context import RunContext
 from prescore.demo.datagen import write_landing
 from prescore.flow import run_flow
 from prescore.platform import registry, tables
-from prescore.serving import snapshot
+from prescore.serving import snapshot, store
 from prescore.serving.client import Scores
 from prescore.serving.http import create_app
 from prescore.serving.reset import reset_usecase
 from prescore.serving.store import SnapshotDownloadError
 from prescore.stages import publish
-from support import running
+from support import SNAPSHOT_RUN_DATE, free_port, publish_snapshot, running, s3_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -211,11 +213,75 @@ def test_serving_hosts_follow_the_store_and_refuse_a_damaged_snapshot(
     assert snapshot.follow_store(reader, churn) is None  # the reader never left the first
 
 
-def wait_until_served(http: httpx.Client, usecase: str, name: str) -> None:
-    deadline = time.monotonic() + 30
-    while http.get(f"/readyz/{usecase}").json().get("snapshot") != name:
+def wait_until_served(
+    http: httpx.Client, usecase: str, name: str, *, starting: subprocess.Popen[str] | None = None
+) -> None:
+    """Until the host serves snapshot `name`; `starting`: its process, still starting up."""
+    deadline = time.monotonic() + 60
+    while True:
         assert time.monotonic() < deadline, f"the serving host did not move to {name}"
+        try:
+            if http.get(f"/readyz/{usecase}").json().get("snapshot") == name:
+                return
+        except httpx.TransportError:
+            assert starting is not None and starting.poll() is None, "prescore serve exited"
         time.sleep(0.2)
+
+
+def test_prescore_serve_keeps_answering_while_the_store_is_down(
+    object_store: str, fresh_settings: Settings, churn: UseCase, tmp_path: Path
+) -> None:
+    """`prescore serve` with its own S3 server, which the test stops under it (object_store:
+    for the credentials it puts in the environment)."""
+    servers = contextlib.ExitStack()
+    endpoint = servers.enter_context(s3_server())
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="stopped")
+        # A snapshot built on a local state, then published to that server as publish does.
+        built = publish_snapshot(fresh_settings, churn, [("C1", 0.25), ("C2", 0.75)], version=1)
+        on_server = UPath("s3a://stopped/state", client_kwargs={"endpoint_url": endpoint})
+        remote = fresh_settings.model_copy(update={"state_dir": on_server})
+        store.push_snapshot(remote, churn, built)
+        store.write_pointer(remote, churn, built.name, run_date=str(SNAPSHOT_RUN_DATE))
+
+        port = free_port()
+        environment = {
+            **os.environ,
+            "PRESCORE_ENV": "test",
+            "PRESCORE_STATE_DIR": "s3://stopped/state",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "PRESCORE_SERVING_CACHE_DIR": str(tmp_path / "cache"),
+            "PRESCORE_STORE_POLL_SECONDS": "0.5",
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+        prescore = str(Path(sys.executable).with_name("prescore"))
+        command = [prescore, "serve", "--port", str(port), "--usecase", churn.name]
+        process = subprocess.Popen(
+            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                wait_until_served(http, churn.name, built.name, starting=process)
+                assert http.get(f"/v1/{churn.name}/scores/C1").json()["score"] == 0.25
+
+                servers.close()  # the store goes away mid-poll
+                deadline = time.monotonic() + 120
+                while "error" not in (state := http.get(f"/readyz/{churn.name}").json())["store"]:
+                    assert time.monotonic() < deadline, "the host never noticed the store was gone"
+                    time.sleep(0.5)
+                assert state["ready"] and state["snapshot"] == built.name
+                assert endpoint.split("://")[1] not in state["store"]["error"]
+                assert http.get(f"/v1/{churn.name}/scores/C2").json()["score"] == 0.75
+                age = state["store"]["synced_seconds_ago"]
+                time.sleep(1)
+                later = http.get(f"/readyz/{churn.name}").json()["store"]["synced_seconds_ago"]
+                assert later > age  # the staleness grows while the store is away
+        finally:
+            process.terminate()
+            output, _ = process.communicate(timeout=30)
+        assert endpoint.split("://")[1] not in output
+    finally:
+        servers.close()
 
 
 def test_a_rerun_of_the_date_on_the_store_replaces_its_rows(
