@@ -294,7 +294,7 @@ def _bi_views(args: argparse.Namespace) -> None:
 
     settings = load_settings()
     made = bi.build_bi_views(settings, load_usecase(args.usecase, settings), Path(args.out))
-    print(json.dumps({**made, "file": args.out, "first_run": bi.load_statement()}))
+    print(json.dumps({**made, "file": args.out, "first_run": bi.load_statement(settings)}))
 
 
 def _init(args: argparse.Namespace) -> None:
@@ -325,6 +325,7 @@ def _sql(args: argparse.Namespace) -> None:
 
     import duckdb
 
+    from prescore.platform import tables
     from prescore.serving import bi
 
     settings = load_settings()
@@ -332,7 +333,7 @@ def _sql(args: argparse.Namespace) -> None:
     if not args.query:
         print(preamble)
         return
-    with duckdb.connect() as con:
+    with tables.duckdb_reading_delta(settings) as con:  # with the store's secret, if on one
         con.execute(preamble)
         try:
             result = con.execute(args.query)

@@ -186,7 +186,7 @@ def test_bi_views_show_the_latest_measures_and_the_alerts(
     made = bi.build_bi_views(ctx.settings, ctx.usecase, path)
     assert {"monitoring_latest", "monitoring_alerts"} <= set(made["created"])
     with duckdb.connect(str(path), read_only=True) as con:
-        con.execute(bi.load_statement())
+        con.execute(bi.load_statement(ctx.settings))
         latest = con.execute("select distinct run_date from monitoring_latest").fetchall()
         alerts = con.execute(
             "select run_date, metric, feature from monitoring_alerts where feature is not null"

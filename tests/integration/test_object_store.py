@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import duckdb
 import httpx
 import pytest
 from pyspark.sql import SparkSession
@@ -27,7 +28,7 @@ from prescore.context import RunContext
 from prescore.demo.datagen import write_landing
 from prescore.flow import run_flow
 from prescore.platform import registry, tables
-from prescore.serving import snapshot, store
+from prescore.serving import bi, snapshot, store
 from prescore.serving.client import Scores
 from prescore.serving.http import create_app
 from prescore.serving.reset import reset_usecase
@@ -105,6 +106,15 @@ def test_the_stages_keep_every_byte_of_state_on_the_store(
         assert f"serving/{churn.name}/snapshots/{file}" in keys
     # Locally: MLflow's database and the publisher's copy of the snapshots, nothing else.
     assert {p.name for p in tmp_path.iterdir()} == {"mlflow.db", "serving-cache"}
+    # BI reads the Delta tables on the store: a views file, queried with the session's secret.
+    bi.build_bi_views(store_settings, churn, tmp_path / "bi" / "churn.duckdb")
+    with duckdb.connect(str(tmp_path / "bi" / "churn.duckdb"), read_only=True) as con:
+        con.execute(bi.load_statement(store_settings))
+        con.execute(storage.duckdb_secret_sql())
+        [(published,)] = con.execute("select count(*) from prediction_runs").fetchall()
+    assert published == scores.count()
+    (tmp_path / "bi" / "churn.duckdb").unlink()
+    (tmp_path / "bi").rmdir()
     # The credentials and the endpoint reach none of the run's output.
     output = run.stdout + run.stderr
     assert "publish" in output

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from prescore.config import Settings, UseCase
+from prescore.config import Settings, UseCase, load_settings
 from prescore.context import RunContext
 from prescore.platform import tables
 from prescore.serving import bi
@@ -62,10 +62,13 @@ def publish_day(
     publish.run(RunContext(settings, churn, run_date, spark))
 
 
+LOCAL_STATE = load_settings(env="test")  # the extensions a local state's readers load
+
+
 def query(path: Path, sql: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
     """As a BI session would: open the file read-only, load the extension, query a view."""
     with duckdb.connect(str(path), read_only=True) as con:
-        con.execute(bi.load_statement())
+        con.execute(bi.load_statement(LOCAL_STATE))
         return con.execute(sql, params or []).fetchall()
 
 
@@ -203,7 +206,7 @@ def test_bi_views_command_writes_a_file_a_bi_session_can_query(
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["file"] == str(target) and summary["first_run"] == bi.load_statement()
+    assert summary["file"] == str(target) and summary["first_run"] == bi.load_statement(state)
     assert "publish_log" in summary["created"]
     assert query(target, "select count(*) from publish_log") == [(3,)]
 
@@ -217,7 +220,7 @@ def test_sql_command_queries_the_delta_tables_offline(published, churn: UseCase)
     printed = subprocess.run(base, env=env, capture_output=True, text=True, check=False)
     assert printed.returncode == 0, printed.stderr[-2000:]
     preamble = printed.stdout
-    assert preamble.startswith(bi.load_statement())
+    assert preamble.startswith(bi.load_statement(state))
     assert "install" not in preamble.lower()  # nothing is downloaded
     with duckdb.connect() as con:
         con.execute(preamble)

@@ -78,18 +78,36 @@ def _duckdb_extension(package_file: str, name: str) -> Path:
     return folder / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
 
 
-@contextlib.contextmanager
-def duckdb_reading_delta(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A DuckDB connection that reads the state's Delta tables (`delta_scan(duckdb_path(...))`):
-    with the delta extension, and httpfs with the store's secret when the state is on one."""
-    import duckdb
+def duckdb_extensions(settings: Settings) -> list[Path]:
+    """The extensions a DuckDB session loads to read the state's Delta tables: delta, and httpfs
+    when the state is on an object store (both from their pip-installed files)."""
     import duckdb_extension_httpfs
 
+    httpfs = _duckdb_extension(duckdb_extension_httpfs.__file__, "httpfs")
+    return [duckdb_delta_extension(), *([httpfs] if settings.state_on_object_store else [])]
+
+
+def delta_scan_path(settings: Settings, table: str) -> str:
+    """A table's location as DuckDB's delta_scan takes it (s3:// on a store, not s3a://)."""
+    return storage.s3_uri(settings.table_path(table))
+
+
+def prepare_duckdb(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Make `con` read the state's Delta tables: the extensions, and the store's secret (a
+    temporary one, never written to a file) when the state is on one."""
+    for extension in duckdb_extensions(settings):
+        con.load_extension(str(extension))
+    if settings.state_on_object_store:
+        con.execute(storage.duckdb_secret_sql())
+
+
+@contextlib.contextmanager
+def duckdb_reading_delta(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB connection that reads the state's Delta tables (prepare_duckdb)."""
+    import duckdb
+
     with duckdb.connect() as con:
-        con.load_extension(str(duckdb_delta_extension()))
-        if settings.state_on_object_store:
-            con.load_extension(str(_duckdb_extension(duckdb_extension_httpfs.__file__, "httpfs")))
-            con.execute(storage.duckdb_secret_sql())
+        prepare_duckdb(con, settings)
         yield con
 
 
@@ -107,7 +125,7 @@ def read_with_duckdb(
     _require(settings, table)
     with duckdb_reading_delta(settings) as con:
         sql = f"select {selected} from delta_scan(?) where {where}"
-        path = storage.s3_uri(settings.table_path(table))
+        path = delta_scan_path(settings, table)
         return con.execute(sql, [path, *(params or [])]).fetchall()
 
 

@@ -36,7 +36,7 @@ def base_views(settings: Settings, usecase: UseCase) -> dict[str, str]:
         "monitoring_runs": (usecase.monitoring_table, ""),
     }
     return {
-        name: f"select * from delta_scan({quote_literal(str(settings.table_path(table)))}){where}"
+        name: f"select * from delta_scan({quote_literal(tables.delta_scan_path(settings, table))}){where}"
         for name, (table, where) in sources.items()
         if tables.exists(settings, table)
     }
@@ -47,7 +47,7 @@ def sql_preamble(settings: Settings, usecase: UseCase) -> str:
     extension loaded from its pip-installed file, then one view per table written so far, named
     as the table, and `publish_events`, the use case's rows of the shared publish log."""
     views = {
-        table: f"select * from delta_scan({quote_literal(str(settings.table_path(table)))})"
+        table: f"select * from delta_scan({quote_literal(tables.delta_scan_path(settings, table))})"
         for table in usecase.tables
         if tables.exists(settings, table)
     }
@@ -55,7 +55,7 @@ def sql_preamble(settings: Settings, usecase: UseCase) -> str:
     if events:
         views["publish_events"] = events
     creates = [f"create or replace view {quote_identifier(n)} as {s};" for n, s in views.items()]
-    return "\n".join([load_statement(), *creates])
+    return "\n".join([load_statement(settings), *creates])
 
 
 def build_bi_views(settings: Settings, usecase: UseCase, target: Path) -> dict[str, list[str]]:
@@ -68,7 +68,7 @@ def build_bi_views(settings: Settings, usecase: UseCase, target: Path) -> dict[s
     partial.unlink(missing_ok=True)
     created: list[str] = []
     with duckdb.connect(str(partial)) as con:
-        con.load_extension(str(tables.duckdb_delta_extension()))
+        tables.prepare_duckdb(con, settings)
         for name, select in base_views(settings, usecase).items():
             con.execute(f"create view {quote_identifier(name)} as {select}")
         pending = dict(views)
@@ -91,6 +91,7 @@ def _try_create(con: duckdb.DuckDBPyConnection, name: str, select: str) -> bool:
     return True
 
 
-def load_statement() -> str:
-    """What a DuckDB session runs before querying the file's views."""
-    return f"load '{tables.duckdb_delta_extension()}';"
+def load_statement(settings: Settings) -> str:
+    """What a DuckDB session runs before querying the file's views. With the state on an object
+    store it also needs an S3 secret (CREATE SECRET): prescore writes no credentials anywhere."""
+    return " ".join(f"load '{extension}';" for extension in tables.duckdb_extensions(settings))
