@@ -540,6 +540,7 @@ def create_app(
     _add_error_handlers(app)
     _add_lookup_routes(app, clients, settings.serve.max_batch)
     _add_probe_routes(app, clients, registry, follower)
+    app.state.store_follower = follower  # None unless the state is on an object store
     return app
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import secrets
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from prescore.config import Settings, UseCase
 
-log = logging.getLogger(__name__)
+COPY_CHUNK = 8 << 20  # bytes per read of an upload or a download
 POINTER = "current.json"
 CHECKSUMS = ".sha256.json"
 WRITE_BITS = 0o222
@@ -67,8 +67,7 @@ def push_snapshot(settings: Settings, usecase: UseCase, built: Path) -> dict[str
         local = built.with_name(name)
         checksums[name] = sha256(local)
         with local.open("rb") as source, (folder / name).open("wb") as target:
-            while chunk := source.read(8 << 20):
-                target.write(chunk)
+            shutil.copyfileobj(source, target, COPY_CHUNK)
     (folder / f"{built.name}{CHECKSUMS}").write_text(json.dumps(checksums))
     return checksums
 
@@ -130,8 +129,7 @@ def fetch(settings: Settings, usecase: UseCase, name: str, checksums: dict[str, 
     try:
         for file, partial in partials.items():
             with (remote / file).open("rb") as source, partial.open("wb") as target:
-                while chunk := source.read(8 << 20):
-                    target.write(chunk)
+                shutil.copyfileobj(source, target, COPY_CHUNK)
             if sha256(partial) != checksums.get(file):
                 raise SnapshotDownloadError(
                     f"{remote / file}: its SHA-256 does not match the pointer's; not served"
