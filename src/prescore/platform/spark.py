@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prescore import storage
@@ -30,14 +28,18 @@ def delta_package() -> str:
 
 def hadoop_aws_package() -> str:
     """Maven coordinate of Hadoop's S3 connector (s3a://) for the Hadoop jars pyspark ships: the
-    two must be the same version. Found without importing pyspark (0.1 s), as DAG files parse."""
-    spec = importlib.util.find_spec("pyspark")
-    assert spec is not None and spec.submodule_search_locations  # a dependency of prescore
-    jars = Path(spec.submodule_search_locations[0]) / "jars"
-    found = sorted(jars.glob("hadoop-client-api-*.jar"))
-    if not found:
-        raise RuntimeError(f"no hadoop-client-api jar in {jars}: cannot pick hadoop-aws")
-    return f"org.apache.hadoop:hadoop-aws:{found[-1].stem.removeprefix('hadoop-client-api-')}"
+    two must be the same version. Read from pyspark's installed file list, not its import path:
+    under spark-submit pyspark imports from a zip with no jars, and DAG files call this as they
+    parse."""
+    names = [file.name for file in importlib.metadata.files("pyspark") or []]
+    versions = sorted(
+        name.removeprefix("hadoop-client-api-").removesuffix(".jar")
+        for name in names
+        if name.startswith("hadoop-client-api-") and name.endswith(".jar")
+    )
+    if not versions:
+        raise RuntimeError("pyspark's files hold no hadoop-client-api jar: cannot pick hadoop-aws")
+    return f"org.apache.hadoop:hadoop-aws:{versions[-1]}"
 
 
 def jars_packages(settings: Settings, packages: Sequence[str] = ()) -> str:
