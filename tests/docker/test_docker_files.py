@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
+from prescore import storage
 from prescore.config import load_settings
+from prescore.serving.http import api_tokens
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +46,20 @@ EXPECTED_SERVICES = {
     "airflow-apiserver",
     "airflow-scheduler",
     "airflow-dag-processor",
+    "serve-1",
+    "serve-2",
 }
 PRESCORE_IMAGE_SERVICES = EXPECTED_SERVICES - {"postgres", "minio", "minio-init"}
 # Services that load prescore's settings (parse the DAG file or run the stage jobs).
-SETTINGS_READERS = {"airflow-scheduler", "airflow-dag-processor", "airflow-apiserver"}
+SETTINGS_READERS = {
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-apiserver",
+    "serve-1",
+    "serve-2",
+}
 # Variables that hold a secret (a *_FILE variable holds a path to one).
-SECRET_NAME = re.compile(r"(PASSWORD|SECRET|HMAC|FERNET|JWT)(?!.*_FILE$)")
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|HMAC|FERNET|JWT|TOKENS)(?!.*_FILE$)")
 # ${VAR}, ${VAR:-default}, ${VAR:?message}; $${VAR} is compose's escape for the container shell.
 COMPOSE_VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
@@ -292,6 +302,27 @@ def test_object_store_state_dir_is_kept_as_a_uri(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert str(load_settings().state_dir) == env["PRESCORE_STATE_DIR"]
+
+
+def test_serving_hosts_follow_the_store_behind_tokens(
+    services: dict[str, dict[str, Any]],
+    example_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """serve-1 and serve-2 listen beyond loopback, so lookups need a token; each follows the
+    state on MinIO into its own container's cache, published on its own host port."""
+    host_ports = set()
+    for name in ("serve-1", "serve-2"):
+        service = services[name]
+        for key, value in service_env(service, example_env).items():
+            monkeypatch.setenv(key, value)
+        settings = load_settings()
+        assert storage.is_object_store(settings.state_dir)
+        assert settings.serve.auth is not None
+        assert api_tokens(settings.serve.auth) == [example_env["PRESCORE_API_TOKENS"]]
+        assert service["command"][:3] == ["serve", "--host", "0.0.0.0"]
+        host_ports.update(service["ports"])
+    assert len(host_ports) == 2
 
 
 def test_spark_connection_resolves_to_the_master(

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -241,60 +242,132 @@ def wait_until_served(
         time.sleep(0.2)
 
 
-def test_prescore_serve_keeps_answering_while_the_store_is_down(
+class ReaderLoop:
+    """Threads that look up one key on each serving host, over and over, until stopped: every
+    answer's score, and every failed read (an error status or a refused connection)."""
+
+    def __init__(self, urls: list[str], path: str) -> None:
+        self.scores: list[float] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._read, args=(url, path), daemon=True) for url in urls
+        ]
+
+    def __enter__(self) -> ReaderLoop:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _read(self, url: str, path: str) -> None:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            while not self._stop.is_set():
+                try:
+                    answer = http.get(path)
+                except httpx.TransportError as error:
+                    self.failures.append(f"{url}: {error!r}")
+                    continue
+                if answer.status_code == 200:
+                    self.scores.append(answer.json()["score"])
+                else:
+                    self.failures.append(f"{url}: {answer.status_code} {answer.text}")
+
+
+def test_two_prescore_serve_processes_follow_the_store_and_outlive_it(
     object_store: str, fresh_settings: Settings, churn: UseCase, tmp_path: Path
 ) -> None:
-    """`prescore serve` with its own S3 server, which the test stops under it (object_store:
-    for the credentials it puts in the environment)."""
+    """Two `prescore serve` processes, each with its own cache, follow a publish and a rollback
+    under a reader loop with no failed read; then the test stops their S3 server under them and
+    they keep answering (object_store: for the credentials it puts in the environment)."""
     servers = contextlib.ExitStack()
     endpoint = servers.enter_context(s3_server())
     try:
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="stopped")
-        # A snapshot built on a local state, then published to that server as publish does.
-        built = publish_snapshot(fresh_settings, churn, [("C1", 0.25), ("C2", 0.75)], version=1)
         on_server = UPath("s3a://stopped/state", client_kwargs={"endpoint_url": endpoint})
         remote = fresh_settings.model_copy(update={"state_dir": on_server})
-        store.push_snapshot(remote, churn, built)
-        store.write_pointer(remote, churn, built.name, run_date=str(SNAPSHOT_RUN_DATE))
 
-        port = free_port()
-        environment = {
-            **os.environ,
-            "PRESCORE_ENV": "test",
-            "PRESCORE_STATE_DIR": "s3://stopped/state",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "PRESCORE_SERVING_CACHE_DIR": str(tmp_path / "cache"),
-            "PRESCORE_STORE_POLL_SECONDS": "0.5",
-            "AWS_ENDPOINT_URL": endpoint,
-        }
-        prescore = str(Path(sys.executable).with_name("prescore"))
-        command = [prescore, "serve", "--port", str(port), "--usecase", churn.name]
-        process = subprocess.Popen(
-            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        def publish_to_store(rows: list[tuple[str, float]], version: int) -> str:
+            """Build on a local state, upload, then move the pointer: publish's order."""
+            built = publish_snapshot(fresh_settings, churn, rows, version=version)
+            store.push_snapshot(remote, churn, built)
+            store.write_pointer(remote, churn, built.name, run_date=str(SNAPSHOT_RUN_DATE))
+            return built.name
+
+        first = publish_to_store([("C1", 0.25), ("C2", 0.75)], version=1)
+        hosts = [serve_process(endpoint, churn, tmp_path / f"host-{n}") for n in range(2)]
+        clients = [httpx.Client(base_url=url, timeout=10) for url, _ in hosts]
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                wait_until_served(http, churn.name, built.name, starting=process)
-                assert http.get(f"/v1/{churn.name}/scores/C1").json()["score"] == 0.25
+            for http, (_, process) in zip(clients, hosts, strict=True):
+                wait_until_served(http, churn.name, first, starting=process)
 
-                servers.close()  # the store goes away mid-poll
-                deadline = time.monotonic() + 120
-                while "error" not in (state := http.get(f"/readyz/{churn.name}").json())["store"]:
-                    assert time.monotonic() < deadline, "the host never noticed the store was gone"
-                    time.sleep(0.5)
-                assert state["ready"] and state["snapshot"] == built.name
-                assert endpoint.split("://")[1] not in state["store"]["error"]
-                assert http.get(f"/v1/{churn.name}/scores/C2").json()["score"] == 0.75
-                age = state["store"]["synced_seconds_ago"]
-                time.sleep(1)
-                later = http.get(f"/readyz/{churn.name}").json()["store"]["synced_seconds_ago"]
-                assert later > age  # the staleness grows while the store is away
+            with ReaderLoop([url for url, _ in hosts], f"/v1/{churn.name}/scores/C1") as readers:
+                second = publish_to_store([("C1", 0.5), ("C2", 0.125)], version=2)
+                for http in clients:
+                    wait_until_served(http, churn.name, second)
+                    assert http.get(f"/v1/{churn.name}/scores/C1").json()["score"] == 0.5
+                # A rollback moves the pointer back to a snapshot the store still holds.
+                store.write_pointer(remote, churn, first, run_date=str(SNAPSHOT_RUN_DATE))
+                for http in clients:
+                    wait_until_served(http, churn.name, first)
+                    assert http.get(f"/v1/{churn.name}/scores/C1").json()["score"] == 0.25
+            assert readers.failures == []
+            assert set(readers.scores) == {0.25, 0.5} and len(readers.scores) > 100
+
+            servers.close()  # the store goes away mid-poll
+            http = clients[0]
+            deadline = time.monotonic() + 120
+            while "error" not in (state := http.get(f"/readyz/{churn.name}").json())["store"]:
+                assert time.monotonic() < deadline, "the host never noticed the store was gone"
+                time.sleep(0.5)
+            assert state["ready"] and state["snapshot"] == first
+            assert endpoint.split("://")[1] not in state["store"]["error"]
+            assert http.get(f"/v1/{churn.name}/scores/C2").json()["score"] == 0.75
+            age = state["store"]["synced_seconds_ago"]
+            time.sleep(1)
+            later = http.get(f"/readyz/{churn.name}").json()["store"]["synced_seconds_ago"]
+            assert later > age  # the staleness grows while the store is away
         finally:
-            process.terminate()
-            output, _ = process.communicate(timeout=30)
-        assert endpoint.split("://")[1] not in output
+            for http in clients:
+                http.close()
+            outputs = [stop(process) for _, process in hosts]
+        for output in outputs:
+            assert endpoint.split("://")[1] not in output
     finally:
         servers.close()
+
+
+def serve_process(endpoint: str, churn: UseCase, home: Path) -> tuple[str, subprocess.Popen[str]]:
+    """`prescore serve` following s3://stopped/state with its own cache and MLflow database,
+    polling every 0.3 s; its URL and process."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "PRESCORE_ENV": "test",
+        "PRESCORE_STATE_DIR": "s3://stopped/state",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "PRESCORE_SERVING_CACHE_DIR": str(home / "cache"),
+        "PRESCORE_STORE_POLL_SECONDS": "0.3",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    home.mkdir(parents=True)
+    prescore = str(Path(sys.executable).with_name("prescore"))
+    command = [prescore, "serve", "--port", str(port), "--usecase", churn.name]
+    process = subprocess.Popen(
+        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    return f"http://127.0.0.1:{port}", process
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    """Terminate a serving process; its output."""
+    process.terminate()
+    output, _ = process.communicate(timeout=30)
+    return output
 
 
 def test_a_rerun_of_the_date_on_the_store_replaces_its_rows(
