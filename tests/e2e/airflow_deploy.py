@@ -2,9 +2,10 @@
 test_forecast_dag.py for forecast), so neither test file imports the other.
 
 Every Airflow command runs in a subprocess with its own AIRFLOW_HOME (SQLite) and state folder
-under tmp_path, the spark_default connection on local[2], no retries, and a local webhook for
-failure alerts. Delta tables are read back with DuckDB's delta extension (no JVM in the test
-process). Each step's wall time is kept and printed at the end.
+under tmp_path (or a prefix on the test session's object store), the spark_default connection
+on local[2], no retries, and a local webhook for failure alerts. Delta tables are read back with
+DuckDB's delta extension (no JVM in the test process). Each step's wall time is kept and printed
+at the end.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from prescore.config import Settings, UseCase, load_settings, load_usecase
 from prescore.platform import tables
+from prescore.serving import snapshot
+from prescore.storage import StatePath, s3_uri, state_location
 from support import webhook_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +42,7 @@ class Deployment:
     """One Airflow + prescore installation under tmp_path, and what its steps took."""
 
     home: Path
-    state: Path
+    state: StatePath
     env: dict[str, str]
     settings: Settings
     usecase: UseCase
@@ -128,30 +130,27 @@ class Deployment:
     def partitions(self, table: str) -> dict[str, tuple[int, int]]:
         """run_date -> (rows, distinct keys) of a Delta table, read with DuckDB."""
         keys = ", ".join(f'"{k}"' for k in self.usecase.keys)
-        with delta_duckdb() as con:
+        with tables.duckdb_reading_delta(self.settings) as con:
             rows = con.execute(
                 f"select cast(run_date as varchar), count(*), count(distinct ({keys})) "
                 f"from delta_scan(?) group by 1 order by 1",
-                [str(self.settings.table_path(table))],
+                [tables.delta_scan_path(self.settings, table)],
             ).fetchall()
         return {run_date: (n, distinct) for run_date, n, distinct in rows}
 
     def landing_rows(self, run_date: str) -> int:
         folder = self.settings.landing_dir / self.usecase.name / f"run_date={run_date}"
-        with delta_duckdb() as con:
-            found = con.execute("select count(*) from read_parquet(?)", [f"{folder}/*.parquet"])
+        with tables.duckdb_reading_delta(self.settings) as con:
+            found = con.execute(
+                "select count(*) from read_parquet(?)", [f"{s3_uri(folder)}/*.parquet"]
+            )
             return int(found.fetchone()[0])  # type: ignore[index]
 
     def current_snapshot(self) -> str:
-        link = self.settings.serving_dir / self.usecase.name / "current.duckdb"
-        return os.readlink(link)
-
-
-def delta_duckdb() -> duckdb.DuckDBPyConnection:
-    """DuckDB with the delta extension shipped in the duckdb-extension-delta wheel (no download)."""
-    con = duckdb.connect()
-    con.load_extension(str(tables.duckdb_delta_extension()))
-    return con
+        """What the published pointer names: `snapshots/<name>.duckdb`."""
+        target = snapshot.pointer_target(self.settings, self.usecase)
+        assert target is not None, "nothing published"
+        return target
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +161,17 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 def new_deployment(
-    base: Path, webhook: tuple[str, list[dict[str, Any]]], usecase: str = "churn"
+    base: Path,
+    webhook: tuple[str, list[dict[str, Any]]],
+    usecase: str = "churn",
+    *,
+    store: str | None = None,
 ) -> Deployment:
-    """An Airflow home and a state folder under `base`, for one use case's DAGs."""
-    home, state = base / "airflow", base / "state"
+    """An Airflow home under `base` for one use case's DAGs, and its state: a folder under
+    `base`, or a prefix in the s3a:// bucket `store` (then MLflow's database and each host's
+    serving copy stay under `base`)."""
+    home = base / "airflow"
+    state = state_location(f"{store}/{base.name}", root=base) if store else base / "state"
     home.mkdir()
     # Only what this deployment sets: no AIRFLOW_*, PRESCORE_* or MLFLOW_* from the caller (the
     # DAG tests' conftest, for one, points AIRFLOW_HOME elsewhere).
@@ -194,6 +200,12 @@ def new_deployment(
         }
     )
     settings = load_settings(env="test").model_copy(update={"state_dir": state})
+    if store:  # the test process reads as a serving host with a copy of its own
+        tracking = f"sqlite:///{base / 'mlflow.db'}"
+        env |= {"MLFLOW_TRACKING_URI": tracking, "PRESCORE_SERVING_CACHE_DIR": str(base / "tasks")}
+        mlflow = settings.mlflow.model_copy(update={"tracking_uri": tracking})
+        update = {"mlflow": mlflow, "serving_cache_dir": base / "reader"}
+        settings = settings.model_copy(update=update)
     return Deployment(home, state, env, settings, load_usecase(usecase, settings), webhook[1])
 
 

@@ -1,8 +1,11 @@
-"""Both DAGs through real Airflow on ~1000 generated rows: `airflow dags test` / `tasks test`.
+"""Both DAGs through real Airflow on ~1000 generated rows: `airflow dags test` / `tasks test`,
+with every byte of state on the session's S3 server (the object_store fixture).
 
-Every Airflow command runs in a subprocess with its own AIRFLOW_HOME (SQLite) and state folder
-under tmp_path, the spark_default connection on local[2], no retries, and a local webhook for
-failure alerts (tests/e2e/airflow_deploy.py). The steps, in the order a new deployment meets them
+Every Airflow command runs in a subprocess with its own AIRFLOW_HOME (SQLite) and state prefix on
+the store, MLflow's database under tmp_path, the spark_default connection on local[2], no
+retries, and a local webhook for failure alerts (tests/e2e/airflow_deploy.py). The test process
+reads the tables back through DuckDB's httpfs and follows the publish as a serving host would.
+The forecast DAG's e2e test keeps a local state folder. The steps, in the order a new deployment meets them
 (score needs a champion, and training needs the clean data of its logical date, which the score
 DAG makes):
 
@@ -46,7 +49,7 @@ from airflow_deploy import (
 )
 from airflow_deploy import webhook as webhook  # the fixture, for new_deployment's alerts
 
-from prescore.serving import publish_log
+from prescore.serving import publish_log, snapshot
 from prescore.serving.client import Scores
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -58,9 +61,11 @@ SCORE_DAG, TRAIN_DAG = "prescore_churn_score", "prescore_churn_train"
 
 @pytest.fixture(scope="module")
 def deployment(
-    tmp_path_factory: pytest.TempPathFactory, webhook: tuple[str, list[dict[str, Any]]]
+    tmp_path_factory: pytest.TempPathFactory,
+    webhook: tuple[str, list[dict[str, Any]]],
+    object_store: str,
 ) -> Iterator[Deployment]:
-    dep = new_deployment(tmp_path_factory.mktemp("airflow-e2e"), webhook)
+    dep = new_deployment(tmp_path_factory.mktemp("airflow-e2e"), webhook, store=object_store)
     started = time.perf_counter()
     yield dep
     print_times(dep, started)
@@ -157,7 +162,7 @@ def failed_d3(deployment: Deployment, republished_d1: dict[str, Any]) -> dict[st
     dep = deployment
     before = dep.current_snapshot()
     landing = dep.settings.landing_dir / dep.usecase.name / f"run_date={D3}"
-    landing.mkdir(parents=True)
+    landing.mkdir(parents=True, exist_ok=True)
     (landing / "part-00000.parquet").write_bytes(b"this is not a parquet file\n" * 100)
     code = dep.dag_test(f"dags test score {D3} (corrupt)", SCORE_DAG, D3, expect_ok=False)
     return {
@@ -250,6 +255,7 @@ def test_an_older_date_published_after_a_newer_one_is_logged_not_served(
 def test_lookups_answer_from_the_published_snapshot(
     deployment: Deployment, backfilled: dict
 ) -> None:
+    snapshot.follow_store(deployment.settings, deployment.usecase)  # a serving host's copy
     scores = Scores(deployment.usecase, deployment.settings)
     assert scores.snapshot.name == Path(backfilled["current"]).name
     keys = scores.sample_keys(3)

@@ -27,12 +27,12 @@ from airflow_deploy import (
     DATA_TASKS,
     SCORE_TASKS,
     Deployment,
-    delta_duckdb,
     new_deployment,
     print_times,
 )
 from airflow_deploy import webhook as webhook  # the fixture, for new_deployment's alerts
 
+from prescore.platform import tables
 from prescore.serving.client import Scores
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -73,12 +73,12 @@ def ran(forecast_deployment: Deployment) -> dict[str, Any]:
 
 
 def _predictions(dep: Deployment) -> list[tuple[Any, ...]]:
-    table = dep.settings.table_path(dep.usecase.predictions_table)
-    with delta_duckdb() as con:
+    table = tables.delta_scan_path(dep.settings, dep.usecase.predictions_table)
+    with tables.duckdb_reading_delta(dep.settings) as con:
         return con.execute(
             "select store_id, item_id, target_date, horizon, score, run_date "
             "from delta_scan(?) order by all",
-            [str(table)],
+            [table],
         ).fetchall()
 
 
