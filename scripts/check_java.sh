@@ -13,3 +13,9 @@ if [[ "$major" != "17" && "$major" != "21" ]]; then
   echo "prescore setup: Java ${version:-unknown} found, but Spark 4 needs Java 17 or 21. Install openjdk-17-jdk-headless or point JAVA_HOME at one." >&2
   exit 1
 fi
+# Setup compiles one small class against Spark's jars (prescore.platform.logstore): a JDK, not a JRE.
+javac=${JAVA_HOME:+$JAVA_HOME/bin/}javac
+if ! command -v "$javac" >/dev/null 2>&1; then
+  echo "prescore setup: javac not found (looked for $javac): Java $version is a JRE. Install the JDK (Debian/Ubuntu: apt-get install openjdk-17-jdk-headless) and retry." >&2
+  exit 1
+fi

@@ -388,6 +388,81 @@ def test_a_rerun_of_the_date_on_the_store_replaces_its_rows(
     )
 
 
+# One driver appending to a Delta table on the store: its session comes from prescore's settings
+# (so its jars and LogStore too); it says "ready" once up, then waits for a line on stdin.
+APPENDER = """
+import sys
+from prescore.config import load_settings
+from prescore.platform.spark import get_spark
+
+spark = get_spark(load_settings())
+print("ready", spark.conf.get("spark.delta.logStore.s3a.impl"), flush=True)
+sys.stdin.readline()
+table, writer, commits = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for commit in range(commits):
+    row = spark.createDataFrame([(writer, commit)], "writer string, commit int")
+    row.write.format("delta").mode("append").save(table)
+"""
+
+
+@pytest.mark.reliability
+def test_two_drivers_committing_to_one_table_on_the_store_lose_nothing(
+    spark: SparkSession, store_settings: Settings, tmp_path: Path
+) -> None:
+    """Two Spark drivers (a backfill beside the schedule) append to one table at once. Each
+    commit file is created with S3's conditional put (prescore.platform.logstore), so when both
+    write the same version one gets a conflict and Delta retries it on the next: every commit
+    lands. Delta's own S3 LogStore guards one JVM only, and there commits were lost."""
+    commits = 12
+    table = str(store_settings.state_dir / "delta" / "two_writers")
+    spark.createDataFrame([], "writer string, commit int").write.format("delta").save(table)
+    environment = {
+        **os.environ,
+        "PRESCORE_ENV": "test",
+        "PRESCORE_STATE_DIR": str(store_settings.state_dir),
+        "MLFLOW_TRACKING_URI": store_settings.tracking_uri,
+    }
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", APPENDER, table, name, str(commits)],
+            env=environment,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("schedule", "backfill")
+    ]
+    try:
+        for writer in writers:  # both sessions up before either commits
+            ready = ready_line(writer)
+            assert ready.split() == ["ready", "prescore.delta.ConditionalPutLogStore"]
+        for writer in writers:
+            writer.stdin.write("go\n")  # type: ignore[union-attr]
+            writer.stdin.flush()  # type: ignore[union-attr]
+        outputs = [writer.communicate(timeout=600)[0] for writer in writers]
+    finally:
+        for writer in writers:
+            writer.kill()
+    for writer, output in zip(writers, outputs, strict=True):
+        assert writer.returncode == 0, output[-3000:]
+    written = {tuple(row) for row in spark.read.format("delta").load(table).collect()}
+    assert written == {(name, n) for name in ("schedule", "backfill") for n in range(commits)}
+    history = spark.sql(f"describe history delta.`{table}`").collect()
+    assert len(history) == 2 * commits + 1  # the create, then one version per append
+
+
+def ready_line(process: subprocess.Popen[str]) -> str:
+    """The process's "ready" line, once it prints it; fails with its output if it ends first."""
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        if line.startswith("ready"):
+            return line
+        lines.append(line)
+    pytest.fail("the writer ended before its session was up:\n" + "".join(lines[-40:]))
+
+
 def test_state_on_the_store_needs_a_tracking_database(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRESCORE_STATE_DIR", "s3://lake/prescore/")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -1,6 +1,7 @@
 """Set up the JVM side once, at setup and image build: `python -m prescore.platform.jvm_setup`.
 
-Resolves every set of Spark packages into the local jar store (prescore.platform.jars), makes the driver's
+Resolves every set of Spark packages into the local jar store (prescore.platform.jars), compiles
+Delta's S3 commit guard beside a set that reaches S3 (prescore.platform.logstore), makes the driver's
 class-data-sharing archive (prescore.platform.cds), then starts a session from those jars to prove that
 Spark loads Delta. scripts/fetch_delta_jars.sh runs it (with an mvn fallback when Ivy cannot reach
 Maven Central); the Docker build runs it too.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from prescore.config import Settings, load_settings, load_usecases
 from prescore.platform.cds import dump_archive
 from prescore.platform.jars import ensure_local_jars, jars_dir
+from prescore.platform.logstore import needs_logstore, with_logstore
 from prescore.platform.spark import get_spark, jars_packages, source_packages
 
 
@@ -21,7 +23,9 @@ def resolve_jars(settings: Settings) -> list[str]:
     for usecase in load_usecases(settings).usecases.values():
         sets.append(jars_packages(settings, source_packages(usecase)))
     for coordinates in dict.fromkeys(sets):
-        ensure_local_jars(coordinates, settings.spark.conf)
+        jars = ensure_local_jars(coordinates, settings.spark.conf)
+        if needs_logstore(coordinates):  # s3a: Delta's commit guard, compiled beside the jars
+            with_logstore(coordinates, jars)
     return list(dict.fromkeys(sets))
 
 

@@ -10,9 +10,16 @@ from typing import TYPE_CHECKING
 
 from prescore import storage
 from prescore.platform.jars import cds_java_options, local_jars
+from prescore.platform.logstore import (
+    LOGSTORE_CLASS,
+    LOGSTORE_CONF,
+    holds_logstore,
+    needs_logstore,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+    from pathlib import Path
 
     from pyspark.sql import SparkSession
 
@@ -69,14 +76,34 @@ JAR_KEYS = ("spark.jars", "spark.jars.packages")
 def jar_conf(settings: Settings, packages: Sequence[str] = ()) -> dict[str, str]:
     """How the session gets Delta and the drivers: `spark.jars`, the local files setup resolved
     for exactly these coordinates (see prescore.platform.jars), else `spark.jars.packages` (Ivy resolves
-    them when the session starts). Jars conf names in spark.jars come after the resolved ones."""
+    them when the session starts). Jars conf names in spark.jars come after the resolved ones.
+    With hadoop-aws comes Delta's commit guard for s3a:// (prescore.platform.logstore)."""
     coordinates = jars_packages(settings, packages)
     local = local_jars(coordinates)
     conf = {} if local else {"spark.jars.packages": coordinates}
     jars = [*(str(jar) for jar in local or []), settings.spark.conf.get("spark.jars", "")]
     if any(jars):
         conf["spark.jars"] = ",".join(filter(None, jars))
-    return conf
+    return conf | commit_guard_conf(settings, coordinates, local or [])
+
+
+def commit_guard_conf(
+    settings: Settings, coordinates: str, local: Sequence[Path]
+) -> dict[str, str]:
+    """Delta's LogStore for s3a://: prescore's conditional-put one, when setup built it beside
+    these jars, unless conf names another (S3DynamoDBLogStore). State on the store without any
+    guard is refused: concurrent writers could lose commits."""
+    if LOGSTORE_CONF in settings.spark.conf or not needs_logstore(coordinates):
+        return {}
+    if holds_logstore(local):
+        return {LOGSTORE_CONF: LOGSTORE_CLASS}
+    if settings.state_on_object_store:
+        raise RuntimeError(
+            f"the state is on an object store ({settings.state_dir}) but setup did not build "
+            "Delta's S3 commit guard for these jars: run `make setup` (python -m "
+            f"prescore.platform.jvm_setup, with the same settings), or set {LOGSTORE_CONF}"
+        )
+    return {}
 
 
 def spark_conf(settings: Settings, packages: Sequence[str] = ()) -> dict[str, str]:
