@@ -388,79 +388,119 @@ def test_a_rerun_of_the_date_on_the_store_replaces_its_rows(
     )
 
 
-# One driver appending to a Delta table on the store: its session comes from prescore's settings
-# (so its jars and LogStore too); it says "ready" once up, then waits for a line on stdin.
-APPENDER = """
+# One Spark driver writing to the store, its session from prescore's settings (so its jars and
+# LogStore too). It says "ready" once up, then follows orders on stdin, one per line:
+#   race <file>: create <file> through the session's LogStore as Delta creates a commit file
+#                (never overwriting); prints "created" or "refused"
+#   append <table> <writer> <n>: n appends of one row each to a Delta table, then "appended"
+DRIVER = """
 import sys
+from py4j.protocol import Py4JJavaError
 from prescore.config import load_settings
 from prescore.platform.spark import get_spark
 
 spark = get_spark(load_settings())
-print("ready", spark.conf.get("spark.delta.logStore.s3a.impl"), flush=True)
-sys.stdin.readline()
-table, writer, commits = sys.argv[1], sys.argv[2], int(sys.argv[3])
-for commit in range(commits):
-    row = spark.createDataFrame([(writer, commit)], "writer string, commit int")
-    row.write.format("delta").mode("append").save(table)
+jvm, hadoop = spark._jvm, spark._jsc.hadoopConfiguration()
+name = spark.conf.get("spark.delta.logStore.s3a.impl")
+loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+store_class = jvm.java.lang.Class.forName(name, True, loader)
+arguments = spark.sparkContext._gateway.new_array(jvm.java.lang.Object, 1)
+arguments[0] = hadoop
+store = store_class.getConstructors()[0].newInstance(arguments)
+print("ready", name, flush=True)
+for order in sys.stdin:
+    verb, *args = order.split()
+    if verb == "race":
+        lines = jvm.java.util.ArrayList()
+        lines.add('{"commitInfo": {}}')
+        try:
+            store.write(jvm.org.apache.hadoop.fs.Path(args[0]), lines.iterator(), False, hadoop)
+            print("created", flush=True)
+        except Py4JJavaError as error:
+            assert "FileAlreadyExistsException" in str(error.java_exception), error
+            print("refused", flush=True)
+    elif verb == "append":
+        table, writer, commits = args[0], args[1], int(args[2])
+        for commit in range(commits):
+            row = spark.createDataFrame([(writer, commit)], "writer string, commit int")
+            row.write.format("delta").mode("append").save(table)
+        print("appended", flush=True)
 """
 
 
 @pytest.mark.reliability
 def test_two_drivers_committing_to_one_table_on_the_store_lose_nothing(
-    spark: SparkSession, store_settings: Settings, tmp_path: Path
+    spark: SparkSession, store_settings: Settings
 ) -> None:
-    """Two Spark drivers (a backfill beside the schedule) append to one table at once. Each
-    commit file is created with S3's conditional put (prescore.platform.logstore), so when both
-    write the same version one gets a conflict and Delta retries it on the next: every commit
-    lands. Delta's own S3 LogStore guards one JVM only, and there commits were lost."""
-    commits = 12
-    table = str(store_settings.state_dir / "delta" / "two_writers")
-    spark.createDataFrame([], "writer string, commit int").write.format("delta").save(table)
+    """Two Spark drivers (a backfill beside the schedule) write to one table at once.
+
+    Delta commits version N by creating its commit file only if absent. Both drivers race to
+    create the same files, released together: each file is created by exactly one, the other
+    refused, because prescore's LogStore creates them with S3's conditional put
+    (prescore.platform.logstore). Delta's own S3 LogStore checks, then writes: when both check
+    before either writes, both "create" the file and one commit is lost. Then both append to one
+    table at once: every append lands, the refused ones retried by Delta on the next version."""
+    rounds, commits = 40, 6
     environment = {
         **os.environ,
         "PRESCORE_ENV": "test",
         "PRESCORE_STATE_DIR": str(store_settings.state_dir),
         "MLFLOW_TRACKING_URI": store_settings.tracking_uri,
     }
-    writers = [
+    drivers = [
         subprocess.Popen(
-            [sys.executable, "-c", APPENDER, table, name, str(commits)],
+            [sys.executable, "-c", DRIVER],
             env=environment,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.DEVNULL,
             text=True,
+            bufsize=1,
         )
-        for name in ("schedule", "backfill")
+        for _ in range(2)
     ]
+
+    def order_both(order: str) -> list[str]:
+        for driver in drivers:  # both released together
+            send(driver, order)
+        return [answer_line(driver) for driver in drivers]
+
     try:
-        for writer in writers:  # both sessions up before either commits
-            ready = ready_line(writer)
-            assert ready.split() == ["ready", "prescore.delta.ConditionalPutLogStore"]
-        for writer in writers:
-            writer.stdin.write("go\n")  # type: ignore[union-attr]
-            writer.stdin.flush()  # type: ignore[union-attr]
-        outputs = [writer.communicate(timeout=600)[0] for writer in writers]
+        for driver in drivers:  # both sessions up before either writes
+            assert answer_line(driver).split() == ["ready", "prescore.delta.ConditionalPutLogStore"]
+        race = f"{store_settings.state_dir}/race/_delta_log"
+        outcomes = [sorted(order_both(f"race {race}/{n:020d}.json")) for n in range(rounds)]
+        assert outcomes == [["created", "refused"]] * rounds
+
+        table = str(store_settings.state_dir / "delta" / "two_drivers")
+        spark.createDataFrame([], "writer string, commit int").write.format("delta").save(table)
+        for driver, name in zip(drivers, ("schedule", "backfill"), strict=True):
+            send(driver, f"append {table} {name} {commits}")
+        assert [answer_line(driver) for driver in drivers] == ["appended", "appended"]
     finally:
-        for writer in writers:
-            writer.kill()
-    for writer, output in zip(writers, outputs, strict=True):
-        assert writer.returncode == 0, output[-3000:]
+        for driver in drivers:
+            driver.kill()
+            driver.wait()
     written = {tuple(row) for row in spark.read.format("delta").load(table).collect()}
     assert written == {(name, n) for name in ("schedule", "backfill") for n in range(commits)}
     history = spark.sql(f"describe history delta.`{table}`").collect()
     assert len(history) == 2 * commits + 1  # the create, then one version per append
 
 
-def ready_line(process: subprocess.Popen[str]) -> str:
-    """The process's "ready" line, once it prints it; fails with its output if it ends first."""
+def send(process: subprocess.Popen[str], order: str) -> None:
+    """Write one order line to the process."""
+    assert process.stdin is not None
+    process.stdin.write(f"{order}\n")
+    process.stdin.flush()
+
+
+def answer_line(process: subprocess.Popen[str]) -> str:
+    """The process's next line on stdout; fails if it ended instead."""
     assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        if line.startswith("ready"):
-            return line
-        lines.append(line)
-    pytest.fail("the writer ended before its session was up:\n" + "".join(lines[-40:]))
+    line = process.stdout.readline()
+    if not line:
+        pytest.fail(f"the driver ended (exit {process.wait()}) instead of answering")
+    return line.strip()
 
 
 def test_state_on_the_store_needs_a_tracking_database(monkeypatch: pytest.MonkeyPatch) -> None:
