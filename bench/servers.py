@@ -129,3 +129,40 @@ def running(*services: Service) -> Iterator[None]:
     finally:
         for service in services:
             service.stop()
+
+
+# moto's S3 server in a child process that stops when its stdin closes: when the process that
+# started it ends, however it ends.
+_S3_SERVER = """
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=False)
+server.start()
+print("ready", flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+@contextmanager
+def s3_server() -> Iterator[str]:
+    """A real S3-compatible server (moto's standalone server, from PyPI) on a free loopback
+    port, for as long as the block runs: its endpoint URL. Tests and benchmarks share it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", _S3_SERVER, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        assert server.stdout.readline().strip() == b"ready", "moto's S3 server did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stdin.close()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

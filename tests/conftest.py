@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bench.servers import s3_server
 from pyspark.sql import SparkSession
 
 from prescore.config import Settings, UseCase, load_settings, load_usecase
@@ -16,7 +17,7 @@ from prescore.demo.datagen import write_landing
 from prescore.flow import run_flow
 from prescore.platform.spark import get_spark
 from prescore.storage import state_location
-from support import FLOW_LOG, FLOW_RUN_DATE, logged_to, s3_server
+from support import FLOW_LOG, FLOW_RUN_DATE, logged_to
 
 STORE_BUCKET = "prescore-test"
 

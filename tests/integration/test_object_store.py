@@ -20,6 +20,7 @@ import boto3
 import duckdb
 import httpx
 import pytest
+from bench.servers import free_port, s3_server
 from pyspark.sql import SparkSession
 from upath import UPath
 
@@ -35,7 +36,7 @@ from prescore.serving.http import create_app
 from prescore.serving.reset import reset_usecase
 from prescore.serving.store import SnapshotDownloadError
 from prescore.stages import publish
-from support import SNAPSHOT_RUN_DATE, free_port, publish_snapshot, running, s3_server
+from support import SNAPSHOT_RUN_DATE, publish_snapshot, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
