@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TypeVar
 
 from prescore.storage import StatePath, is_object_store
@@ -20,3 +21,9 @@ def write_text_atomically(path: P, text: str) -> P:
     partial.write_text(text, encoding="utf-8")
     partial.replace(path)
     return path
+
+
+def make_read_only(path: Path) -> None:
+    """Drop every write bit and keep the umask's read bits: a published file is never changed in
+    place, only replaced by another name."""
+    path.chmod(path.stat().st_mode & ~0o222)

@@ -30,6 +30,7 @@ import duckdb
 from prescore import storage
 from prescore.catalog import REASONS
 from prescore.identifiers import quote_identifier, quote_literal
+from prescore.platform.files import make_read_only
 from prescore.serving import keyindex, store
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 PREDICTIONS = "predictions"
 CURRENT = "current.duckdb"
 LOCK = "publish.lock"
-WRITE_BITS = 0o222
 
 
 class SnapshotWriteError(OSError):
@@ -100,7 +100,7 @@ def build_snapshot(
             if key_rows.result() != rows:  # the same files read twice: they changed underneath
                 raise SnapshotWriteError(f"{target}: the Parquet files changed while read")
         for done in (partial_keys, partial):
-            done.chmod(done.stat().st_mode & ~WRITE_BITS)  # read-only; the umask's read bits kept
+            make_read_only(done)
         os.replace(partial_keys, keyindex.key_file(target))
         os.replace(partial, target)
     except BaseException as exc:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prescore.platform.files import make_read_only
 from prescore.serving import keyindex
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 COPY_CHUNK = 8 << 20  # bytes per read of an upload or a download
 POINTER = "current.json"
 CHECKSUMS = ".sha256.json"
-WRITE_BITS = 0o222
 
 
 class SnapshotDownloadError(OSError):
@@ -135,7 +135,7 @@ def fetch(settings: Settings, usecase: UseCase, name: str, checksums: dict[str, 
                     f"{remote / file}: its SHA-256 does not match the pointer's; not served"
                 )
         for file, partial in partials.items():  # the key file first, as a build does
-            partial.chmod(partial.stat().st_mode & ~WRITE_BITS)
+            make_read_only(partial)
             os.replace(partial, local.with_name(file))
     except (OSError, ValueError) as exc:
         for partial in partials.values():
