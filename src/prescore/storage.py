@@ -74,6 +74,21 @@ def endpoint() -> str | None:
     return next((os.environ[name] for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
 
 
+def upload(local: Path, target: UPath) -> None:
+    """Upload a local file to the store with boto3's managed transfer (multipart, parts in
+    parallel): faster than a write through s3fs, and the object appears only once complete."""
+    import boto3
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    server = target.storage_options.get("client_kwargs", {}).get("endpoint_url") or endpoint()
+    bucket, key = s3_uri(target).removeprefix("s3://").split("/", 1)
+    try:
+        boto3.client("s3", endpoint_url=server).upload_file(str(local), bucket, key)
+    except (Boto3Error, BotoCoreError, ClientError) as exc:  # as an OSError, like s3fs's
+        raise OSError(f"{target}: upload failed: {redacted(str(exc))}") from exc
+
+
 def redacted(text: str) -> str:
     """`text` with the store's endpoint named, not spelled out: for logs and answers."""
     server = endpoint()

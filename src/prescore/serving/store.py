@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prescore import storage
 from prescore.platform.files import make_read_only
 from prescore.serving import keyindex
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from prescore.config import Settings, UseCase
 
-COPY_CHUNK = 8 << 20  # bytes per read of an upload or a download
+COPY_CHUNK = 8 << 20  # bytes per read of a download
 POINTER = "current.json"
 CHECKSUMS = ".sha256.json"
 
@@ -66,8 +67,7 @@ def push_snapshot(settings: Settings, usecase: UseCase, built: Path) -> dict[str
     for name in snapshot_files(built.name):
         local = built.with_name(name)
         checksums[name] = sha256(local)
-        with local.open("rb") as source, (folder / name).open("wb") as target:
-            shutil.copyfileobj(source, target, COPY_CHUNK)
+        storage.upload(local, folder / name)
     (folder / f"{built.name}{CHECKSUMS}").write_text(json.dumps(checksums))
     return checksums
 
