@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -111,10 +112,11 @@ def default_args(settings: Settings) -> dict[str, Any]:
 # ---------------------------------------------------------------- tasks and DAGs
 
 
-def submit_conf(settings: Settings) -> dict[str, str]:
+def submit_conf(settings: Settings, packages: Sequence[str] = ()) -> dict[str, str]:
     """Spark settings for spark-submit; the jars (Delta, a JDBC driver) go through `packages`,
-    which the task turns into local `jars` when it runs (StageSubmitOperator)."""
-    return {k: v for k, v in spark_conf(settings).items() if k not in JAR_KEYS}
+    which the task turns into local `jars` when it runs (StageSubmitOperator). Computed for the
+    same packages, so the settings that follow the jars (the S3 commit guard) match them."""
+    return {k: v for k, v in spark_conf(settings, packages).items() if k not in JAR_KEYS}
 
 
 def stage_task(
@@ -122,14 +124,15 @@ def stage_task(
 ) -> StageSubmitOperator:
     """The task that runs jobs/<stage>.py for the use case and the run's day."""
     local_binary = _LOCAL_SPARK_SUBMIT.is_file()
+    packages = source_packages(usecase)
     return StageSubmitOperator(
         task_id=stage,
         application=str(JOBS_DIR / f"{stage}.py"),
         application_args=["--usecase", usecase.name, "--run-date", RUN_DATE_ARG],
         conn_id="spark_default",
-        packages=jars_packages(settings, source_packages(usecase)),
+        packages=jars_packages(settings, packages),
         jars=settings.spark.conf.get("spark.jars"),  # the jars conf names, if any
-        conf=submit_conf(settings),
+        conf=submit_conf(settings, packages),
         name=f"prescore-{usecase.name}-{stage}",
         project_dir=str(PROJECT_DIR),
         spark_binary=str(_LOCAL_SPARK_SUBMIT) if local_binary else None,

@@ -15,6 +15,9 @@ resolve() {
 if resolve; then
   tail -1 "$log"; exit 0
 fi
+if grep -q "javac" "$log"; then  # the S3 commit guard did not compile: no download will help
+  cat "$log" >&2; exit 1
+fi
 coordinates=$("$python" -c 'from prescore.platform.spark import delta_package; print(delta_package())')
 coordinates="$coordinates $(PRESCORE_ENV=test "$python" -c \
   'from prescore.config import load_settings; print(load_settings().spark.conf.get("spark.jars.packages", ""))' | tr ',' ' ')"

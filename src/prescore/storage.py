@@ -86,7 +86,10 @@ def upload(local: Path, target: UPath) -> None:
     try:
         boto3.client("s3", endpoint_url=server).upload_file(str(local), bucket, key)
     except (Boto3Error, BotoCoreError, ClientError) as exc:  # as an OSError, like s3fs's
-        raise OSError(f"{target}: upload failed: {redacted(str(exc))}") from exc
+        why = redacted(str(exc))
+        if server:  # also one named on the path rather than in the environment
+            why = why.replace(server.rstrip("/"), "<store endpoint>")
+        raise OSError(f"{target}: upload failed: {why}") from exc
 
 
 def redacted(text: str) -> str:

@@ -8,7 +8,9 @@ import pytest
 
 from prescore.config import load_settings
 from prescore.platform.jars import JARS_VARIABLE, cds_archive, local_jars, store_jars
+from prescore.platform.logstore import LOGSTORE_CLASS, LOGSTORE_CONF, logstore_jar_name
 from prescore.platform.spark import delta_package, jars_packages, spark_conf
+from prescore.storage import state_location
 
 pytestmark = pytest.mark.unit
 
@@ -48,6 +50,32 @@ def test_a_session_gets_the_local_jars_when_resolved_else_the_packages(
     conf = spark_conf(settings)
     assert "spark.jars.packages" not in conf
     assert conf["spark.jars"] == ",".join(map(str, stored))
+
+
+def test_the_s3_commit_guard_comes_with_the_jars_and_a_store_without_one_is_refused(
+    tmp_path: Path, jars: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(env="test")  # spark.object_store: hadoop-aws joins the set
+    monkeypatch.setenv(JARS_VARIABLE, str(tmp_path / "store"))
+    assert LOGSTORE_CONF not in spark_conf(settings)  # nothing resolved, a local state: no guard
+    tracking = settings.mlflow.model_copy(update={"tracking_uri": "sqlite:///x.db"})
+    on_store = settings.model_copy(
+        update={"state_dir": state_location("s3a://lake/state", root=tmp_path), "mlflow": tracking}
+    )
+    with pytest.raises(RuntimeError, match="did not build Delta's S3 commit guard"):
+        spark_conf(on_store)  # concurrent writers could lose commits: refused
+
+    guard = tmp_path / logstore_jar_name()
+    guard.write_bytes(b"the LogStore")
+    store_jars(jars_packages(settings), [*jars, guard])
+    assert spark_conf(on_store)[LOGSTORE_CONF] == LOGSTORE_CLASS
+    assert spark_conf(settings)[LOGSTORE_CONF] == LOGSTORE_CLASS  # s3a sources on a local state
+
+    dynamodb = "io.delta.storage.S3DynamoDBLogStore"  # named in conf: it takes the place
+    conf = {**settings.spark.conf, LOGSTORE_CONF: dynamodb}
+    named = on_store.model_copy(update={"spark": settings.spark.model_copy(update={"conf": conf})})
+    monkeypatch.setenv(JARS_VARIABLE, str(tmp_path / "empty"))
+    assert spark_conf(named)[LOGSTORE_CONF] == dynamodb
 
 
 def test_the_driver_uses_the_cds_archive_once_setup_made_it(
