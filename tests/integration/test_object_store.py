@@ -394,6 +394,7 @@ def test_a_rerun_of_the_date_on_the_store_replaces_its_rows(
 #                (never overwriting); prints "created" or "refused"
 #   append <table> <writer> <n>: n appends of one row each to a Delta table, then "appended"
 DRIVER = """
+import os
 import sys
 from py4j.protocol import Py4JJavaError
 from prescore.config import load_settings
@@ -412,7 +413,7 @@ for order in sys.stdin:
     verb, *args = order.split()
     if verb == "race":
         lines = jvm.java.util.ArrayList()
-        lines.add('{"commitInfo": {}}')
+        lines.add(f'{{"commitInfo": {{"driver": {os.getpid()}}}}}')  # each commit its own bytes
         try:
             store.write(jvm.org.apache.hadoop.fs.Path(args[0]), lines.iterator(), False, hadoop)
             print("created", flush=True)
