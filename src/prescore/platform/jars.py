@@ -77,17 +77,18 @@ def store_jars(packages: str, jars: Sequence[Path], folder: Path | None = None) 
     for jar in jars:
         target = files / jar.name
         if not target.is_file() or target.stat().st_size != jar.stat().st_size:
-            _write_atomically(target, jar.read_bytes())
+            write_atomically(target, jar.read_bytes())
     lines = [",".join(coordinate_list(packages)), *(jar.name for jar in jars)]
     set_file = _set_file(packages, folder)
     set_file.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(set_file, ("\n".join(lines) + "\n").encode())
+    write_atomically(set_file, ("\n".join(lines) + "\n").encode())
     stored = local_jars(packages, folder)
     assert stored is not None  # just written
     return stored
 
 
-def _write_atomically(target: Path, content: bytes) -> None:
+def write_atomically(target: Path, content: bytes) -> None:
+    """`content` to a temporary name beside `target`, then renamed over it."""
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(handle, "wb") as out:

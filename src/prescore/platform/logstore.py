@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import io
 import os
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from prescore.platform.jars import coordinate_list, jars_dir, store_jars
+from prescore.platform.jars import coordinate_list, jars_dir, store_jars, write_atomically
 
 LOGSTORE_CLASS = "prescore.delta.ConditionalPutLogStore"
 LOGSTORE_CONF = "spark.delta.logStore.s3a.impl"
@@ -77,14 +78,9 @@ def build_logstore_jar(classpath: Sequence[Path], folder: Path | None = None) ->
         compiled = subprocess.run(command, capture_output=True, text=True, check=False)
         if compiled.returncode != 0:
             raise RuntimeError(f"javac could not compile {SOURCE.name}:\n{compiled.stderr}")
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        os.close(handle)
-        try:
-            with zipfile.ZipFile(temporary, "w") as jar:
-                for class_file in sorted(Path(build).rglob("*.class")):
-                    jar.write(class_file, class_file.relative_to(build).as_posix())
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        jar = io.BytesIO()
+        with zipfile.ZipFile(jar, "w") as archive:
+            for class_file in sorted(Path(build).rglob("*.class")):
+                archive.write(class_file, class_file.relative_to(build).as_posix())
+    write_atomically(target, jar.getvalue())
     return target
