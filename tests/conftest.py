@@ -16,8 +16,7 @@ from prescore.context import RunContext
 from prescore.demo.datagen import write_landing
 from prescore.flow import run_flow
 from prescore.platform.spark import get_spark
-from prescore.storage import state_location
-from support import FLOW_LOG, FLOW_RUN_DATE, logged_to
+from support import FLOW_LOG, FLOW_RUN_DATE, logged_to, settings_on_store
 
 STORE_BUCKET = "prescore-test"
 
@@ -53,17 +52,8 @@ def object_store() -> Iterator[str]:
 
 @pytest.fixture
 def store_settings(settings: Settings, object_store: str, tmp_path: Path) -> Settings:
-    """Settings whose state is an empty prefix on the object store; MLflow's database and the
-    host's copy of the serving snapshots stay local."""
-    prefix = state_location(f"{object_store}/{tmp_path.name}", root=tmp_path)
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow = settings.mlflow.model_copy(update={"tracking_uri": tracking})
-    update = {
-        "state_dir": prefix,
-        "mlflow": mlflow,
-        "serving_cache_dir": tmp_path / "serving-cache",
-    }
-    return settings.model_copy(update=update)
+    """Settings whose state is an empty prefix on the object store (support.settings_on_store)."""
+    return settings_on_store(settings, object_store, tmp_path)
 
 
 @pytest.fixture(scope="session")

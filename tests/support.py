@@ -24,12 +24,27 @@ from fastapi import FastAPI
 from prescore.config import Settings, UseCase
 from prescore.platform import registry
 from prescore.serving import snapshot
+from prescore.storage import state_location
 from prescore.training.package import Preprocessing
 
 # The session's whole-flow run (the `flow` fixture in conftest.py): its run date and its log file,
 # under the flow's state folder.
 FLOW_RUN_DATE = date(2026, 11, 1)
 FLOW_LOG = "flow.log"
+
+
+def settings_on_store(settings: Settings, object_store: str, folder: Path) -> Settings:
+    """`settings` with the state under a new prefix (the folder's name) of the object store;
+    MLflow's database and the host's copy of the serving snapshots stay local, in `folder`."""
+    prefix = state_location(f"{object_store}/{folder.name}", root=folder)
+    tracking = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow = settings.mlflow.model_copy(update={"tracking_uri": tracking})
+    update = {
+        "state_dir": prefix,
+        "mlflow": mlflow,
+        "serving_cache_dir": folder / "serving-cache",
+    }
+    return settings.model_copy(update=update)
 
 
 @contextmanager

@@ -240,8 +240,13 @@ class StandaloneCluster:
 
 
 @pytest.fixture(scope="module")
-def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneCluster]:
-    """A master and two one-core, 1 GiB workers; their process groups are killed afterwards."""
+def standalone_cluster(
+    object_store: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StandaloneCluster]:
+    """A master and two one-core, 1 GiB workers; their process groups are killed afterwards.
+
+    The workers start in the environment that names the session's S3 server and its keys (the
+    object_store fixture), as a deployment's hosts do: their executors' S3 clients read it."""
     if not SPARK_CLASS.is_file():
         pytest.skip(
             f"no spark-class in the pyspark package ({SPARK_CLASS}): cannot start a cluster"

@@ -1,9 +1,11 @@
 """The score job under spark-submit on a real standalone cluster gives the same predictions as under
-local[2], also when a worker dies in the middle of scoring.
+local[2], also when a worker dies in the middle of scoring, with every byte of state on the
+session's S3 server: driver and executors share no folder, as on hosts of their own.
 
-The state folder (clean customers, a @champion model in MLflow) is prepared in-process; each score
-run is a separate `spark-submit jobs/score.py`, as the DAG launches it. Predictions are compared
-on key + score + model_version at the Delta version each run wrote (scored_at differs by design).
+The state (clean customers, a @champion model in MLflow) is prepared in-process; each score run is
+a separate `spark-submit jobs/score.py`, as a DAG task launches it (the jars setup resolved, as
+--jars, which the executors fetch from the driver). Predictions are compared on key + score +
+model_version at the Delta version each run wrote (scored_at differs by design).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from prescore.demo.datagen import write_landing
 from prescore.flow import run_stage
 from prescore.platform import tables
 from prescore.platform.bundle import BUNDLE_NAME, build_bundle
-from prescore.platform.spark import delta_package, spark_conf
+from prescore.platform.spark import spark_conf
+from prescore.storage import is_object_store
+from support import settings_on_store
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import SparkSubmit, StandaloneCluster, SubmittedJob
@@ -53,15 +57,14 @@ class ScoreRun:
 def state(
     spark: SparkSession,
     settings: Settings,
+    object_store: str,
     churn: UseCase,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
-    """A state folder with RUN_DATE's clean customers and a @champion model: what score reads."""
-    # A local state: the executors need no S3 connector (its SDK is 700 MB to ship to each).
-    local = settings.spark.model_copy(update={"object_store": False})
-    state = settings.model_copy(
-        update={"state_dir": tmp_path_factory.mktemp("cluster_state"), "spark": local}
-    )
+    """A state on the store with RUN_DATE's clean customers and a @champion model: what score
+    reads. MLflow's database is the one local file, and only the drivers open it."""
+    state = settings_on_store(settings, object_store, tmp_path_factory.mktemp("cluster_state"))
+    assert is_object_store(state.state_dir)
     write_landing(state, churn, RUN_DATE, rows=ROWS)
     ctx = RunContext(state, churn, RUN_DATE, spark)
     for stage in ("ingest", "validate", "clean", "train"):
@@ -77,13 +80,16 @@ def submit_score(
     logs: Path,
     extra_conf: dict[str, str] | None = None,
 ) -> SubmittedJob:
-    """Start jobs/score.py as a deployment does: --master, --packages and the prescore zip
-    (--py-files) from the launcher, every other prescore setting as --conf, the state folder and
-    the environment name from the env."""
-    conf = {k: v for k, v in spark_conf(state).items() if k != "spark.jars.packages"}
+    """Start jobs/score.py as a deployment does: --master, the local jars setup resolved for the
+    state's packages (Delta, hadoop-aws, the S3 commit guard) and the prescore zip (--py-files)
+    from the launcher, every other prescore setting as --conf; the state, the MLflow database
+    and the environment name from the env (the store's address and keys too: spark_env)."""
+    conf = spark_conf(state)
+    jars = conf.pop("spark.jars", None)
+    assert jars, "setup resolved no local jars for the state's packages: run make setup"
     conf.update(extra_conf or {})
     args = [
-        *("--packages", delta_package()),
+        *("--jars", jars),  # executors fetch them from the driver: the SDK too
         *("--py-files", str(build_bundle(logs))),  # executors import prescore from this zip
         *(arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")),
         str(PROJECT_ROOT / "jobs" / "score.py"),
@@ -91,6 +97,7 @@ def submit_score(
     ]
     env = {
         "PRESCORE_STATE_DIR": str(state.state_dir),
+        "MLFLOW_TRACKING_URI": str(state.mlflow.tracking_uri),
         "PRESCORE_ENV": "test",
         "PRESCORE_HOME": str(PROJECT_ROOT),  # prescore itself comes from the --py-files zip
         "PRESCORE_HMAC_KEY": os.environ["PRESCORE_HMAC_KEY"],
@@ -168,11 +175,13 @@ def test_cluster_scores_equal_local_scores(
     for worker in (w for w in cluster.workers if w.alive):
         executors = worker.status()["finishedexecutors"]
         assert apps <= {e["appid"] for e in executors}, f"{worker.name} ran no executor of {apps}"
-        # The library travelled as --py-files: each executor fetched the zip into its folder.
+        # The library travelled as --py-files and the S3 connector as --jars: each executor
+        # fetched both into its folder, and wrote its part of the predictions to the store.
         assert worker.work_dir is not None
         (app,) = apps
-        shipped = list(worker.work_dir.glob(f"{app}/*/{BUNDLE_NAME}"))
-        assert shipped, f"{worker.name}: no {BUNDLE_NAME} in {worker.work_dir / app}"
+        for shipped in (BUNDLE_NAME, "*hadoop-aws-*.jar"):
+            found = list(worker.work_dir.glob(f"{app}/*/{shipped}"))
+            assert found, f"{worker.name}: no {shipped} in {worker.work_dir / app}"
 
 
 @pytest.mark.reliability
