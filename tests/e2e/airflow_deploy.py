@@ -26,8 +26,8 @@ import pytest
 from prescore.config import Settings, UseCase, load_settings, load_usecase
 from prescore.platform import tables
 from prescore.serving import snapshot
-from prescore.storage import StatePath, s3_uri, state_location
-from support import webhook_server
+from prescore.storage import StatePath, s3_uri
+from support import settings_on_store, webhook_server
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -171,8 +171,13 @@ def new_deployment(
     `base`, or a prefix in the s3a:// bucket `store` (then MLflow's database and each host's
     serving copy stay under `base`)."""
     home = base / "airflow"
-    state = state_location(f"{store}/{base.name}", root=base) if store else base / "state"
     home.mkdir()
+    settings = load_settings(env="test")
+    if store:  # the test process reads as a serving host, with a copy of its own
+        settings = settings_on_store(settings, store, base)
+    else:
+        settings = settings.model_copy(update={"state_dir": base / "state"})
+    state = settings.state_dir
     # Only what this deployment sets: no AIRFLOW_*, PRESCORE_* or MLFLOW_* from the caller (the
     # DAG tests' conftest, for one, points AIRFLOW_HOME elsewhere).
     env = {
@@ -199,13 +204,11 @@ def new_deployment(
             "SPARK_SUBMIT_OPTS": "-XX:TieredStopAtLevel=1",
         }
     )
-    settings = load_settings(env="test").model_copy(update={"state_dir": state})
-    if store:  # the test process reads as a serving host with a copy of its own
-        tracking = f"sqlite:///{base / 'mlflow.db'}"
-        env |= {"MLFLOW_TRACKING_URI": tracking, "PRESCORE_SERVING_CACHE_DIR": str(base / "tasks")}
-        mlflow = settings.mlflow.model_copy(update={"tracking_uri": tracking})
-        update = {"mlflow": mlflow, "serving_cache_dir": base / "reader"}
-        settings = settings.model_copy(update=update)
+    if store:  # the tasks share MLflow's database and keep their own serving copy
+        env |= {
+            "MLFLOW_TRACKING_URI": str(settings.mlflow.tracking_uri),
+            "PRESCORE_SERVING_CACHE_DIR": str(base / "tasks"),
+        }
     return Deployment(home, state, env, settings, load_usecase(usecase, settings), webhook[1])
 
 
