@@ -124,6 +124,7 @@ def test_failed_error_expectation_raises_naming_it(
 
     message = str(caught.value)
     assert ctx.usecase.raw_table in message
+    assert str(ctx.settings.expectations_dir / "small_customers.json") in message
     assert f"{expectation}({column})" in message
     assert "1 unexpected" in message
     assert [(o.expectation_type, o.column) for o in caught.value.failed] == [(expectation, column)]
@@ -176,6 +177,21 @@ def test_bad_suite_file_fails_naming_the_file(tmp_path, content, reason):
         validation.load_suite(path)
 
     assert str(path) in str(caught.value)
+
+
+def test_bad_suite_fails_the_stage_naming_the_file_and_writes_nothing(spark, settings, tmp_path):
+    ctx = make_context(spark, settings, tmp_path, "val_bad_suite")
+    ingest(ctx, GOOD_ROWS)
+    suite = ctx.settings.expectations_dir / "small_customers.json"
+    broken = {**SUITE, "expectations": [*SUITE["expectations"], {"type": "expect_nothing"}]}
+    suite.write_text(json.dumps(broken))
+
+    with pytest.raises(ConfigError, match="expect_nothing") as caught:
+        validate.run(ctx)  # the suite loads beside the profile: its error still reaches the caller
+
+    assert str(suite) in str(caught.value)
+    for table in (ctx.usecase.profile_table, ctx.usecase.validation_table):
+        assert not tables.exists(ctx.settings, table)
 
 
 def test_rerun_same_run_date_replaces_results(spark, settings, tmp_path):

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from prescore.config import load_settings
-from prescore.platform.jars import JARS_VARIABLE, cds_archive, local_jars, store_jars
+from prescore.platform.jars import (
+    JARS_VARIABLE,
+    artifact_name,
+    cds_archive,
+    local_jars,
+    spark_artifacts,
+    store_jars,
+)
 from prescore.platform.logstore import LOGSTORE_CLASS, LOGSTORE_CONF, logstore_jar_name
 from prescore.platform.spark import delta_package, jars_packages, spark_conf
 from prescore.storage import state_location
@@ -35,6 +42,33 @@ def test_a_set_is_found_by_exactly_its_coordinates(tmp_path: Path, jars: list[Pa
     assert local_jars(f"{DRIVER},{delta_package()}", store) is None  # order decides the classpath
     stored[1].unlink()
     assert local_jars(f"{delta_package()},{DRIVER}", store) is None  # a jar gone: not resolved
+
+
+def test_jars_spark_ships_itself_are_left_out_in_any_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [
+        "io.delta_delta-spark_4.2_2.13-4.4.0.jar",
+        "com.fasterxml.jackson.core_jackson-databind-2.13.5.jar",  # Spark ships 2.x: left out
+        "com.github.luben_zstd-jni-1.5.7-3.jar",  # Spark ships zstd-jni-1.5.7-7: left out
+        "org.apache.hadoop_hadoop-aws-3.5.0.jar",
+    ]
+    jars = [tmp_path / name for name in names]
+    for jar in jars:
+        jar.write_bytes(jar.name.encode())
+    store = tmp_path / "store"
+    files = [store / "files" / name for name in names]
+
+    assert store_jars(delta_package(), jars, store) == [files[0], files[3]]
+    assert "jackson-databind" in spark_artifacts()  # pyspark's own jars, as spark-submit runs
+    assert local_jars(delta_package(), store) == [files[0], files[3]]
+
+    home = tmp_path / "spark"
+    (home / "jars").mkdir(parents=True)
+    (home / "jars" / "hadoop-aws-3.4.0.jar").write_bytes(b"")
+    monkeypatch.setenv("SPARK_HOME", str(home))  # another Spark: its jars decide
+    assert local_jars(delta_package(), store) == files[:3]
+    assert artifact_name("jackson-module-scala_2.13-2.21.2.jar") == "jackson-module-scala_2.13"
 
 
 def test_a_session_gets_the_local_jars_when_resolved_else_the_packages(

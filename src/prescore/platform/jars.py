@@ -22,7 +22,9 @@ No pyspark import at module level: the DAG file reads the store.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -57,7 +59,7 @@ def _set_file(packages: str, folder: Path) -> Path:
 
 def local_jars(packages: str, folder: Path | None = None) -> list[Path] | None:
     """The local jars resolved at setup for exactly these coordinates, or None if there are none
-    (never resolved here, or a jar gone since)."""
+    (never resolved here, or a jar gone since), less those Spark ships itself (`not_in_spark`)."""
     folder = folder or jars_dir()
     try:
         first, *names = _set_file(packages, folder).read_text().splitlines()
@@ -66,7 +68,44 @@ def local_jars(packages: str, folder: Path | None = None) -> list[Path] | None:
     if first != ",".join(coordinate_list(packages)) or not names:
         return None
     jars = [folder / "files" / name for name in names]
-    return jars if all(jar.is_file() for jar in jars) else None
+    return not_in_spark(jars) if all(jar.is_file() for jar in jars) else None
+
+
+def not_in_spark(jars: Sequence[Path]) -> list[Path]:
+    """`jars` (named by Ivy, `<group>_<artifact>-<version>.jar`) less the artifacts Spark's own
+    jars folder holds, in any version.
+
+    Delta's dependencies bring older copies of Hadoop's client, Parquet, Jackson and Log4j, which
+    Spark ships itself: its class loader asks Spark's class path first, so they would never be
+    used, only copied to every executor and searched at every class lookup they miss.
+    """
+    shipped = spark_artifacts()
+    return [
+        jar for jar in jars if artifact_name(jar.name.partition("_")[2] or jar.name) not in shipped
+    ]
+
+
+def spark_artifacts() -> frozenset[str]:
+    """The artifacts of Spark's jars: $SPARK_HOME/jars, else the pyspark package's (the Spark
+    spark-submit runs), found without importing pyspark."""
+    home = os.environ.get("SPARK_HOME")
+    if home:
+        folder = Path(home) / "jars"
+    else:
+        spec = importlib.util.find_spec("pyspark")
+        if spec is None or not spec.submodule_search_locations:
+            return frozenset()
+        folder = Path(next(iter(spec.submodule_search_locations))) / "jars"
+    return frozenset(artifact_name(jar.name) for jar in folder.glob("*.jar"))
+
+
+_VERSIONED = re.compile(r"(.+?)-\d.*\.jar$")  # the artifact ends where the version starts
+
+
+def artifact_name(file_name: str) -> str:
+    """The artifact of `<artifact>-<version>.jar`: `zstd-jni` of `zstd-jni-1.5.7-7.jar`."""
+    found = _VERSIONED.match(file_name)
+    return found.group(1) if found else file_name.removesuffix(".jar")
 
 
 def store_jars(packages: str, jars: Sequence[Path], folder: Path | None = None) -> list[Path]:

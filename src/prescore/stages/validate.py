@@ -9,6 +9,7 @@ experiment. A failed `error` expectation fails the stage after all of that is wr
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,18 +51,21 @@ log = logging.getLogger(__name__)
 def run(ctx: RunContext) -> dict[str, object]:
     """Profile and validate the raw table's run_date partition; fail on a failed `error`."""
     usecase, settings, run_date = ctx.usecase, ctx.settings, ctx.run_date
-    suite = load_suite(
-        suite_path(usecase, settings)
-    )  # before any Spark work: a bad suite fails fast
-    source = usecase.raw_table
+    source, path = usecase.raw_table, suite_path(usecase, settings)
     raw_version = tables.latest_version(ctx.spark, settings, source)
     raw = tables.read_run(ctx.spark, settings, source, run_date, raw_version).cache()
-    try:
-        plan = ProfilePlan.for_usecase(usecase, raw.columns)
-        profiles = compute_profile(raw, plan=plan)
-        result = suite_result(raw, suite)
-    finally:
-        raw.unpersist()
+    # Importing Great Expectations takes seconds of Python: the suite loads in a thread while
+    # this one waits on the JVM for the profile. The thread starts after the first reads so that
+    # the two never import the same modules at once; a bad suite still fails before any write.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-suite") as pool:
+        loading = pool.submit(load_suite, path)
+        try:
+            plan = ProfilePlan.for_usecase(usecase, raw.columns)
+            profiles = compute_profile(raw, plan=plan)
+            suite = loading.result()
+            result = suite_result(raw, suite)
+        finally:
+            raw.unpersist()
     outcomes = outcomes_of(result)
     data_docs = write_text_atomically(
         catalog.data_docs_path(settings.reports_dir, usecase.name, run_date),
@@ -98,7 +102,7 @@ def run(ctx: RunContext) -> dict[str, object]:
     )
     if failed_error:
         details = "; ".join(o.describe() for o in failed_error)
-        message = f"{source} run_date={run_date} failed suite {suite.name} ({suite_path}): "
+        message = f"{source} run_date={run_date} failed suite {suite.name} ({path}): "
         raise ValidationFailedError(message + details, failed_error)
     return {
         "evaluated": len(outcomes),
