@@ -55,6 +55,10 @@ TEMPLATE = (
 )
 
 
+# What rendering imports, seconds of it: the monitor stage imports them while Spark works.
+SLOW_IMPORTS = ("evidently", "evidently.presets", "matplotlib.pyplot", "jinja2")
+
+
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 

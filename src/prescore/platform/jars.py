@@ -1,10 +1,11 @@
 """Spark's Maven packages, resolved once at setup into a local folder: jars, not coordinates.
 
 `spark-submit --packages` makes Ivy resolve the coordinates again on every start, even with every
-jar cached (bench/README.md, startup). Setup (`python -m prescore.platform.jvm_setup`) resolves each set of coordinates
-prescore asks for once, through Spark's own resolver, and keeps the jars here; a task or a session
-then hands Spark the local files (`--jars`, `spark.jars`). The coordinates stay the one source
-of truth (`prescore.platform.spark.jars_packages`): a set is looked up by exactly its coordinates, and one
+jar cached (bench/README.md, startup). Setup (`python -m prescore.platform.jvm_setup`) resolves
+each set of coordinates prescore asks for once, through Spark's own resolver, and keeps the jars
+here; a task or a session then hands Spark the local files (`--jars`, `spark.jars`), less those
+Spark ships itself (`not_in_spark`). The coordinates stay the one source of truth
+(`prescore.platform.spark.jars_packages`): a set is looked up by exactly its coordinates, and one
 that was never resolved here falls back to `--packages` (a cluster deployment can use those, but
 not with the state on an object store: Delta's S3 commit guard comes from setup only, see
 prescore.platform.logstore).

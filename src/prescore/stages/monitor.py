@@ -32,6 +32,7 @@ from prescore.monitoring.measures import (
 )
 from prescore.platform import alerts, registry, tables
 from prescore.platform.files import write_text_atomically
+from prescore.platform.imports import imported_meanwhile
 from prescore.serving import publish_log
 
 if TYPE_CHECKING:
@@ -209,9 +210,12 @@ def run(ctx: RunContext) -> dict[str, object]:
         measures, usecase=usecase.name, run_date=ctx.run_date, computed_at=datetime.now()
     )
     frame = ctx.spark.createDataFrame(rows, schema=catalog.MONITORING_SCHEMA)
-    version = tables.replace_run(frame, settings, table, ctx.run_date)
-    history = tables.read(ctx.spark, settings, table).where("metric like 'realized_%'")
-    path = write_report(ctx, measures, frames, history.collect())
+    # The report's libraries import while Spark writes the measures and reads their history.
+    with imported_meanwhile(*report.SLOW_IMPORTS, "mlflow"):
+        version = tables.replace_run(frame, settings, table, ctx.run_date)
+        history = tables.read(ctx.spark, settings, table).where("metric like 'realized_%'")
+        realized = history.collect()
+    path = write_report(ctx, measures, frames, realized)
     breaches = [m for m in measures if m.breached]
     alerted = False
     if breaches:

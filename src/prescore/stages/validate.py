@@ -9,7 +9,6 @@ experiment. A failed `error` expectation fails the stage after all of that is wr
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +36,7 @@ from prescore.data.validation import (
 )
 from prescore.platform import registry, tables
 from prescore.platform.files import write_text_atomically
+from prescore.platform.imports import imported_meanwhile
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -54,18 +54,16 @@ def run(ctx: RunContext) -> dict[str, object]:
     source, path = usecase.raw_table, suite_path(usecase, settings)
     raw_version = tables.latest_version(ctx.spark, settings, source)
     raw = tables.read_run(ctx.spark, settings, source, run_date, raw_version).cache()
-    # Importing Great Expectations takes seconds of Python: the suite loads in a thread while
-    # this one waits on the JVM for the profile. The thread starts after the first reads so that
-    # the two never import the same modules at once; a bad suite still fails before any write.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-suite") as pool:
-        loading = pool.submit(load_suite, path)
-        try:
-            plan = ProfilePlan.for_usecase(usecase, raw.columns)
+    try:
+        plan = ProfilePlan.for_usecase(usecase, raw.columns)
+        # The profile's jobs leave Python idle: Great Expectations and MLflow import meanwhile
+        # (after the first reads, so that both threads never import at once).
+        with imported_meanwhile("great_expectations", "mlflow"):
             profiles = compute_profile(raw, plan=plan)
-            suite = loading.result()
-            result = suite_result(raw, suite)
-        finally:
-            raw.unpersist()
+        suite = load_suite(path)  # a bad suite fails here, before anything is written
+        result = suite_result(raw, suite)
+    finally:
+        raw.unpersist()
     outcomes = outcomes_of(result)
     data_docs = write_text_atomically(
         catalog.data_docs_path(settings.reports_dir, usecase.name, run_date),

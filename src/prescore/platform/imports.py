@@ -1,0 +1,41 @@
+"""Slow Python imports done in a thread while a stage's main thread waits on Spark.
+
+Importing Great Expectations, Evidently or MLflow takes seconds of Python, and a task pays them
+in every process it starts; while a stage's Spark jobs run, its Python thread only waits on the
+JVM. A stage names what it will import later and runs its Spark work inside the block.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def imported_meanwhile(*modules: str) -> Iterator[None]:
+    """Import `modules`, in order, in a thread while the block runs; wait for them on leaving it.
+
+    The block must import nothing itself (calls on a session already up, whose modules its first
+    jobs loaded, do not): two threads importing the same modules at once can deadlock on Python's
+    import locks. A module that fails here is left for the stage's own import to raise.
+    """
+    thread = threading.Thread(target=_import_all, args=(modules,), name="imported-meanwhile")
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
+def _import_all(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # the stage imports it again where it needs it, which raises there
+            log.debug("imported_meanwhile: %s failed", name, exc_info=True)
+            return
