@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 def imported_meanwhile(*modules: str) -> Iterator[None]:
     """Import `modules`, in order, in a thread while the block runs; wait for them on leaving it.
 
-    The block must import nothing itself (calls on a session already up, whose modules its first
-    jobs loaded, do not): two threads importing the same modules at once can deadlock on Python's
-    import locks. A module that fails here is left for the stage's own import to raise.
+    The block must not import what the thread may: two threads importing the same modules at once
+    can deadlock on Python's import locks. Spark calls on a session that is up and has run a job
+    import at most Delta's Python modules, which none of these libraries imports (they import
+    pyspark's, already loaded). A module that fails here is left for the stage's import to raise.
     """
     thread = threading.Thread(target=_import_all, args=(modules,), name="imported-meanwhile")
     thread.start()
