@@ -53,13 +53,15 @@ def run(ctx: RunContext) -> dict[str, object]:
     usecase, settings, run_date = ctx.usecase, ctx.settings, ctx.run_date
     source, path = usecase.raw_table, suite_path(usecase, settings)
     raw_version = tables.latest_version(ctx.spark, settings, source)
-    raw = tables.read_run(ctx.spark, settings, source, run_date, raw_version).cache()
+    # Finding the partition is a fresh process's first and longest wait on Spark: Great
+    # Expectations and MLflow import meanwhile (after latest_version, whose first read imports
+    # Delta's modules). Not during the profile: its many short Spark calls would each queue for
+    # the interpreter behind the imports, which made the stage slower.
+    with imported_meanwhile("great_expectations", "mlflow"):
+        raw = tables.read_run(ctx.spark, settings, source, run_date, raw_version).cache()
     try:
         plan = ProfilePlan.for_usecase(usecase, raw.columns)
-        # The profile's jobs leave Python idle: Great Expectations and MLflow import meanwhile
-        # (after the first reads, so that both threads never import at once).
-        with imported_meanwhile("great_expectations", "mlflow"):
-            profiles = compute_profile(raw, plan=plan)
+        profiles = compute_profile(raw, plan=plan)
         suite = load_suite(path)  # a bad suite fails here, before anything is written
         result = suite_result(raw, suite)
     finally:
