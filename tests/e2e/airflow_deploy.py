@@ -10,6 +10,7 @@ at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -210,6 +211,18 @@ def new_deployment(
             "PRESCORE_SERVING_CACHE_DIR": str(base / "tasks"),
         }
     return Deployment(home, state, env, settings, load_usecase(usecase, settings), webhook[1])
+
+
+def as_demo(dep: Deployment) -> Deployment:
+    """The same deployment with Airflow's home where scripts/demo.sh keeps it, <state>/airflow,
+    so that the script (`make demo`) can run in it and its runs be read back."""
+    home = Path(dep.state) / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    env = dep.env | {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+    }
+    return dataclasses.replace(dep, home=home, env=env)
 
 
 def print_times(dep: Deployment, started: float) -> None:

@@ -1,16 +1,17 @@
-"""The forecast DAGs through real Airflow, as tests/e2e/test_airflow.py runs churn's, kept cheap:
-20 store-item series with 60 days of history, one run date, and every task run once.
+"""The forecast DAGs through real Airflow, run by `make demo`'s script as the README shows it
+(`USECASE=forecast ... make demo`), kept cheap: 20 store-item series with 60 days of history, one
+run date, every task run once. The script, scripts/demo.sh, runs three `airflow dags test`:
 
-1. `prescore datagen` with --history-days, then the score DAG's data part for D1 (ingest,
-   validate, clean; score, publish and monitor marked successful, not run): training needs clean
-   history, and scoring needs a champion.
-2. `airflow dags test prescore_forecast_train D1`: the first model, @champion.
-3. `airflow dags test prescore_forecast_score D1` with the data part marked successful (step 1 ran
-   it): score, publish and monitor run, and the forecasts of the next 7 days are published and
-   answer lookups by (store, item, target_date).
+1. after `prescore datagen --history-days`, the score DAG's data part for D1 (ingest, validate,
+   clean; the later tasks marked successful, not run): training needs clean history, and scoring
+   needs a champion;
+2. prescore_forecast_train for D1: the first model, @champion;
+3. the score DAG for D1 again with its data part marked successful (step 1 ran it): score,
+   publish, monitor and retention run, and the forecasts of the next 7 days are published and
+   answer lookups by (store, item, target_date); the script ends with `prescore lookup`.
 
 Seven spark-submit jobs (~20-40 s each on a quiet 2-core machine, 100-160 s on a busy shared one);
-times are printed at the end.
+times are printed at the end. tests/e2e/test_airflow.py runs churn's DAGs step by step.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from typing import Any
 
 import pytest
 from airflow_deploy import (
-    BIN,
-    DATA_TASKS,
+    ROOT,
     SCORE_TASKS,
     Deployment,
+    as_demo,
     new_deployment,
     print_times,
 )
@@ -46,7 +47,7 @@ SCORE_DAG, TRAIN_DAG = "prescore_forecast_score", "prescore_forecast_train"
 def forecast_deployment(
     tmp_path_factory: pytest.TempPathFactory, webhook: tuple[str, list[dict[str, Any]]]
 ) -> Iterator[Deployment]:
-    dep = new_deployment(tmp_path_factory.mktemp("forecast-e2e"), webhook, "forecast")
+    dep = as_demo(new_deployment(tmp_path_factory.mktemp("forecast-e2e"), webhook, "forecast"))
     started = time.perf_counter()
     yield dep
     print_times(dep, started)
@@ -55,21 +56,19 @@ def forecast_deployment(
 @pytest.fixture(scope="module")
 def ran(forecast_deployment: Deployment) -> dict[str, Any]:
     dep = forecast_deployment
-    dep.airflow("airflow db migrate", "db", "migrate")
-    dep.run(
-        f"datagen {D1}",
-        str(BIN / "prescore"),
-        *("datagen", "--usecase", "forecast", "--run-date", D1),
-        *("--rows", str(SERIES), "--history-days", str(HISTORY_DAYS)),
-    )
-    later_tasks = SCORE_TASKS[len(DATA_TASKS) :]
-    dep.dag_test(f"dags test score {D1} (data part)", SCORE_DAG, D1, mark_success=later_tasks)
-    clean = dep.partitions(dep.usecase.clean_table)
-    dep.dag_test(f"dags test train {D1}", TRAIN_DAG, D1)
-    train_states = dep.task_states(TRAIN_DAG)
-    # The same logical date again: Airflow replaces the data-part run with this one.
-    dep.dag_test(f"dags test score {D1}", SCORE_DAG, D1, mark_success=DATA_TASKS)
-    return {"clean": clean, "train": train_states, "score": dep.task_states(SCORE_DAG)}
+    dep.env |= {
+        "USECASE": "forecast",
+        "RUN_DATE": D1,
+        "DEMO_ROWS": str(SERIES),
+        "DEMO_HISTORY_DAYS": str(HISTORY_DAYS),
+    }
+    _, output = dep.run("make demo (scripts/demo.sh)", str(ROOT / "scripts" / "demo.sh"))
+    return {
+        "output": output,
+        "clean": dep.partitions(dep.usecase.clean_table),
+        "train": dep.task_states(TRAIN_DAG),
+        "score": dep.task_states(SCORE_DAG),
+    }
 
 
 def _predictions(dep: Deployment) -> list[tuple[Any, ...]]:
@@ -83,9 +82,22 @@ def _predictions(dep: Deployment) -> list[tuple[Any, ...]]:
 
 
 def test_both_forecast_dags_succeed(ran: dict[str, Any]) -> None:
-    assert ran["clean"], "the data part wrote no clean history"
+    assert D1 in ran["clean"], "the data part wrote no clean rows for the run date"
     assert ran["train"] == {"train": "success"}
     assert ran["score"] == dict.fromkeys(SCORE_TASKS, "success")
+
+
+def test_the_demo_says_which_tasks_each_run_left_out_and_ends_with_lookups(
+    ran: dict[str, Any],
+) -> None:
+    output = ran["output"]
+    data_part, _, rest = output.partition("==> 3/5")
+    assert "ingest     success" in data_part
+    assert "score      marked success, not run" in data_part
+    assert "ingest     marked success, not run" in rest
+    assert "publish    success" in rest
+    assert "# forecast: answered from the published snapshot" in rest
+    assert "demo: done in" in rest
 
 
 def test_the_score_dag_publishes_the_next_days_of_every_series(
