@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # `make demo`: write a day of churn data, run it through the two churn DAGs in Airflow (one
 # spark-submit per task), then look a few customers up in the published snapshot:
-#   1. the score DAG's data tasks (ingest, validate, clean): training needs the clean data of its
-#      date, and scoring needs a model, so the later tasks are marked successful, not run;
-#   2. prescore_churn_train: the first model becomes @champion;
-#   3. the score DAG again, its data tasks now marked successful (step 1 ran them for this date):
-#      score, publish, monitor and retention run; publish makes the snapshot current.
+#   2/5 the score DAG's data tasks (ingest, validate, clean): training needs the clean data of
+#       its date, and scoring needs a model, so the later tasks are marked successful, not run;
+#   3/5 prescore_churn_train: the first model becomes @champion;
+#   4/5 the score DAG again, its data tasks now marked successful (2/5 ran them for this date):
+#       score, publish, monitor and retention run; publish makes the snapshot current.
 # Each step is one `airflow dags test`. Rerunnable: every stage replaces its output for the run
 # date, and `dags test` replaces the run.
 #
