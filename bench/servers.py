@@ -132,10 +132,10 @@ def running(*services: Service) -> Iterator[None]:
 
 
 # moto's S3 server in a child process that stops when its stdin closes: when the process that
-# started it ends, however it ends.
-# moto's threaded server, with conditional writes made atomic as S3 makes them: moto checks
-# If-None-Match / If-Match, then writes, unlocked, so two such PUTs of one key arriving together
-# could both pass its check (two Delta drivers' race for one commit file did, once in 40 rounds).
+# started it ends, however it ends. Conditional writes are decided one at a time, as S3 decides
+# them: moto checks If-None-Match / If-Match, then writes, unlocked, so two such PUTs of one key
+# arriving together could both pass its check (two Delta drivers racing for one commit file did,
+# once in 40 rounds).
 _S3_SERVER = """
 import sys
 import threading
