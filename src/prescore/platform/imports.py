@@ -2,7 +2,9 @@
 
 Importing Great Expectations, Evidently or MLflow takes seconds of Python, and a task pays them
 in every process it starts; while a stage's Spark jobs run, its Python thread only waits on the
-JVM. A stage names what it will import later and runs its Spark work inside the block.
+JVM. A stage names what it will import later and runs its Spark work inside the block: a few
+long Spark calls, not many short ones, each of which would wait on its return for the import
+thread to hand back the interpreter (bench/README.md, flow: where validate imports).
 """
 
 from __future__ import annotations
