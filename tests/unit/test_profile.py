@@ -22,7 +22,8 @@ from prescore.data.profile import (
     bin_counts,
     bin_edges,
     compute_profile,
-    top_value_counts,
+    joint_value_counts,
+    stacked_value_counts,
     value_counts,
 )
 from prescore.data.report import render_report
@@ -190,15 +191,33 @@ def test_bin_counts_put_the_maximum_in_the_last_bin_and_skip_nulls(frame: DataFr
     assert counts == {"tenure": [4, 1], "charges": [3, 1]}
 
 
-@pytest.mark.parametrize("distinct", [2, 10**6], ids=["grouped_jointly", "stacked"])
-def test_top_value_counts_count_every_value_with_nulls_apart(
-    frame: DataFrame, distinct: int
-) -> None:
-    counts = top_value_counts(
-        frame, categorical=["plan", "churned"], distinct={"plan": distinct, "churned": distinct}
-    )
+def test_joint_value_counts_count_every_value_with_nulls_apart(frame: DataFrame) -> None:
+    counts = joint_value_counts(frame, categorical=["plan", "churned"])
 
     assert counts == {"plan": {"basic": 3, "premium": 1, None: 1}, "churned": {"0": 3, "1": 2}}
+
+
+def test_joint_value_counts_give_up_past_the_limit_of_combinations(frame: DataFrame) -> None:
+    # (basic, 0), (premium, 1), (null, 1), (basic, 0)... : 3 combinations
+    assert joint_value_counts(frame, categorical=["plan", "churned"], limit=3) is not None
+    assert joint_value_counts(frame, categorical=["plan", "churned"], limit=2) is None
+
+
+def test_stacked_value_counts_keep_each_columns_top_values(frame: DataFrame) -> None:
+    counts = stacked_value_counts(frame, categorical=["plan", "churned"], top=1)
+
+    assert counts == {"plan": {"basic": 3}, "churned": {"0": 3}}
+
+
+def test_too_many_combinations_profile_the_categoricals_as_well_as_few(
+    frame: DataFrame, profiles: dict[str, ColumnProfile], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(profile, "JOINT_GROUPS_LIMIT", 1)
+
+    stacked = {p.column: p for p in compute_profile(frame, plan=PLAN)}
+
+    for column in ("plan", "churned"):
+        assert stacked[column] == profiles[column]  # sketches and stacked counts, not the joint
 
 
 @pytest.mark.parametrize(

@@ -1,21 +1,23 @@
 """Profile of one batch: per-column statistics computed in Spark over a cached frame.
 
-Pass 1 is three aggregations: over every row, the arithmetic that Spark compiles (row count,
-nulls, min, max, mean, stddev) and then the sketches it cannot (distinct counts, text min and
-max); over a stable sample of the rows when they are many, the approximate quantiles and the
-Pearson correlation of every pair of numeric columns (features and label), both estimates whose
-sampling error at SAMPLE_ROWS rows is below what a profile reads. Pass 2 counts what needs pass
-1's results: the histogram bins of numeric columns (edges from pass 1's min and max) in one
-grouped count of integer codes, and the values of categoricals in one grouping by all of them at
-once (when pass 1's distinct counts say their combinations are few). The result is one row per
-column and run_date, as catalog.PROFILE_SCHEMA.
+Pass 1 is a handful of aggregations, each of a kind Spark runs well. Over every row: the
+arithmetic that Spark compiles (row count, nulls, min, max, mean, stddev); the sketches it cannot
+(distinct counts, text min and max); and the count of each combination of categorical values in
+one grouping by all of them at once, which gives those columns' top values, distinct counts and
+text min and max exactly, so the sketches leave them out (unless their combinations are too many
+to group jointly: then each column keeps its top values from a stacked count, and the sketches
+take them back). Over a stable sample of the rows when they are many: the approximate quantiles,
+and the Pearson correlation of every pair of numeric columns (features and label), both
+estimates whose sampling error at SAMPLE_ROWS rows is below what a profile reads. Pass 2 counts
+the histogram bins of numeric columns (edges from pass 1's min and max) in one grouped count of
+integer codes. The result is one row per column and run_date, as catalog.PROFILE_SCHEMA.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass, field
 from datetime import date
@@ -41,6 +43,7 @@ DISTINCT_RSD = 0.05  # approx_count_distinct: relative standard deviation
 HISTOGRAM_BINS = 20
 TOP_VALUES = 10
 JOINT_GROUPS_LIMIT = 100_000  # categorical value combinations grouped at once, at most
+CORR_BUFFER_FIELDS = 6  # Spark's corr() keeps a count, two means and three co-moments
 NUMERIC_TYPES = ("int", "long", "double")
 
 
@@ -119,24 +122,28 @@ def _pair(a: str, b: str) -> str:
     return f"corr__{a}__{b}"
 
 
-def summary_aggregates(plan: ProfilePlan) -> tuple[list[Column], list[Column], list[Column]]:
-    """Every pass-1 statistic as an aggregate expression named `<stat>__<column>`, in three lists:
-    the arithmetic ones over every row (counts, min, max, moments), which Spark compiles into one
-    tight loop; the sketches over every row (distinct counts, with the min and max of text
-    columns), which it can only interpret (an aggregation holding any of these is interpreted
-    whole); and the sampled ones (quantiles, correlations), which see the sample rows only."""
+def summary_aggregates(
+    plan: ProfilePlan, counted: Collection[str] = ()
+) -> tuple[list[Column], list[Column], list[Column], list[Column]]:
+    """Every pass-1 statistic as an aggregate expression named `<stat>__<column>`, in four lists,
+    one aggregation each: the arithmetic ones over every row (counts, min, max, moments), which
+    Spark compiles into one tight loop; the sketches over every row (distinct counts, with the min
+    and max of text columns), which it can only interpret (an aggregation holding any of these is
+    interpreted whole), left out for the `counted` columns, whose value counts give them exactly;
+    and over the sample rows, the quantiles (a sketch too) and the correlations (arithmetic)."""
     from pyspark.sql import functions as F
 
     arithmetic = [F.count(F.lit(1)).alias("rows")]
     sketches = []
-    sampled = []
+    quantiles = []
     for column, dtype in plan.dtypes.items():
         col = F.col(column)
         arithmetic.append(F.count(col).alias(f"nonnull__{column}"))
-        sketches.append(F.approx_count_distinct(col, DISTINCT_RSD).alias(f"distinct__{column}"))
+        if column not in counted:
+            sketches.append(F.approx_count_distinct(col, DISTINCT_RSD).alias(f"distinct__{column}"))
         # Text min and max need buffers of varying width, which only the sketch aggregation has.
         bounds = sketches if dtype == "string" else arithmetic
-        if plan.roles[column] != "pii":  # a PII column's profile keeps no value of it
+        if plan.roles[column] != "pii" and not (dtype == "string" and column in counted):
             bounds.append(F.min(col).cast("string").alias(f"min__{column}"))
             bounds.append(F.max(col).cast("string").alias(f"max__{column}"))
         if dtype in NUMERIC_TYPES:
@@ -146,33 +153,39 @@ def summary_aggregates(plan: ProfilePlan) -> tuple[list[Column], list[Column], l
             arithmetic.append(F.min(value).alias(f"lo__{column}"))
             arithmetic.append(F.max(value).alias(f"hi__{column}"))
             probabilities = F.array(*[F.lit(q) for q in QUANTILES])
-            sampled.append(
+            quantiles.append(
                 F.percentile_approx(value, probabilities, QUANTILE_ACCURACY).alias(f"q__{column}")
             )
-    for i, a in enumerate(plan.correlated):
-        for b in plan.correlated[i + 1 :]:
-            pair = F.corr(F.col(a).cast("double"), F.col(b).cast("double"))
-            sampled.append(pair.alias(_pair(a, b)))
-    return arithmetic, sketches, sampled
+    correlations = [
+        F.corr(F.col(a).cast("double"), F.col(b).cast("double")).alias(_pair(a, b))
+        for i, a in enumerate(plan.correlated)
+        for b in plan.correlated[i + 1 :]
+    ]
+    return arithmetic, sketches, quantiles, correlations
 
 
-def summarise(df: DataFrame, *, plan: ProfilePlan) -> dict[str, Any]:
-    """Pass 1: every statistic (any grain in), as `<stat>__<column>`; the quantiles and
-    correlations over a stable sample of SAMPLE_ROWS rows, about, when there are more.
+def summarise(df: DataFrame, *, plan: ProfilePlan, counted: Collection[str] = ()) -> dict[str, Any]:
+    """Pass 1 but the value counts: every statistic (any grain in), as `<stat>__<column>`; the
+    quantiles and correlations over a stable sample of SAMPLE_ROWS rows, about, when there are
+    more. The `counted` columns get no distinct count, and no min or max if text (see
+    summary_aggregates).
 
-    Three aggregations over the cached frame rather than one: a sketch in an aggregation stops
-    Spark from compiling any of it, and a correlation's update is many times a mean's, so the
-    correlations of every pair over every row would cost more than the rest of the profile.
+    An aggregation per kind, not one: a sketch in an aggregation stops Spark from compiling any of
+    it, and a correlation's update is many times a mean's, so the correlations of every pair over
+    every row would cost more than the rest of the profile.
     """
-    arithmetic, sketches, sampled = summary_aggregates(plan)
+    arithmetic, sketches, quantiles, correlations = summary_aggregates(plan, counted)
     with compiled_wide_rows(df.sparkSession, len(arithmetic)):
         stats = _one_row(df.agg(*arithmetic))
     if sketches:
         stats |= _one_row(df.agg(*sketches))
-    if sampled:
-        share = SAMPLE_ROWS / stats["rows"] if stats["rows"] else 1.0
-        sample = df.where(in_sample(df, plan, share)) if share < 1.0 else df
-        stats |= _one_row(sample.agg(*sampled))
+    share = SAMPLE_ROWS / stats["rows"] if stats["rows"] else 1.0
+    sample = df.where(in_sample(df, plan, share)) if share < 1.0 else df
+    if quantiles:
+        stats |= _one_row(sample.agg(*quantiles))
+    if correlations:
+        with compiled_wide_rows(df.sparkSession, CORR_BUFFER_FIELDS * len(correlations)):
+            stats |= _one_row(sample.agg(*correlations))
     return stats
 
 
@@ -209,7 +222,73 @@ def compiled_wide_rows(spark: SparkSession, fields: int) -> Iterator[None]:
         yield
 
 
-# ---------------------------------------------------------------- pass 2: bins and top values
+def joint_value_counts(
+    df: DataFrame, *, categorical: list[str], limit: int = JOINT_GROUPS_LIMIT
+) -> dict[str, dict[str | None, int]] | None:
+    """Count of each value (as text; null for nulls) of each categorical column, from one
+    grouping by all of them at once, summed per column on the driver: no row is stacked. None
+    when the columns' value combinations are more than `limit` (see stacked_value_counts)."""
+    from pyspark.sql import functions as F
+
+    if not categorical:
+        return {}
+    grouped = df.groupBy(*categorical).count()  # by value, then as text: no cast per row
+    as_text = [F.col(c).cast("string").alias(c) for c in categorical]
+    joint = grouped.select(*as_text, "count").limit(limit + 1).collect()
+    if len(joint) > limit:
+        return None
+    counts: dict[str, dict[str | None, int]] = {c: {} for c in categorical}
+    for row in joint:
+        for c in categorical:
+            counts[c][row[c]] = counts[c].get(row[c], 0) + row["count"]
+    return counts
+
+
+def stacked_value_counts(
+    df: DataFrame, *, categorical: list[str], top: int = TOP_VALUES
+) -> dict[str, dict[str | None, int]]:
+    """Each categorical column's `top` most frequent values (as text) and their counts, from
+    value_counts: for columns whose value combinations are too many to group jointly."""
+    counts: dict[str, dict[str | None, int]] = {}
+    for row in value_counts(df, categorical=categorical, top=top).collect():
+        counts.setdefault(row["column"], {})[row["value"]] = row["count"]
+    return counts
+
+
+def value_counts(df: DataFrame, *, categorical: list[str], top: int = TOP_VALUES) -> DataFrame:
+    """Counts of (column, value) of categorical columns, by stacking: each keeps its `top` most
+    frequent values (a null value is counted as null)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if not categorical:
+        return df.sparkSession.createDataFrame([], "column string, value string, count long")
+    cells = [
+        F.struct(F.lit(c).alias("column"), F.col(c).cast("string").alias("value"))
+        for c in categorical
+    ]
+    stacked = df.select(F.explode(F.array(*cells)).alias("cell")).select("cell.*")
+    counts = stacked.groupBy("column", "value").count()
+    by_count = Window.partitionBy("column").orderBy(F.desc("count"), "value")
+    ranked = counts.withColumn("_rank", F.row_number().over(by_count))
+    return ranked.where(F.col("_rank") <= top).drop("_rank")
+
+
+def counted_stats(plan: ProfilePlan, values: dict[str, dict[str | None, int]]) -> dict[str, Any]:
+    """The distinct count of each counted column, and the min and max of its text values (as the
+    sketches would name them): exact, from every value's count. Text compares as Spark compares
+    it: UTF-8 byte order is code point order."""
+    stats: dict[str, Any] = {}
+    for column, counts in values.items():
+        present = [v for v in counts if v is not None]
+        stats[f"distinct__{column}"] = len(present)
+        if plan.dtypes[column] == "string" and plan.roles[column] != "pii":
+            stats[f"min__{column}"] = min(present, default=None)
+            stats[f"max__{column}"] = max(present, default=None)
+    return stats
+
+
+# ---------------------------------------------------------------- pass 2: histogram bins
 
 
 def bin_edges(lo: float | None, hi: float | None, bins: int = HISTOGRAM_BINS) -> list[float]:
@@ -260,65 +339,20 @@ def bin_counts(df: DataFrame, *, edges: dict[str, list[float]]) -> dict[str, lis
     }
 
 
-def top_value_counts(
-    df: DataFrame, *, categorical: list[str], distinct: dict[str, int], top: int = TOP_VALUES
-) -> dict[str, dict[str | None, int]]:
-    """Count of each value (as text; null for nulls) of each categorical column.
-
-    When the columns' value combinations are few (from pass 1's distinct counts), one grouping
-    by all of them at once, summed per column on the driver: no row is stacked. Otherwise the
-    stacked (column, value) count, each column keeping its `top` most frequent values.
-    """
-    from pyspark.sql import functions as F
-
-    if not categorical:
-        return {}
-    combinations = math.prod(distinct[c] + 1 for c in categorical)  # + 1: null is a value too
-    if combinations > JOINT_GROUPS_LIMIT:
-        counts: dict[str, dict[str | None, int]] = {}
-        for row in value_counts(df, categorical=categorical, top=top).collect():
-            counts.setdefault(row["column"], {})[row["value"]] = row["count"]
-        return counts
-    as_text = [F.col(c).cast("string").alias(c) for c in categorical]
-    joint = df.select(*as_text).groupBy(*categorical).count().collect()
-    counts = {c: {} for c in categorical}
-    for row in joint:
-        for c in categorical:
-            counts[c][row[c]] = counts[c].get(row[c], 0) + row["count"]
-    return counts
-
-
-def value_counts(df: DataFrame, *, categorical: list[str], top: int = TOP_VALUES) -> DataFrame:
-    """Counts of (column, value) of categorical columns, by stacking: each keeps its `top` most
-    frequent values (a null value is counted as null). The profile uses it for categoricals with
-    too many value combinations to group jointly."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    if not categorical:
-        return df.sparkSession.createDataFrame([], "column string, value string, count long")
-    cells = [
-        F.struct(F.lit(c).alias("column"), F.col(c).cast("string").alias("value"))
-        for c in categorical
-    ]
-    stacked = df.select(F.explode(F.array(*cells)).alias("cell")).select("cell.*")
-    counts = stacked.groupBy("column", "value").count()
-    by_count = Window.partitionBy("column").orderBy(F.desc("count"), "value")
-    ranked = counts.withColumn("_rank", F.row_number().over(by_count))
-    return ranked.where(F.col("_rank") <= top).drop("_rank")
-
-
 # ---------------------------------------------------------------- assembling
 
 
 def compute_profile(df: DataFrame, *, plan: ProfilePlan) -> list[ColumnProfile]:
     """Run both passes (the caller caches `df`) and assemble one ColumnProfile per column."""
-    stats = summarise(df, plan=plan)
+    values = joint_value_counts(df, categorical=plan.top_values, limit=JOINT_GROUPS_LIMIT)
+    if values is None:  # too many combinations: the sketches count the categoricals' values
+        stats = summarise(df, plan=plan)
+        values = stacked_value_counts(df, categorical=plan.top_values)
+    else:
+        stats = summarise(df, plan=plan, counted=plan.top_values) | counted_stats(plan, values)
     edges = {c: bin_edges(stats[f"lo__{c}"], stats[f"hi__{c}"]) for c in plan.histogram}
     edges = {c: e for c, e in edges.items() if e}
     bins = bin_counts(df, edges=edges)
-    distinct = {c: int(stats[f"distinct__{c}"]) for c in plan.top_values}
-    values = top_value_counts(df, categorical=plan.top_values, distinct=distinct)
     return [
         _column_profile(c, plan, stats, edges.get(c), bins.get(c), values.get(c, {}))
         for c in plan.dtypes
