@@ -6,7 +6,7 @@ cached frame, in seconds, best of 3 after a warm-up (`full`: one call of each, s
 each subject's note says how many Spark jobs one call of it launches:
 
 - baseline: one aggregation computing the row count and the null count of every column;
-- prescore validate: the batch profile (two passes of two aggregations each), the shipped
+- prescore validate: the batch profile (pass 1: up to five aggregations; pass 2: one), the shipped
   Great Expectations suite (SUMMARY results: counts for every expectation, a sample of unexpected
   values for the failed ones) and the row rules that decide the quarantine (null keys, ranges,
   duplicates), each collected to the driver as the stage does; Delta writes and the HTML report
