@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from prescore.config import ConfigError, Settings, load_usecase
 from prescore.context import RunContext
 from prescore.data import validation
+from prescore.data.profile import ColumnProfile
 from prescore.demo.datagen import write_landing
 from prescore.platform import tables
 from prescore.stages import validate
@@ -257,13 +259,19 @@ def test_profile_history_and_report_are_written_and_logged(spark, settings, tmp_
     assert report.parent == settings.reports_dir / "churn"
     html = report.read_text()
     assert "Null rate over time" in html
+    # What that plot draws: the stored dates before the batch's, and the batch's own profile.
+    plan = rows[(second.run_date, "plan")]
+    batch = [ColumnProfile(**{f.name: plan[f.name] for f in fields(ColumnProfile)})]
     history = validate.profile_history(
-        spark, second.settings, second.usecase, second.run_date
-    ).null_rates  # what that plot draws
+        spark, second.settings, second.usecase, second.run_date, batch
+    ).null_rates
     assert history["plan"] == {first.run_date: 0.0, second.run_date: pytest.approx(0.25)}
-    assert validate.profile_history(
-        spark, first.settings, first.usecase, first.run_date
-    ).null_rates["plan"] == {first.run_date: 0.0}
+    assert (
+        validate.profile_history(
+            spark, first.settings, first.usecase, first.run_date, []
+        ).null_rates
+        == {}
+    )  # nothing stored before the first date
     assert html.count("data:image/png;base64,") == 4
     data_docs = Path(str(summary["data_docs"]))
     assert data_docs.parent == report.parent and data_docs.name == "gx_churn_2024-03-02.html"

@@ -9,6 +9,7 @@ experiment. A failed `error` expectation fails the stage after all of that is wr
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,13 +72,17 @@ def run(ctx: RunContext) -> dict[str, object]:
         catalog.data_docs_path(settings.reports_dir, usecase.name, run_date),
         data_docs_html(result),
     )
-    written = write_profile_and_results(ctx, profiles, outcomes, suite.name)
     title = f"{usecase.name}: {source} run_date {run_date} (v{raw_version})"
-    history = profile_history(ctx.spark, settings, usecase, run_date)
-    report = write_text_atomically(
-        catalog.data_report_path(settings.reports_dir, usecase.name, run_date),
-        render_report(title=title, profiles=profiles, outcomes=outcomes, history=history),
-    )
+    history = profile_history(ctx.spark, settings, usecase, run_date, profiles)
+    # The report is drawn (Python) while the Delta writes run (the JVM, two long calls).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-report") as drawing:
+        page = drawing.submit(
+            render_report, title=title, profiles=profiles, outcomes=outcomes, history=history
+        )
+        written = write_profile_and_results(ctx, profiles, outcomes, suite.name)
+        report = write_text_atomically(
+            catalog.data_report_path(settings.reports_dir, usecase.name, run_date), page.result()
+        )
     log_data_run(
         settings,
         usecase,
@@ -138,18 +143,23 @@ def write_profile_and_results(
 
 
 def profile_history(
-    spark: SparkSession, settings: Settings, usecase: UseCase, run_date: date
+    spark: SparkSession,
+    settings: Settings,
+    usecase: UseCase,
+    run_date: date,
+    profiles: list[ColumnProfile],
 ) -> ProfileHistory:
-    """Null rate per column of every profiled run_date up to this one (small: columns x dates)."""
+    """Null rate per column of every profiled run_date before this one (small: columns x dates),
+    and this batch's `profiles` for run_date."""
     from pyspark.sql import functions as F
 
-    table = tables.read(spark, settings, usecase.profile_table)
-    rows = (
-        table.where(F.col(catalog.RUN_DATE) <= F.lit(run_date))
-        .select(catalog.RUN_DATE, "column", "null_rate")
-        .collect()
-    )
-    return ProfileHistory.from_rows([(r[0], r[1], r[2]) for r in rows])
+    rows = []
+    if tables.exists(settings, usecase.profile_table):
+        table = tables.read(spark, settings, usecase.profile_table)
+        earlier = table.where(F.col(catalog.RUN_DATE) < F.lit(run_date))
+        rows = [tuple(r) for r in earlier.select(catalog.RUN_DATE, "column", "null_rate").collect()]
+    batch = [(run_date, p.column, p.null_rate) for p in profiles]
+    return ProfileHistory.from_rows([*rows, *batch])
 
 
 def log_data_run(
