@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from prescore.identifiers import quote_identifier, quote_spark_identifier
 from prescore.platform.spark import temporary_conf
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     import duckdb
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -181,6 +182,24 @@ def replace_run(
             .save(str(settings.table_path(table)))
         )
     return latest_version(df.sparkSession, settings, table)
+
+
+def replace_runs(
+    frames: Mapping[str, DataFrame], settings: Settings, run_date: date
+) -> dict[str, int]:
+    """replace_run of each table's frame, all at once; the tables' new versions.
+
+    A small write is mostly the driver's Delta work (planning, the commit, the version read
+    back), which leaves the other core idle: a stage's small writes share the cores this way.
+    Each table still commits alone, as one after the other would: one failing does not undo
+    another, and every write has ended when this returns or raises.
+    """
+    with ThreadPoolExecutor(max_workers=len(frames) or 1, thread_name_prefix="delta") as writing:
+        started = {
+            table: writing.submit(replace_run, frame, settings, table, run_date)
+            for table, frame in frames.items()
+        }
+        return {table: write.result() for table, write in started.items()}
 
 
 def _retyped_columns(df: DataFrame, settings: Settings, table: str) -> dict[str, tuple[str, str]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from prescore.data.cleaning import (
@@ -89,27 +88,23 @@ def run(ctx: RunContext) -> dict[str, object]:
         counts = {row[0]: row[1] for row in final.groupBy(REASON).count().collect()}
         total = sum(counts.values())
         invalid = sum(n for reason, n in counts.items() if reason not in (None, DUPLICATE_REASON))
-        # Two small writes, mostly the driver's Delta work: at once, they share the cores.
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="clean-write") as writing:
-            stats = writing.submit(
-                tables.replace_run,
-                fitted_frame(ctx.spark, fitted, cleaning, run_date=ctx.run_date),
-                settings,
-                usecase.cleaning_stats_table,
-                ctx.run_date,
-            )
-            quarantined = writing.submit(
-                tables.replace_run,
-                quarantine_rows(  # the raw row as it came: derived columns recomputed on a rerun
-                    final.where(f"{REASON} is not null").drop(SPLIT, *usecase.derive),
-                    pii=usecase.pii,
-                    secret=secret,
+        quarantined = quarantine_rows(  # the raw row as it came: derived columns recomputed
+            final.where(f"{REASON} is not null").drop(SPLIT, *usecase.derive),
+            pii=usecase.pii,
+            secret=secret,
+        )
+        versions = tables.replace_runs(
+            {
+                usecase.cleaning_stats_table: fitted_frame(
+                    ctx.spark, fitted, cleaning, run_date=ctx.run_date
                 ),
-                settings,
-                usecase.quarantine_table,
-                ctx.run_date,
-            )
-            stats_version, quarantine_version = stats.result(), quarantined.result()
+                usecase.quarantine_table: quarantined,
+            },
+            settings,
+            ctx.run_date,
+        )
+        stats_version = versions[usecase.cleaning_stats_table]
+        quarantine_version = versions[usecase.quarantine_table]
         limit = cleaning.max_quarantined_fraction
         if total and invalid / total > limit:
             raise QuarantineLimitError(

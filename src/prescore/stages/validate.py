@@ -132,14 +132,11 @@ def write_profile_and_results(
     results = outcomes_frame(
         ctx.spark, outcomes, run_date=run_date, usecase=usecase.name, suite=suite
     )
-    return {
-        usecase.profile_table: tables.replace_run(
-            profile, ctx.settings, usecase.profile_table, run_date
-        ),
-        usecase.validation_table: tables.replace_run(
-            results, ctx.settings, usecase.validation_table, run_date
-        ),
-    }
+    return tables.replace_runs(
+        {usecase.profile_table: profile, usecase.validation_table: results},
+        ctx.settings,
+        run_date,
+    )
 
 
 def profile_history(
