@@ -36,6 +36,8 @@ from prescore.platform.imports import imported_meanwhile
 from prescore.serving import publish_log
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyspark.sql import DataFrame, Row
 
     from prescore.context import RunContext
@@ -96,7 +98,12 @@ def current_publish(ctx: RunContext, events: list[Event]) -> Event:
 # ---------------------------------------------------------------- measures
 
 
-def realized(ctx: RunContext, current_clean: DataFrame, earlier: list[Event]) -> list[Measure]:
+def realized(
+    ctx: RunContext,
+    current_clean: DataFrame,
+    earlier: list[Event],
+    predictions_of: Callable[[Event], DataFrame],
+) -> list[Measure]:
     """Realized performance of the earlier publishes whose labels arrived in this batch."""
     usecase = ctx.usecase
     series = usecase.time_series
@@ -108,9 +115,9 @@ def realized(ctx: RunContext, current_clean: DataFrame, earlier: list[Event]) ->
     if not window:
         why = "no outcomes yet (no earlier run date was published)"
         return unmeasured(realized_names(usecase), usecase.monitoring, why)
-    predictions = published_predictions(ctx, window[0])
+    predictions = predictions_of(window[0])
     for entry in window[1:]:
-        predictions = predictions.unionByName(published_predictions(ctx, entry))
+        predictions = predictions.unionByName(predictions_of(entry))
     compared = "; ".join(describe(e) for e in window) + f" with labels of {ctx.run_date}"
     joined = outcomes(predictions, current_clean, usecase=usecase).cache()
     try:
@@ -128,7 +135,16 @@ def measure(ctx: RunContext) -> tuple[list[Measure], dict[str, DataFrame]]:
     entry = current_publish(ctx, events)
     earlier = [e for e in events if e.run_date < ctx.run_date]  # newest first
     previous = earlier[0] if earlier else None
-    predictions = published_predictions(ctx, entry)
+    # Each publish read once: a read at a past version rebuilds that version's Delta snapshot,
+    # and the previous publish is both compared with and, most days, measured against outcomes.
+    read: dict[Event, DataFrame] = {}
+
+    def predictions_of(event: Event) -> DataFrame:
+        if event not in read:
+            read[event] = published_predictions(ctx, event)
+        return read[event]
+
+    predictions = predictions_of(entry)
     features_version = predictions.select(F.max("features_version")).first()[0]  # type: ignore[index]
     current = tables.read_run(
         ctx.spark, settings, usecase.clean_table, ctx.run_date, features_version
@@ -146,16 +162,16 @@ def measure(ctx: RunContext) -> tuple[list[Measure], dict[str, DataFrame]]:
         )
         measures += prediction_measures(
             predictions,
-            None if previous is None else published_predictions(ctx, previous),
+            None if previous is None else predictions_of(previous),
             limits=usecase.monitoring,
             compared="" if previous is None else describe(previous),
         )
-        measures += realized(ctx, current, earlier)
+        measures += realized(ctx, current, earlier, predictions_of)
     finally:
         current.unpersist()
     frames = {"predictions": predictions, "reference": reference, "current": current}
     if previous is not None:
-        frames["previous"] = published_predictions(ctx, previous)
+        frames["previous"] = predictions_of(previous)
     return measures, frames
 
 
