@@ -56,3 +56,11 @@ def test_a_run_date_is_found_when_a_stage_cached_the_same_read(
         assert again.count() == 3
     finally:
         cached.unpersist()
+
+
+def test_the_rows_a_write_committed_come_from_its_commit_or_a_count(
+    spark: SparkSession, two_days: Settings
+) -> None:
+    assert tables.last_commit(spark, two_days, TABLE)["operationMetrics"]["numOutputRows"] == "2"
+    assert tables.written_rows(spark, two_days, TABLE, DAY2, 1) == 2  # the newest commit's metric
+    assert tables.written_rows(spark, two_days, TABLE, DAY1, 0) == 3  # an older one: counted

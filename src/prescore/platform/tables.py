@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
     import duckdb
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, Row, SparkSession
 
     from prescore.config import Settings
 
@@ -147,11 +147,29 @@ def read_run(
     return df
 
 
-def latest_version(spark: SparkSession, settings: Settings, table: str) -> int:
+def last_commit(spark: SparkSession, settings: Settings, table: str) -> Row:
+    """The table's newest commit in its Delta log: version, operation, operationMetrics..."""
     from delta.tables import DeltaTable
 
-    history = DeltaTable.forPath(spark, _require(settings, table)).history(1)
-    return int(history.select("version").first()[0])  # type: ignore[index]
+    commit = DeltaTable.forPath(spark, _require(settings, table)).history(1).first()
+    assert commit is not None  # a Delta table has at least its creating commit
+    return commit
+
+
+def latest_version(spark: SparkSession, settings: Settings, table: str) -> int:
+    return int(last_commit(spark, settings, table)["version"])
+
+
+def written_rows(
+    spark: SparkSession, settings: Settings, table: str, run_date: date, version: int
+) -> int:
+    """The rows of run_date that `replace_run` wrote as `version`: its commit's numOutputRows
+    (the Delta log), or, when a later commit came first or the metric is off, a count."""
+    commit = last_commit(spark, settings, table)
+    metrics = commit["operationMetrics"] or {}
+    if commit["version"] == version and "numOutputRows" in metrics:
+        return int(metrics["numOutputRows"])
+    return read_run(spark, settings, table, run_date, version).count()
 
 
 def replace_run(
@@ -285,10 +303,8 @@ def delete_runs_before(
     run_dates = sorted(row[0] for row in expired)
     deleted_rows, version = 0, None
     if run_dates:
-        delta = DeltaTable.forPath(spark, str(settings.table_path(table)))
-        delta.delete(older)
-        last = delta.history(1).first()
-        assert last is not None  # the delete just committed
+        DeltaTable.forPath(spark, str(settings.table_path(table))).delete(older)
+        last = last_commit(spark, settings, table)
         version = int(last["version"])
         deleted_rows = int(last["operationMetrics"].get("numDeletedRows", 0))
     files = vacuum_removed_files(spark, settings, table)
@@ -313,13 +329,11 @@ def vacuum_removed_files(spark: SparkSession, settings: Settings, table: str) ->
     files of a writer that has not committed yet (what Delta's 7-day check protects) are never
     touched. The cost: those tables time-travel only to their latest version once vacuumed.
     """
-    from delta.tables import DeltaTable
-
     path = str(settings.table_path(table))
     with temporary_conf(spark, RETENTION_CHECK, "false"):  # this session, this one command
         spark.sql(f"VACUUM delta.{quote_spark_identifier(path)} LITE RETAIN 0 HOURS").collect()
-    last = DeltaTable.forPath(spark, path).history(1).first()
-    if last is None or last["operation"] != "VACUUM END":
+    last = last_commit(spark, settings, table)
+    if last["operation"] != "VACUUM END":
         return 0
     return int(last["operationMetrics"].get("numDeletedFiles", 0))
 

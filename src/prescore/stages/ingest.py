@@ -87,10 +87,8 @@ def run(ctx: RunContext) -> dict[str, object]:
     version = tables.replace_run(
         raw, ctx.settings, ctx.usecase.raw_table, ctx.run_date, rewrite_older=False
     )
-    rows = (
-        tables.read(ctx.spark, ctx.settings, ctx.usecase.raw_table, version)
-        .where(f"{tables.RUN_DATE} = DATE'{ctx.run_date}'")
-        .count()
+    rows = tables.written_rows(
+        ctx.spark, ctx.settings, ctx.usecase.raw_table, ctx.run_date, version
     )
     log.info(
         "ingest: %d rows from %s -> %s v%d",
