@@ -200,9 +200,6 @@ def new_deployment(
             "PRESCORE_ALERT_WEBHOOK": webhook[0],
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYSPARK_PYTHON": sys.executable,
-            # Each task's driver JVM lives about a minute on tiny data: with the C1 compiler
-            # alone it spends about a fifth less CPU (measured per spark-submit). Tests only.
-            "SPARK_SUBMIT_OPTS": "-XX:TieredStopAtLevel=1",
         }
     )
     if store:  # the tasks share MLflow's database and keep their own serving copy
