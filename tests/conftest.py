@@ -65,7 +65,7 @@ def store_settings(settings: Settings, object_store: str, tmp_path: Path) -> Set
 @pytest.fixture(scope="session")
 def spark(settings: Settings, object_store: str) -> Iterator[SparkSession]:
     with pytest.MonkeyPatch.context() as env:
-        # The session lives the whole run, long enough for the full JIT to pay back.
+        # The session lives the whole run: the full JIT pays back (bench/README.md, make test).
         if os.environ.get("SPARK_SUBMIT_OPTS") == FIRST_TIER_ONLY:
             env.delenv("SPARK_SUBMIT_OPTS")
         session = get_spark(settings)
