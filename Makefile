@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml constraints.txt | check-java
 # Delta's jars (and the use cases' JDBC drivers) resolve once, here, into a local jar store that
 # every task and session then loads from (prescore.platform.jars): no Ivy resolution at run time.
 $(VENV)/.delta-jars: $(STAMP) $(wildcard conf/*.yaml conf/env/*.yaml conf/usecases/*.yaml) \
-		src/prescore/platform/ConditionalPutLogStore.java
+		src/prescore/platform/ConditionalPutLogStore.java src/prescore/platform/jars.py \
+		src/prescore/platform/cds.py
 	@scripts/fetch_delta_jars.sh $(BIN)/python
 	@touch $@
 

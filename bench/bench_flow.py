@@ -10,9 +10,13 @@ conf/base.yaml, the jars and CDS archive setup made). Setup, timed apart: `presc
 - `prescore run` on the same day and rows (baseline): every stage in one process and one
   session. It also trains (the score DAG does not); the train stage is left out of its total.
 
-Spark's event log is on for both (spark-defaults.conf in a SPARK_CONF_DIR of the run, as for a
-History Server, uncompressed). Each task and each in-process stage is split into start-up, from
-its start to the submission of its first Spark job, and work, from there to its end:
+Spark's event log is on for both, uncompressed, set as Java system properties in SPARK_SUBMIT_OPTS
+(which SparkConf reads): a SPARK_CONF_DIR holding a spark-defaults.conf would put a non-empty
+folder on the driver's class path, where the JVM refuses its class-data-sharing archive, and the
+tasks would start without it (prescore.platform.cds); the run fails if any JVM says so.
+
+Each task and each in-process stage is split into start-up, from its start to the submission of
+its first Spark job, and work, from there to its end:
 
 - a task starts and ends when Airflow's task instance does (its metadata database); its jobs
   are in the event log of the application named `prescore-churn-<task>`;
@@ -152,6 +156,10 @@ def utc_seconds(stamp: str) -> float:
 # ---------------------------------------------------------------- one deployment
 
 
+# What a JVM prints when it cannot map the CDS archive it was given (HotSpot's own warning).
+CDS_REFUSED = "Unable to use shared archive"
+
+
 def load() -> str:
     return "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
@@ -161,13 +169,14 @@ class Deployment:
 
     def __init__(self, base: Path) -> None:
         self.base, self.state, self.home = base, base / "state", base / "airflow"
-        self.events, conf = base / "events", base / "spark-conf"
-        for folder in (self.state, self.home, self.events, conf):
+        self.events = base / "events"
+        for folder in (self.state, self.home, self.events):
             folder.mkdir(parents=True, exist_ok=True)
-        (conf / "spark-defaults.conf").write_text(
-            f"spark.eventLog.enabled true\nspark.eventLog.dir {self.events.as_uri()}\n"
-            "spark.eventLog.compress false\n"
-        )
+        event_log = {
+            "spark.eventLog.enabled": "true",
+            "spark.eventLog.dir": self.events.as_uri(),
+            "spark.eventLog.compress": "false",
+        }
         self.log = base / "commands.log"
         env = {
             k: v
@@ -184,7 +193,7 @@ class Deployment:
             "PRESCORE_STATE_DIR": str(self.state),
             "PRESCORE_SPARK_MASTER": "local[2]",  # `prescore run`; the DAG's is the connection's
             "PRESCORE_HMAC_KEY": "bench-only-hmac-key",
-            "SPARK_CONF_DIR": str(conf),
+            "SPARK_SUBMIT_OPTS": " ".join(f"-D{k}={v}" for k, v in event_log.items()),
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYSPARK_PYTHON": sys.executable,
             # The code of this tree, in Airflow's DAG file and in `prescore`.
@@ -209,6 +218,8 @@ class Deployment:
             log.write(f"\n==== {' '.join(args)} ({elapsed:.1f} s)\n{done.stdout}")
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} exited {done.returncode}; see {self.log}")
+        if CDS_REFUSED in done.stdout:  # the figures would not be those of a deployment
+            raise RuntimeError(f"{' '.join(args)}: a JVM refused the CDS archive; see {self.log}")
         self.output = done.stdout
         return elapsed
 

@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 
 from prescore.config import load_settings
+from prescore.platform.cds import dump_archive
 from prescore.platform.jars import (
     JARS_VARIABLE,
     artifact_name,
     cds_archive,
+    cds_blockers,
+    class_path_folders,
     local_jars,
     spark_artifacts,
     store_jars,
@@ -123,3 +126,40 @@ def test_the_driver_uses_the_cds_archive_once_setup_made_it(
     archive.write_bytes(b"archive")
     options = spark_conf(settings)["spark.driver.extraJavaOptions"]
     assert options == f"-XX:SharedArchiveFile={archive}"
+
+
+def test_the_cds_archive_is_the_one_dumped_on_this_class_path_and_none_through_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(env="test")
+    monkeypatch.setenv(JARS_VARIABLE, str(tmp_path / "store"))
+    monkeypatch.delenv("SPARK_CONF_DIR", raising=False)
+    default = cds_archive()
+    default.parent.mkdir(parents=True)
+    default.write_bytes(b"archive")
+    conf_dir = tmp_path / "spark-conf"
+    conf_dir.mkdir()
+    monkeypatch.setenv("SPARK_CONF_DIR", str(conf_dir))
+    # An empty folder changes the class path too: the JVM would refuse the default's archive.
+    assert cds_archive() != default
+    assert "spark.driver.extraJavaOptions" not in spark_conf(settings)
+    cds_archive().write_bytes(b"archive")
+    assert spark_conf(settings)["spark.driver.extraJavaOptions"].endswith(str(cds_archive()))
+
+    (conf_dir / "spark-defaults.conf").write_text("spark.eventLog.enabled true\n")
+    assert cds_blockers() == [conf_dir]
+    assert "spark.driver.extraJavaOptions" not in spark_conf(settings)
+    assert dump_archive(settings) is None  # setup makes none, and starts no job trying
+
+
+def test_the_class_path_folders_are_those_spark_class_adds_that_exist(tmp_path: Path) -> None:
+    home, hadoop, yarn = tmp_path / "spark", tmp_path / "hadoop", tmp_path / "yarn"
+    for folder, file in ((home / "conf", "log4j2.properties"), (hadoop, "core-site.xml")):
+        folder.mkdir(parents=True)
+        (folder / file).write_text("")
+    yarn.mkdir()
+    environ = {"SPARK_HOME": str(home), "HADOOP_CONF_DIR": str(hadoop), "YARN_CONF_DIR": str(yarn)}
+    assert class_path_folders(environ) == [home / "conf", hadoop, yarn]  # $SPARK_HOME/conf
+    assert cds_blockers(environ) == [home / "conf", hadoop]  # the empty one does not block
+    assert cds_blockers({**environ, "SPARK_CONF_DIR": str(yarn)}) == [hadoop]
+    assert class_path_folders({"SPARK_HOME": str(tmp_path / "nowhere")}) == []

@@ -5,7 +5,9 @@ its first job. Setup runs one stage-like job (a Delta write and read) with
 -XX:ArchiveClassesAtExit, which dumps the classes it loaded into <jars dir>/cds/ at exit (Java 17
 has no -XX:+AutoCreateSharedArchive: that is JDK 19+); `prescore.platform.spark.spark_conf` then gives
 every driver -XX:SharedArchiveFile through spark.driver.extraJavaOptions, for spark-submit tasks
-and in-process sessions alike. See bench/README.md (startup) for what it saves.
+and in-process sessions alike. See bench/README.md (startup) for what it saves. A folder with
+files on the driver's class path (a SPARK_CONF_DIR holding spark-defaults.conf, say) rules the
+archive out: setup then makes none and says why (prescore.platform.jars.cds_blockers).
 
 Setup submits `warm_up` as the job: `python -m prescore.platform.jvm_setup` calls `dump_archive`.
 """
@@ -19,14 +21,17 @@ import tempfile
 from pathlib import Path
 
 from prescore.config import Settings, load_settings
-from prescore.platform.jars import cds_archive, ensure_local_jars
+from prescore.platform.jars import cds_archive, cds_blockers, ensure_local_jars
 from prescore.platform.spark import JAR_KEYS, get_spark, jars_packages, spark_conf
 
 JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 
 
-def dump_archive(settings: Settings) -> Path:
-    """Make the driver's CDS archive, once: one warm-up job under -XX:ArchiveClassesAtExit."""
+def dump_archive(settings: Settings) -> Path | None:
+    """Make the driver's CDS archive, once: one warm-up job under -XX:ArchiveClassesAtExit.
+    None, and no job, while a folder on the driver's class path holds files (cds_blockers)."""
+    if cds_blockers():
+        return None
     archive = cds_archive()
     if archive.is_file():
         return archive

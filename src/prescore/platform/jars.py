@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -86,18 +86,23 @@ def not_in_spark(jars: Sequence[Path]) -> list[Path]:
     ]
 
 
-def spark_artifacts() -> frozenset[str]:
-    """The artifacts of Spark's jars: $SPARK_HOME/jars, else the pyspark package's (the Spark
-    spark-submit runs), found without importing pyspark."""
-    home = os.environ.get("SPARK_HOME")
+def spark_home(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The Spark spark-submit runs: $SPARK_HOME, else the pyspark package's folder, found without
+    importing pyspark; None without either."""
+    home = environ.get("SPARK_HOME")
     if home:
-        folder = Path(home) / "jars"
-    else:
-        spec = importlib.util.find_spec("pyspark")
-        if spec is None or not spec.submodule_search_locations:
-            return frozenset()
-        folder = Path(next(iter(spec.submodule_search_locations))) / "jars"
-    return frozenset(artifact_name(jar.name) for jar in folder.glob("*.jar"))
+        return Path(home)
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def spark_artifacts() -> frozenset[str]:
+    """The artifacts of Spark's jars ($SPARK_HOME/jars, see spark_home)."""
+    home = spark_home()
+    jars = home.glob("jars/*.jar") if home else ()
+    return frozenset(artifact_name(jar.name) for jar in jars)
 
 
 _VERSIONED = re.compile(r"(.+?)-\d.*\.jar$")  # the artifact ends where the version starts
@@ -172,15 +177,40 @@ def ensure_local_jars(packages: str, conf: dict[str, str] | None = None) -> list
     return local_jars(packages) or store_jars(packages, resolve_with_spark(packages, conf))
 
 
-def cds_archive(folder: Path | None = None) -> Path:
-    """The driver JVM's class-data-sharing archive (prescore.platform.cds), made at setup for this Spark."""
+def cds_archive(folder: Path | None = None, environ: Mapping[str, str] = os.environ) -> Path:
+    """The driver JVM's class-data-sharing archive (prescore.platform.cds) for this Spark and the
+    folders spark-class puts on the driver's class path here (class_path_folders).
+
+    A JVM maps an archive only on the class path it was dumped with, and a folder counts even
+    empty: one archive per set of folders, so a SPARK_CONF_DIR set (or not) after setup finds
+    none rather than one its JVM refuses."""
     from importlib.metadata import version
 
-    return (folder or jars_dir()) / "cds" / f"spark-{version('pyspark')}-driver.jsa"
+    folders = "\n".join(map(str, class_path_folders(environ)))
+    key = hashlib.sha256(folders.encode()).hexdigest()[:12]
+    return (folder or jars_dir()) / "cds" / f"spark-{version('pyspark')}-driver-{key}.jsa"
 
 
 def cds_java_options(folder: Path | None = None) -> str | None:
-    """-XX:SharedArchiveFile=<archive> when setup made one; a JVM that finds it unusable (another
-    JDK, say) ignores it and starts as without it."""
+    """-XX:SharedArchiveFile=<archive> when setup made one for this class path and no folder on
+    it holds files (cds_blockers); a JVM that finds it unusable (another JDK, say) ignores it
+    and starts as without it."""
     archive = cds_archive(folder)
-    return f"-XX:SharedArchiveFile={archive}" if archive.is_file() else None
+    return f"-XX:SharedArchiveFile={archive}" if archive.is_file() and not cds_blockers() else None
+
+
+def class_path_folders(environ: Mapping[str, str] = os.environ) -> list[Path]:
+    """The folders spark-class puts on the driver's class path that exist: Spark's conf folder
+    ($SPARK_CONF_DIR, else $SPARK_HOME/conf), $HADOOP_CONF_DIR and $YARN_CONF_DIR."""
+    home = spark_home(environ)
+    conf = environ.get("SPARK_CONF_DIR") or (str(home / "conf") if home else None)
+    named = (conf, environ.get("HADOOP_CONF_DIR"), environ.get("YARN_CONF_DIR"))
+    return [Path(n) for n in dict.fromkeys(filter(None, named)) if Path(n).is_dir()]
+
+
+def cds_blockers(environ: Mapping[str, str] = os.environ) -> list[Path]:
+    """The class_path_folders holding files. A JVM neither dumps nor maps a class-data-sharing
+    archive while a non-empty folder is on its class path (JDK 17: "Cannot have non-empty
+    directory in paths"): with any of them the driver starts without one. Spark settings can
+    go in conf/base.yaml instead of a spark-defaults.conf."""
+    return [f for f in class_path_folders(environ) if any(f.iterdir())]

@@ -9,9 +9,11 @@ Maven Central); the Docker build runs it too.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prescore.config import Settings, load_settings, load_usecases
 from prescore.platform.cds import dump_archive
-from prescore.platform.jars import ensure_local_jars, jars_dir
+from prescore.platform.jars import cds_blockers, ensure_local_jars, jars_dir
 from prescore.platform.logstore import needs_logstore, with_logstore
 from prescore.platform.spark import get_spark, jars_packages, source_packages
 
@@ -29,13 +31,24 @@ def resolve_jars(settings: Settings) -> list[str]:
     return list(dict.fromkeys(sets))
 
 
+def class_data_sharing(archive: Path | None) -> str:
+    """Setup's word on the driver's CDS archive: where it is, or why there is none."""
+    if archive is not None:
+        return f"driver CDS archive {archive}"
+    folders = ", ".join(map(str, cds_blockers()))
+    return f"no driver CDS archive: files in {folders}, on the driver's class path, rule it out"
+
+
 def main() -> None:
     settings = load_settings()
     resolved = resolve_jars(settings)
-    dump_archive(settings)
+    archive = dump_archive(settings)
     session = get_spark(settings)
     session.range(1).count()
-    print(f"Spark {session.version} with {'; '.join(resolved)}: ready (jars in {jars_dir()})")
+    print(
+        f"Spark {session.version} with {'; '.join(resolved)}: ready (jars in {jars_dir()}; "
+        f"{class_data_sharing(archive)})"
+    )
     session.stop()
 
 
