@@ -177,7 +177,7 @@ def ensure_local_jars(packages: str, conf: dict[str, str] | None = None) -> list
     return local_jars(packages) or store_jars(packages, resolve_with_spark(packages, conf))
 
 
-def cds_archive(folder: Path | None = None, environ: Mapping[str, str] = os.environ) -> Path:
+def cds_archive(folder: Path | None = None) -> Path:
     """The driver JVM's class-data-sharing archive (prescore.platform.cds) for this Spark and the
     folders spark-class puts on the driver's class path here (class_path_folders).
 
@@ -186,7 +186,7 @@ def cds_archive(folder: Path | None = None, environ: Mapping[str, str] = os.envi
     none rather than one its JVM refuses."""
     from importlib.metadata import version
 
-    folders = "\n".join(map(str, class_path_folders(environ)))
+    folders = "\n".join(map(str, class_path_folders()))
     key = hashlib.sha256(folders.encode()).hexdigest()[:12]
     return (folder or jars_dir()) / "cds" / f"spark-{version('pyspark')}-driver-{key}.jsa"
 
