@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import mlflow.pyfunc
+import mlflow.xgboost
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,6 +27,7 @@ from prescore.platform import registry, tables
 from prescore.scoring.predict import score_frame, scorer
 from prescore.serving.client import Scores
 from prescore.serving.http import create_app
+from prescore.training.pyfunc import load_preprocessing
 from support import FLOW_LOG, FLOW_RUN_DATE, mlflow_model_server, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -235,6 +237,23 @@ def test_every_score_carries_its_reasons_from_the_stage_to_sql_http_and_compute(
             assert named(reasons) == named(expected[key]), (where, key)
             assert sizes(reasons) == pytest.approx(sizes(expected[key]), abs=1e-6), (where, key)
         assert len(found) == (1 if where == "http" else len(keys)), where
+
+
+def test_the_preprocessing_alone_is_the_packages_own(flow, tmp_path: Path) -> None:
+    """The monitor reads only a version's fitted preprocessing (no booster, no XGBoost): it is
+    the one the whole package loads with; a bare booster is refused, naming the version."""
+    ctx, _ = flow
+    champion = registry.resolve_alias(ctx.settings, ctx.usecase)
+    assert load_preprocessing(champion) == registry.load_package(champion).preprocessing
+
+    booster = xgboost.train({}, xgboost.DMatrix(np.eye(2), label=[0, 1]), num_boost_round=1)
+    bare = ctx.settings.model_copy(update={"state_dir": tmp_path / "state"})
+    name = registry.model_name(bare, ctx.usecase)
+    with mlflow.start_run(experiment_id=registry.experiment_id(bare, ctx.usecase)):
+        info = mlflow.xgboost.log_model(booster, name="model", registered_model_name=name)
+    ref = registry.model_version(bare, ctx.usecase, str(info.registered_model_version))
+    with pytest.raises(registry.NotAPackageError, match=rf"{name} v1 is not a prescore model"):
+        load_preprocessing(ref)
 
 
 def test_missing_key_is_reported_missing(flow) -> None:

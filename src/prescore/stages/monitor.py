@@ -130,6 +130,8 @@ def measure(ctx: RunContext) -> tuple[list[Measure], dict[str, DataFrame]]:
     """Every measure of the run date's publish, and the frames the report plots."""
     from pyspark.sql import functions as F
 
+    from prescore.training.pyfunc import load_preprocessing  # imports MLflow
+
     usecase, settings = ctx.usecase, ctx.settings
     events = publish_log.built(publish_log.read(ctx.spark, settings, usecase))[::-1]
     entry = current_publish(ctx, events)
@@ -157,7 +159,7 @@ def measure(ctx: RunContext) -> tuple[list[Measure], dict[str, DataFrame]]:
             reference,
             current,
             usecase=usecase,
-            levels=registry.load_package(model).preprocessing.levels,
+            levels=load_preprocessing(model).levels,
             compared=f"{reference_name} vs {batch}",
         )
         measures += prediction_measures(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow.pyfunc import PythonModel
 
 from prescore.platform import registry
-from prescore.training.package import Package
+from prescore.training.package import Package, Preprocessing
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,6 +42,25 @@ class PackagedModel(PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
         return self.package.predict(model_input)
+
+
+def load_preprocessing(ref: registry.ModelRef) -> Preprocessing:
+    """The preprocessing of a registered package alone, for a stage that needs only what was
+    fitted (the monitor's category levels): the MLmodel file and one JSON artifact are read, not
+    the booster, and XGBoost is not imported."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model
+
+    flavor = Model.load(ref.uri).flavors.get("python_function", {})
+    artifact = (flavor.get("artifacts") or {}).get(PREPROCESSING)
+    if artifact is None:
+        raise registry.NotAPackageError(
+            f"{ref.name} v{ref.version} is not a prescore model package (no {PREPROCESSING} "
+            "artifact: a bare booster, registered before versions carried their preprocessing): "
+            "train a new version"
+        )
+    path = download_artifacts(artifact_uri=f"{ref.uri}/{artifact['path']}")
+    return Preprocessing.from_json(Path(path).read_text())
 
 
 def signature(package: Package) -> ModelSignature:
