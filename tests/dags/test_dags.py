@@ -29,7 +29,7 @@ from airflow.timetables.base import DataInterval, TimeRestriction
 
 from prescore.config import AirflowSettings, ScheduleSettings, list_usecases, load_settings
 from prescore.platform.airflow_tasks import submitted_jars
-from prescore.platform.jars import JARS_VARIABLE, store_jars
+from prescore.platform.jars import CLASS_PATH_VARIABLE, JARS_VARIABLE, store_jars
 from prescore.platform.spark import delta_package
 from support import webhook_server
 
@@ -267,13 +267,18 @@ def test_task_passes_prescore_and_mlflow_env_at_run_time_only(
     assert [e.extra for e in outlet_events.values()] == [{"run_date": RUN_DATE}]
 
 
-def _submitted_command(task: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The spark-submit command the task runs (the submit itself recorded, not run)."""
-    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local[2]"}')
-    submitted: dict[str, list[str]] = {}
+def _submitted_command(
+    task: Any, monkeypatch: pytest.MonkeyPatch, master: str = "local[2]"
+) -> tuple[list[str], dict[str, str]]:
+    """The spark-submit command the task runs on `master`, and the environment it adds (the
+    submit itself recorded, not run)."""
+    conn = json.dumps({"conn_type": "spark", "host": master})
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", conn)
+    submitted: dict[str, Any] = {}
 
     def record_submit(hook: SparkSubmitHook, application: str = "", **_: Any) -> None:
         submitted["cmd"] = hook._build_spark_submit_command(application)
+        submitted["env"] = hook._env_vars
 
     monkeypatch.setattr(SparkSubmitHook, "submit", record_submit)
     logical = datetime.fromisoformat(f"{RUN_DATE}T00:00:00+00:00")
@@ -283,17 +288,23 @@ def _submitted_command(task: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         task.execute(context={"outlet_events": None})
     finally:
         task.application_args = declared
-    return submitted["cmd"]
+    return submitted["cmd"], submitted["env"]
 
 
-@pytest.mark.parametrize("resolved", [True, False], ids=["jars-resolved", "not-resolved"])
+@pytest.mark.parametrize(
+    ("resolved", "master"),
+    [(True, "local[2]"), (True, "spark://host:7077"), (False, "local[2]")],
+    ids=["jars-resolved-local", "jars-resolved-cluster", "not-resolved"],
+)
 def test_a_task_submits_the_local_jars_resolved_at_setup_else_the_packages(
-    dagbag: DagBag, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, resolved: bool
+    dagbag: DagBag, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, resolved: bool, master: str
 ) -> None:
-    """No Ivy resolution per task when setup resolved exactly the task's packages."""
+    """No Ivy resolution per task when setup resolved exactly the task's packages: a cluster's
+    executors fetch the jars (--jars); a local master's one JVM has them on its class path."""
     store = tmp_path / "jars"
     monkeypatch.setenv(JARS_VARIABLE, str(store))
     monkeypatch.setenv("PRESCORE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(CLASS_PATH_VARIABLE, "/opt/hadoop/lib/*")  # a Hadoop-free Spark's
     task = next(d for d in _dags(dagbag) if _kind(d) == "score").get_task("score")
     if resolved:
         fakes = [tmp_path / "io.delta_delta-spark.jar", tmp_path / "io.delta_delta-storage.jar"]
@@ -301,21 +312,24 @@ def test_a_task_submits_the_local_jars_resolved_at_setup_else_the_packages(
             fake.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
         store_jars(task.packages, fakes)
         store_jars("io.delta:other:1.0", fakes[:1])  # another set: not the task's
-    cmd = _submitted_command(task, monkeypatch)
+    cmd, env = _submitted_command(task, monkeypatch, master)
+    stored = [str(store / "files" / fake.name) for fake in fakes] if resolved else []
 
-    if resolved:
-        assert "--packages" not in cmd
-        assert cmd[cmd.index("--jars") + 1].split(",") == [
-            str(store / "files" / fake.name) for fake in fakes
-        ]
+    if resolved and master.startswith("local"):
+        assert "--packages" not in cmd and "--jars" not in cmd
+        assert env[CLASS_PATH_VARIABLE] == ":".join(["/opt/hadoop/lib/*", *stored])
+    elif resolved:
+        assert "--packages" not in cmd and CLASS_PATH_VARIABLE not in env
+        assert cmd[cmd.index("--jars") + 1].split(",") == stored
     else:
-        assert "--jars" not in cmd
+        assert "--jars" not in cmd and CLASS_PATH_VARIABLE not in env
         assert cmd[cmd.index("--packages") + 1] == task.packages
     assert task.packages.split(",")[0] == delta_package()  # the task keeps its coordinates
     bundle = Path(cmd[cmd.index("--py-files") + 1])
     assert bundle.parent == tmp_path / "cache" / "bundles"
     assert bundle.name.startswith("prescore-") and bundle.is_file()
-    assert _submitted_command(task, monkeypatch)[cmd.index("--py-files") + 1] == str(bundle)
+    again, _ = _submitted_command(task, monkeypatch, master)
+    assert again[cmd.index("--py-files") + 1] == str(bundle)
 
 
 @pytest.mark.parametrize("dag_file", ["prescore_dags.py", "prescore_config_check.py"])

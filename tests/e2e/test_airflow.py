@@ -205,6 +205,9 @@ def test_score_dag_succeeds_and_publishes(deployment: Deployment, scored_d1: dic
     assert scored_d1["current"].endswith(".duckdb") and D1 in scored_d1["current"]
     clean_events = [e for uri, e in deployment.asset_events() if uri == "prescore://churn/clean"]
     assert {"run_date": D1} in clean_events
+    # local[2]: each task's one JVM loads the jars (the AWS SDK's too) from its class path; its
+    # executor copies none from the driver.
+    assert "Fetching spark://" not in deployment.log.read_text()
 
 
 @pytest.mark.reliability

@@ -1,4 +1,5 @@
-"""get_spark under spark-submit: the launcher's settings win, conf/ fills in the rest."""
+"""get_spark under spark-submit (the launcher's settings win, conf/ fills in the rest) and on its
+own (a local master's jars on the class path)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from pyspark.sql import SparkSession
 
 from prescore.config import HOME_VARIABLE, PROJECT_ROOT, Settings
-from prescore.platform.spark import delta_package
+from prescore.platform.jars import local_jars
+from prescore.platform.spark import delta_package, jars_packages
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +80,7 @@ def test_a_job_runs_on_the_local_jars_and_the_cached_bundle(
     """What a DAG task submits when setup resolved its packages: --jars of local files, the
     cached bundle as --py-files; Delta writes and reads, prescore comes from the bundle."""
     from prescore.platform.bundle import cached_bundle
-    from prescore.platform.jars import ensure_local_jars, jars_dir, local_jars
+    from prescore.platform.jars import ensure_local_jars, jars_dir
 
     coordinates = delta_package()
     jars = local_jars(coordinates) or ensure_local_jars(coordinates)  # setup's work, if not done
@@ -102,3 +105,20 @@ def test_a_job_runs_on_the_local_jars_and_the_cached_bundle(
     assert found["packages"] == ""
     assert found["jars"].split(",") == [jar.as_uri() for jar in jars]
     assert found["prescore"] == f"{bundle}/prescore/__init__.py"
+
+
+def test_a_local_session_loads_the_stored_jars_from_its_class_path(
+    spark: SparkSession, settings: Settings
+) -> None:
+    """The session-wide local[2] session (get_spark, as `prescore run` starts one): the jars
+    setup stored are on its JVM's class path, none added to the context for the executor to copy
+    (the AWS SDK bundle among them: the test settings reach S3). Delta and s3a load from there:
+    the rest of the suite writes Delta tables on the test store through this session."""
+    stored = local_jars(jars_packages(settings))
+    assert stored, "setup resolved no local jars for the test settings: run make setup"
+    assert any(jar.name.startswith("software.amazon.awssdk_bundle") for jar in stored)
+    jvm = spark.sparkContext._jvm
+    class_path = str(jvm.java.lang.System.getProperty("java.class.path")).split(os.pathsep)
+    assert set(map(str, stored)) <= set(class_path)
+    assert spark.sparkContext._jsc.sc().listJars().isEmpty()
+    assert spark.range(3).count() == 3

@@ -9,12 +9,15 @@ import pytest
 from prescore.config import load_settings
 from prescore.platform.cds import dump_archive
 from prescore.platform.jars import (
+    CLASS_PATH_VARIABLE,
     JARS_VARIABLE,
     artifact_name,
     cds_archive,
     cds_blockers,
     class_path_folders,
     local_jars,
+    local_master,
+    on_class_path,
     spark_artifacts,
     store_jars,
 )
@@ -163,3 +166,14 @@ def test_the_class_path_folders_are_those_spark_class_adds_that_exist(tmp_path: 
     assert cds_blockers(environ) == [home / "conf", hadoop]  # the empty one does not block
     assert cds_blockers({**environ, "SPARK_CONF_DIR": str(yarn)}) == [hadoop]
     assert class_path_folders({"SPARK_HOME": str(tmp_path / "nowhere")}) == []
+
+
+def test_a_local_master_gets_its_jar_files_on_the_class_path_after_what_is_there() -> None:
+    jars = "/s/delta.jar,file:///s/aws%20bundle.jar,hdfs://nn/udf.jar"
+    remote, env = on_class_path(jars, {CLASS_PATH_VARIABLE: "/opt/hadoop/*"})
+    assert remote == "hdfs://nn/udf.jar"  # not a file here: still fetched by the executor
+    assert env == {CLASS_PATH_VARIABLE: "/opt/hadoop/*:/s/delta.jar:/s/aws bundle.jar"}
+    assert on_class_path("/s/delta.jar", {}) == (None, {CLASS_PATH_VARIABLE: "/s/delta.jar"})
+    assert on_class_path(None, {}) == (None, {})
+    assert all(map(local_master, ("local", "local[2]", "local[*,3]")))
+    assert not any(map(local_master, ("local-cluster[2,1,1024]", "spark://h:7077", "yarn")))

@@ -19,7 +19,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from prescore.config import HOME_VARIABLE, load_settings, load_usecase
 from prescore.platform import alerts, tables
 from prescore.platform.bundle import cached_bundle
-from prescore.platform.jars import local_jars
+from prescore.platform.jars import local_jars, local_master, on_class_path
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -88,7 +88,8 @@ def job_environment(environ: Mapping[str, str]) -> dict[str, str]:
 class StageSubmitOperator(SparkSubmitOperator):
     """spark-submit one stage job, with the job environment read when the task runs, the
     prescore package as --py-files (the cached zip of the code the task runs, platform.bundle),
-    and the packages as the local jars setup resolved for them (platform.jars), if any.
+    and the packages as the local jars setup resolved for them (platform.jars), if any: on the
+    class path of a local master's one JVM, else as --jars for the executors to fetch.
 
     Reading it at run time, not at parse time, keeps secrets (PRESCORE_HMAC_KEY, MLflow
     credentials) out of the serialized DAG and out of the rendered-template records in the
@@ -113,15 +114,18 @@ class StageSubmitOperator(SparkSubmitOperator):
         if self.pyspark_python and "PYSPARK_PYTHON" not in os.environ:
             env["PYSPARK_PYTHON"] = self.pyspark_python
         env[HOME_VARIABLE] = self.project_dir  # the job imports prescore from the zip below
-        self.env_vars = {**env, **(self.env_vars or {})}
-        declared = self.py_files, self.jars, self.packages
+        declared = self.py_files, self.jars, self.packages, self.env_vars
         try:
             self.py_files = str(cached_bundle())  # the library travels with the job
             self.jars, self.packages = submitted_jars(self.jars, self.packages)
+            if local_master(self._get_hook()._connection["master"]):  # as the hook resolves it
+                self.jars, class_path = on_class_path(self.jars)
+                env |= class_path
+            self.env_vars = {**env, **(self.env_vars or {})}
             self._hook = None  # built from the attributes just set, not from an earlier try's
             super().execute(context)
         finally:
-            self.py_files, self.jars, self.packages = declared
+            self.py_files, self.jars, self.packages, self.env_vars = declared
         # Say which day the new data or model is of, for whoever reads the asset event.
         events = context.get("outlet_events")
         if events is not None and self.application_args:

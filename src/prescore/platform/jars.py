@@ -3,8 +3,9 @@
 `spark-submit --packages` makes Ivy resolve the coordinates again on every start, even with every
 jar cached (bench/README.md, startup). Setup (`python -m prescore.platform.jvm_setup`) resolves
 each set of coordinates prescore asks for once, through Spark's own resolver, and keeps the jars
-here; a task or a session then hands Spark the local files (`--jars`, `spark.jars`), less those
-Spark ships itself (`not_in_spark`). The coordinates stay the one source of truth
+here; a task or a session then hands Spark the local files, less those Spark ships itself
+(`not_in_spark`): on the class path of a local master's one JVM (`on_class_path`), else as
+`--jars` / `spark.jars` for a cluster's executors to fetch. The coordinates stay the one source of truth
 (`prescore.platform.spark.jars_packages`): a set is looked up by exactly its coordinates, and one
 that was never resolved here falls back to `--packages` (a cluster deployment can use those, but
 not with the state on an object store: Delta's S3 commit guard comes from setup only, see
@@ -175,6 +176,38 @@ def resolve_with_spark(packages: str, conf: dict[str, str] | None = None) -> lis
 def ensure_local_jars(packages: str, conf: dict[str, str] | None = None) -> list[Path]:
     """The store's jars for `packages`, resolved through Spark and stored first if missing."""
     return local_jars(packages) or store_jars(packages, resolve_with_spark(packages, conf))
+
+
+# spark-class puts this variable's entries last on the JVM's class path (after Spark's jars).
+CLASS_PATH_VARIABLE = "SPARK_DIST_CLASSPATH"
+
+
+def local_master(master: str) -> bool:
+    """A master whose executor runs inside the driver's JVM: local, local[n], local[*], local[n,f]
+    (not local-cluster, whose executors are JVMs of their own)."""
+    return master == "local" or master.startswith("local[")
+
+
+def on_class_path(
+    jars: str | None, environ: Mapping[str, str] = os.environ
+) -> tuple[str | None, dict[str, str]]:
+    """For a local master: (the jars it still needs as --jars / spark.jars, the environment that
+    puts the others on its JVM's class path instead).
+
+    Every jar in spark.jars is copied by the executor, a local one too, into a folder of its own
+    before the first task (and deleted at exit): seconds per JVM for the AWS SDK's 690 MB bundle
+    (bench/README.md, startup). On the class path the one JVM loads them where they are. They go
+    in SPARK_DIST_CLASSPATH (after any entries it already has), which spark-class appends last:
+    the driver's CDS archive, dumped without them, still maps. Only files: a remote jar stays.
+    """
+    named = [jar for jar in (jars or "").split(",") if jar]
+    files = [jar for jar in named if "://" not in jar or jar.startswith("file://")]
+    if not files:
+        return jars, {}
+    remote = ",".join(jar for jar in named if jar not in files) or None
+    paths = [unquote(urlparse(jar).path) if jar.startswith("file://") else jar for jar in files]
+    entries = [environ.get(CLASS_PATH_VARIABLE, ""), *paths]
+    return remote, {CLASS_PATH_VARIABLE: os.pathsep.join(filter(None, entries))}
 
 
 def cds_archive(folder: Path | None = None) -> Path:

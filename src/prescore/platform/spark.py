@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from prescore import storage
-from prescore.platform.jars import cds_java_options, local_jars
+from prescore.platform.jars import cds_java_options, local_jars, local_master, on_class_path
 from prescore.platform.logstore import (
     LOGSTORE_CLASS,
     LOGSTORE_CONF,
@@ -167,12 +167,17 @@ def get_spark(settings: Settings, packages: Sequence[str] = ()) -> SparkSession:
         **object_store_conf(),
     }
     launcher = launcher_conf()
+    environment: dict[str, str] = {}
     if launcher is not None:  # the JVM is up, its packages resolved: fill in only what is unset
         wanted = {k: v for k, v in wanted.items() if k not in launcher and k not in JAR_KEYS}
+    elif local_master(settings.spark.master):  # one JVM: the jars go on its class path
+        jars, environment = on_class_path(wanted.pop("spark.jars", None))
+        wanted |= {"spark.jars": jars} if jars else {}
     builder = SparkSession.builder
     for key, value in wanted.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with environment_set(environment):  # read by the launcher that starts the JVM
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
 
@@ -189,6 +194,21 @@ def launcher_conf() -> dict[str, str] | None:
 
     SparkContext._ensure_initialized()
     return dict(SparkConf().getAll())
+
+
+@contextmanager
+def environment_set(variables: dict[str, str]) -> Iterator[None]:
+    """The process environment has `variables` inside the block, and what it had after."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager
