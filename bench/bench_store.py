@@ -18,7 +18,6 @@ conservative next to a real store.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from bench import DATA_DIR, Measurement, best_times
 from bench.bench_publish import prediction_files
 from bench.servers import s3_server
 from prescore.config import Settings, load_settings, load_usecase
+from prescore.platform.spark import environment_set
 from prescore.serving import keyindex, snapshot, store
 from prescore.storage import state_location
 
@@ -51,16 +51,8 @@ def store_environment(endpoint: str) -> Iterator[None]:
         "AWS_SECRET_ACCESS_KEY": "bench-secret-access-key",
         "AWS_REGION": "us-east-1",
     }
-    before = {key: os.environ.get(key) for key in wanted}
-    os.environ.update(wanted)
-    try:
+    with environment_set(wanted):
         yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def store_settings(folder: Path) -> Settings:
