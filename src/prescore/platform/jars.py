@@ -5,11 +5,11 @@ jar cached (bench/README.md, startup). Setup (`python -m prescore.platform.jvm_s
 each set of coordinates prescore asks for once, through Spark's own resolver, and keeps the jars
 here; a task or a session then hands Spark the local files, less those Spark ships itself
 (`not_in_spark`): on the class path of a local master's one JVM (`on_class_path`), else as
-`--jars` / `spark.jars` for a cluster's executors to fetch. The coordinates stay the one source of truth
-(`prescore.platform.spark.jars_packages`): a set is looked up by exactly its coordinates, and one
-that was never resolved here falls back to `--packages` (a cluster deployment can use those, but
-not with the state on an object store: Delta's S3 commit guard comes from setup only, see
-prescore.platform.logstore).
+`--jars` / `spark.jars` for a cluster's executors to fetch. The coordinates stay the one source
+of truth (`prescore.platform.spark.jars_packages`): a set is looked up by exactly its coordinates,
+and one that was never resolved here falls back to `--packages` (a cluster deployment can use
+those, but not with the state on an object store: Delta's S3 commit guard comes from setup only,
+see prescore.platform.logstore).
 
     <jars dir>/files/<group>_<artifact>-<version>.jar    each jar once, shared by the sets
     <jars dir>/sets/<sha256 of the coordinates>.txt      the coordinates, then its jars in order
