@@ -188,6 +188,7 @@ def test_retention_command_deletes_and_vacuums_expired_run_dates(
         capsys.readouterr()
         assert cli.main(["retention", "--usecase", "churn", "--run-date", str(RUN_DATE)]) == 0
         done = json.loads(capsys.readouterr().out)
+        vacuumed = {t: tables.latest_version(spark, settings, t) for t in zone}
         assert cli.main(["retention", "--usecase", "churn", "--run-date", str(RUN_DATE)]) == 0
         again = json.loads(capsys.readouterr().out)
     finally:
@@ -203,10 +204,41 @@ def test_retention_command_deletes_and_vacuums_expired_run_dates(
         for day in (old, edge):
             assert not (settings.table_path(table) / f"run_date={day}").exists()
         assert again["tables"][table]["deleted_run_dates"] == [], table
+        # Nothing was removed since the first run's vacuum: the second writes no commit at all.
+        assert again["tables"][table]["vacuumed_files"] == 0, table
+        assert tables.latest_version(spark, settings, table) == vacuumed[table], table
     assert tables.latest_version(spark, settings, usecase.clean_table) == clean_before
     assert _run_dates(spark, settings, usecase.clean_table) == {old, RUN_DATE}
     rows = tables.read_run(spark, settings, usecase.raw_table, RUN_DATE).count()
     assert rows == tables.read_run(spark, settings, usecase.raw_table, kept).count() > 0
+
+
+def test_a_vacuum_is_skipped_only_when_no_commit_since_the_last_removed_a_file(
+    spark: SparkSession, fresh_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """removed_since_vacuum along a table's life: its first commit and the write of a new run
+    date remove nothing; replacing a run date may have, until a vacuum; so may any history with
+    no vacuum in reach. (The retention test above covers a delete.)"""
+    settings, table = fresh_settings, "raw_vacuum"
+
+    def write(day: date) -> None:
+        rows = spark.range(10).withColumn("run_date", F.lit(day))
+        tables.replace_run(rows, settings, table, day)
+
+    def removed() -> bool:
+        return tables.removed_since_vacuum(spark, settings, table)
+
+    write(date(2026, 1, 1))
+    assert not removed()  # the first commit: nothing to remove
+    write(date(2026, 1, 1))
+    assert removed()  # the run date's files replaced
+    kept = tables.delete_runs_before(spark, settings, table, date(2026, 1, 1))
+    assert kept["deleted_run_dates"] == [] and kept["vacuumed_files"] > 0
+    assert not removed()
+    write(date(2026, 1, 2))
+    assert not removed()  # a new run date: numRemovedFiles 0
+    monkeypatch.setattr(tables, "VACUUM_LOOKBACK", 1)  # the vacuum two commits back
+    assert removed()  # new run dates only, but the last vacuum out of reach
 
 
 # ---------------------------------------------------------------- the HMAC key

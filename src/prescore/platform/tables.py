@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # Delta refuses a vacuum horizon under its 7-day default unless this check is off (see vacuum).
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+# Commits a vacuum reads back for the last completed one (removed_since_vacuum): a table vacuumed
+# by every daily run has a few commits since; one that has more is vacuumed.
+VACUUM_LOOKBACK = 20
 
 
 class SchemaChangeError(ValueError):
@@ -329,6 +332,8 @@ def vacuum_removed_files(spark: SparkSession, settings: Settings, table: str) ->
     files of a writer that has not committed yet (what Delta's 7-day check protects) are never
     touched. The cost: those tables time-travel only to their latest version once vacuumed.
     """
+    if not removed_since_vacuum(spark, settings, table):
+        return 0  # a vacuum would find nothing, and still write two commits
     path = str(settings.table_path(table))
     with temporary_conf(spark, RETENTION_CHECK, "false"):  # this session, this one command
         spark.sql(f"VACUUM delta.{quote_spark_identifier(path)} LITE RETAIN 0 HOURS").collect()
@@ -336,6 +341,32 @@ def vacuum_removed_files(spark: SparkSession, settings: Settings, table: str) ->
     if last["operation"] != "VACUUM END":
         return 0
     return int(last["operationMetrics"].get("numDeletedFiles", 0))
+
+
+def removed_since_vacuum(spark: SparkSession, settings: Settings, table: str) -> bool:
+    """Whether a commit since the table's last completed vacuum may have removed a data file.
+
+    Read from the newest VACUUM_LOOKBACK commits' metrics (one Spark job, against a vacuum's
+    twenty-odd): a commit rules a removal out only when it says so (numRemovedFiles 0) or is the
+    table's first. Any other commit (an operation that names its removals otherwise, a failed
+    vacuum), or no completed vacuum that far back, counts as one: a file of raw or quarantine
+    left on disk would keep its PII.
+    """
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, _require(settings, table)).history(VACUUM_LOOKBACK)
+    commits = history.select("version", "operation", "operationParameters", "operationMetrics")
+    newest_first = commits.collect()
+    for commit in newest_first:
+        if commit["operation"] == "VACUUM END":
+            if (commit["operationParameters"] or {}).get("status") == "COMPLETED":
+                return False
+        elif (
+            commit["version"] > 0
+            and (commit["operationMetrics"] or {}).get("numRemovedFiles") != "0"
+        ):
+            return True
+    return newest_first[-1]["version"] > 0  # the history went back to the table's first commit
 
 
 def remove(settings: Settings, table: str) -> bool:
