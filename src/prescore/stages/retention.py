@@ -2,9 +2,10 @@
 
 The two tables that hold source rows (raw with its PII in the clear) lose every run_date
 partition older than the run date minus `retention_days`: deleted in one commit each, then
-vacuumed, so the rows are gone from the latest version and from disk. Time comes from the run
-date, never from the clock: rerunning a date deletes the same partitions, and a backfill of an
-earlier date deletes nothing a later date kept. Clean, predictions and the rest keep their history.
+vacuumed, so the rows are gone from the latest version and from disk (no vacuum when no commit
+since the last one removed a file: tables.removed_since_vacuum). Time comes from the run date,
+never from the clock: rerunning a date deletes the same partitions, and a backfill of an earlier
+date deletes nothing a later date kept. Clean, predictions and the rest keep their history.
 """
 
 from __future__ import annotations
