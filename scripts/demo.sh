@@ -56,16 +56,22 @@ fail() {
 }
 # Print the final state of each task of the run `dags test` just made of DAG $1, the tasks that
 # `--only R` / `--skip R` (as run_dag's) left out shown as marked; non-zero unless all succeeded.
+# The states come from the demo's own SQLite metadata database, in the order Airflow created the
+# task instances (the DAG's): `airflow tasks states-for-dag-run` says the same in 2-3 s more.
 task_states() {
   local dag_id=$1 mode=${2:-} regex=${3:-} run_id
   run_id=$(grep -o "DagRun Finished: dag_id=$dag_id, logical_date=[^,]*, run_id=[^,]*" "$log" |
     tail -n 1 | sed 's/.*run_id=//')
   [[ -n "$run_id" ]] || return 1
-  "$bin/airflow" tasks states-for-dag-run "$dag_id" "$run_id" -o plain 2>>"$log" |
-    awk -v dag="$dag_id" -v mode="$mode" -v regex="^($regex)$" '$1 == dag {
-        marked = (mode == "--skip" && $3 ~ regex) || (mode == "--only" && $3 !~ regex)
-        printf "  %-10s %s\n", $3, (marked ? "marked " $4 ", not run" : $4)
-        n++; if ($4 != "success") bad = 1 }
+  "$bin/python" -c 'import sqlite3, sys
+with sqlite3.connect(sys.argv[1]) as db:
+    query = "select task_id, state from task_instance where dag_id = ? and run_id = ? order by id"
+    for task_id, state in db.execute(query, sys.argv[2:]):
+        print(task_id, state)' "$AIRFLOW_HOME/airflow.db" "$dag_id" "$run_id" 2>>"$log" |
+    awk -v mode="$mode" -v regex="^($regex)$" '{
+        marked = (mode == "--skip" && $1 ~ regex) || (mode == "--only" && $1 !~ regex)
+        printf "  %-10s %s\n", $1, (marked ? "marked " $2 ", not run" : $2)
+        n++; if ($2 != "success") bad = 1 }
       END { exit (bad || n == 0) }'
 }
 # One DAG run for the run date; fails the demo unless every task succeeded. `dags test` exits
