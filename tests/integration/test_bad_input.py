@@ -65,7 +65,7 @@ def served(
 def assert_still_served(spark: SparkSession, state: Settings, churn: UseCase, built) -> None:
     assert snapshot.current_path(state, churn).resolve() == built
     assert tables.read(spark, state, publish_log.PUBLISH_LOG).count() == 1
-    assert tables.latest_version(spark, state, churn.predictions_table) == 0
+    assert tables.latest_version(state, churn.predictions_table) == 0
     assert Scores(churn, state).get("a").score == pytest.approx(0.1)
 
 

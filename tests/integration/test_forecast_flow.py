@@ -77,7 +77,7 @@ def test_the_registered_pyfunc_forecasts_the_scored_rows_to_the_same_numbers(
     day's features and lags, one row per series and horizon) gives the stored forecasts."""
     state, usecase, _, _ = forecast_flow
     champion = registry.resolve_alias(state, usecase)
-    version = tables.latest_version(spark, state, usecase.clean_table)
+    version = tables.latest_version(state, usecase.clean_table)
     rows = rows_to_score(spark, state, usecase, D2, version).toPandas()
     predictions = tables.read_run(spark, state, usecase.predictions_table, D2).toPandas()
     keys = usecase.published_keys

@@ -380,7 +380,7 @@ def test_a_rerun_of_the_date_on_the_store_replaces_its_rows(
     run_flow(ctx, ("ingest",))
     raw = tables.read_run(spark, store_settings, churn.raw_table, RUN_DATE)
     assert raw.count() == first >= 50  # the generator lands a few duplicates of its own
-    assert tables.latest_version(spark, store_settings, churn.raw_table) == 1
+    assert tables.latest_version(store_settings, churn.raw_table) == 1
     assert tables.remove(store_settings, churn.raw_table)
     assert not tables.exists(store_settings, churn.raw_table)
     assert not any(

@@ -64,3 +64,22 @@ def test_the_rows_a_write_committed_come_from_its_commit_or_a_count(
     assert tables.last_commit(spark, two_days, TABLE)["operationMetrics"]["numOutputRows"] == "2"
     assert tables.written_rows(spark, two_days, TABLE, DAY2, 1) == 2  # the newest commit's metric
     assert tables.written_rows(spark, two_days, TABLE, DAY1, 0) == 3  # an older one: counted
+
+
+def test_the_latest_version_is_the_newest_commit_file_of_the_log(
+    spark: SparkSession, two_days: Settings
+) -> None:
+    """latest_version lists the log: the newest N.json, whatever else the log holds (a
+    checkpoint, a compacted range), agreeing with Delta's own history."""
+    assert tables.latest_version(two_days, TABLE) == 1
+    spark.sql(
+        f"ALTER TABLE delta.`{two_days.table_path(TABLE)}` "
+        "SET TBLPROPERTIES ('delta.checkpointInterval' = '1')"
+    )  # version 2, and from now on a checkpoint after every commit
+    log_dir = two_days.table_path(TABLE) / "_delta_log"
+    (log_dir / f"{0:020d}.{1:020d}.compacted.json").write_text("")
+    assert list(log_dir.glob("*.checkpoint.parquet"))
+    assert tables.latest_version(two_days, TABLE) == 2
+    assert tables.last_commit(spark, two_days, TABLE)["version"] == 2
+    with pytest.raises(TableNotFoundError, match="'never_written' not found"):
+        tables.latest_version(two_days, "never_written")

@@ -65,7 +65,7 @@ class Published:
         settings, usecase = ctx.settings, ctx.usecase
         self.link = os.readlink(snapshot.current_path(settings, usecase))
         self.log_rows = tables.read(spark, settings, publish_log.PUBLISH_LOG).count()
-        self.raw_version = tables.latest_version(spark, settings, usecase.raw_table)
+        self.raw_version = tables.latest_version(settings, usecase.raw_table)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Published) and vars(self) == vars(other)

@@ -180,7 +180,7 @@ def test_retention_command_deletes_and_vacuums_expired_run_dates(
     assert all(expired_files.values()) and all(
         f.is_file() for fs in expired_files.values() for f in fs
     )
-    clean_before = tables.latest_version(spark, settings, usecase.clean_table)
+    clean_before = tables.latest_version(settings, usecase.clean_table)
     monkeypatch.setenv("PRESCORE_ENV", "test")
     monkeypatch.setenv("PRESCORE_STATE_DIR", str(settings.state_dir))
     umask = _umask()
@@ -188,7 +188,7 @@ def test_retention_command_deletes_and_vacuums_expired_run_dates(
         capsys.readouterr()
         assert cli.main(["retention", "--usecase", "churn", "--run-date", str(RUN_DATE)]) == 0
         done = json.loads(capsys.readouterr().out)
-        vacuumed = {t: tables.latest_version(spark, settings, t) for t in zone}
+        vacuumed = {t: tables.latest_version(settings, t) for t in zone}
         assert cli.main(["retention", "--usecase", "churn", "--run-date", str(RUN_DATE)]) == 0
         again = json.loads(capsys.readouterr().out)
     finally:
@@ -206,8 +206,8 @@ def test_retention_command_deletes_and_vacuums_expired_run_dates(
         assert again["tables"][table]["deleted_run_dates"] == [], table
         # Nothing was removed since the first run's vacuum: the second writes no commit at all.
         assert again["tables"][table]["vacuumed_files"] == 0, table
-        assert tables.latest_version(spark, settings, table) == vacuumed[table], table
-    assert tables.latest_version(spark, settings, usecase.clean_table) == clean_before
+        assert tables.latest_version(settings, table) == vacuumed[table], table
+    assert tables.latest_version(settings, usecase.clean_table) == clean_before
     assert _run_dates(spark, settings, usecase.clean_table) == {old, RUN_DATE}
     rows = tables.read_run(spark, settings, usecase.raw_table, RUN_DATE).count()
     assert rows == tables.read_run(spark, settings, usecase.raw_table, kept).count() > 0

@@ -159,8 +159,15 @@ def last_commit(spark: SparkSession, settings: Settings, table: str) -> Row:
     return commit
 
 
-def latest_version(spark: SparkSession, settings: Settings, table: str) -> int:
-    return int(last_commit(spark, settings, table)["version"])
+def latest_version(settings: Settings, table: str) -> int:
+    """The table's newest version: the highest-numbered commit file in its Delta log, which is how
+    the Delta protocol defines it. A listing, not a Spark job: a stage reads it first, when its
+    JVM is cold and a history read (DeltaTable.history) costs a second more."""
+    log_dir = settings.table_path(table) / "_delta_log"
+    commits = [int(f.stem) for f in log_dir.glob("*.json") if f.stem.isdigit()]
+    if not commits:
+        _require(settings, table)  # raises: the table's not-found error
+    return max(commits)
 
 
 def written_rows(
@@ -207,7 +214,7 @@ def replace_run(
             .option("mergeSchema", "true")
             .save(str(settings.table_path(table)))
         )
-    return latest_version(df.sparkSession, settings, table)
+    return latest_version(settings, table)
 
 
 def replace_runs(
@@ -284,7 +291,7 @@ def _rewrite_in_new_schema(
 def append(df: DataFrame, settings: Settings, table: str) -> int:
     """Append rows (for logs, where every row is an event); returns the new version."""
     df.write.format("delta").mode("append").save(str(settings.table_path(table)))
-    return latest_version(df.sparkSession, settings, table)
+    return latest_version(settings, table)
 
 
 def delete_runs_before(

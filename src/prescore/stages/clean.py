@@ -54,7 +54,7 @@ def run(ctx: RunContext) -> dict[str, object]:
     usecase, settings = ctx.usecase, ctx.settings
     cleaning = usecase.cleaning
     secret = hmac_secret()
-    raw_version = tables.latest_version(ctx.spark, settings, usecase.raw_table)
+    raw_version = tables.latest_version(settings, usecase.raw_table)
     raw = tables.read_run(ctx.spark, settings, usecase.raw_table, ctx.run_date, raw_version)
     rows = raw.transform(add_derived_columns, derive=usecase.derive).transform(
         flag_invalid_rows,

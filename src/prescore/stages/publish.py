@@ -72,7 +72,7 @@ def checked_candidate(ctx: RunContext, served: Event | None) -> Candidate:
     """The run date's candidate predictions, or PublishCheckError naming every failed check;
     `served` is what readers get now, the drift check's reference."""
     usecase, settings = ctx.usecase, ctx.settings
-    version = tables.latest_version(ctx.spark, settings, usecase.predictions_table)
+    version = tables.latest_version(settings, usecase.predictions_table)
     candidate = tables.read_run(
         ctx.spark, settings, usecase.predictions_table, ctx.run_date, version
     )

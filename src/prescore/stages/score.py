@@ -60,7 +60,7 @@ def run(ctx: RunContext) -> dict[str, object]:
     usecase, settings = ctx.usecase, ctx.settings
     ref = registry.resolve_alias(settings, usecase, registry.CHAMPION)  # once, for every row
     challenger = challenger_of(settings, usecase, ref)
-    clean_version = tables.latest_version(ctx.spark, settings, usecase.clean_table)
+    clean_version = tables.latest_version(settings, usecase.clean_table)
     clean = rows_to_score(ctx.spark, settings, usecase, ctx.run_date, clean_version)
     package = registry.load_package(ref)
     model = scorer(ctx.spark, key=ref.uri, package=package, explain=usecase.score.explain)

@@ -74,7 +74,7 @@ def run(ctx: RunContext) -> dict[str, object]:
             f"use case {usecase.name!r}: model.promotion.metric {metric!r} is not a metric of "
             f"task {usecase.task!r} ({', '.join(evaluation.task_metrics(usecase))})"
         )
-    clean_version = tables.latest_version(ctx.spark, settings, usecase.clean_table)
+    clean_version = tables.latest_version(settings, usecase.clean_table)
     clean = model_rows(ctx, clean_version).cache()
     try:
         split_rows = check_training_data(clean, usecase=usecase)

@@ -53,11 +53,10 @@ def run(ctx: RunContext) -> dict[str, object]:
     """Profile and validate the raw table's run_date partition; fail on a failed `error`."""
     usecase, settings, run_date = ctx.usecase, ctx.settings, ctx.run_date
     source, path = usecase.raw_table, suite_path(usecase, settings)
-    raw_version = tables.latest_version(ctx.spark, settings, source)
+    raw_version = tables.latest_version(settings, source)
     # Finding the partition is a fresh process's first and longest wait on Spark: Great
-    # Expectations and MLflow import meanwhile (after latest_version, whose first read imports
-    # Delta's modules). Not during the profile: its many short Spark calls would each queue for
-    # the interpreter behind the imports, which made the stage slower.
+    # Expectations and MLflow import meanwhile. Not during the profile: its many short Spark calls
+    # would each queue for the interpreter behind the imports, which made the stage slower.
     with imported_meanwhile("great_expectations", "mlflow"):
         raw = tables.read_run(ctx.spark, settings, source, run_date, raw_version).cache()
     try:
