@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -47,3 +48,17 @@ def test_an_error_in_the_block_propagates_after_the_imports_end(
 
     assert "slow_two" in sys.modules  # waited for, not abandoned mid-import
     assert not [t for t in threading.enumerate() if t.name == "imported-meanwhile"]
+
+
+def test_what_pyspark_imports_lazily_is_loaded_before_the_thread_starts() -> None:
+    """pyspark imports IPython and ipykernel on its first column expression, in the caller's
+    thread, and Great Expectations imports IPython in the import thread: loaded first, they
+    are never imported by both at once (which deadlocked on Python's import locks)."""
+    check = (
+        "import sys\n"
+        "from prescore.platform.imports import PYSPARK_LAZY_IMPORTS, imported_meanwhile\n"
+        "assert not [m for m in PYSPARK_LAZY_IMPORTS if m in sys.modules]\n"
+        "with imported_meanwhile():\n"
+        "    assert [m for m in PYSPARK_LAZY_IMPORTS if m in sys.modules] == ['IPython', 'ipykernel']\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=60)

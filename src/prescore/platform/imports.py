@@ -9,6 +9,7 @@ thread to hand back the interpreter (bench/README.md, flow: where validate impor
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import threading
@@ -16,6 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
+# pyspark imports these on the first column expression it builds (to leave a notebook's frames out
+# of the call site it records), and Great Expectations imports IPython too.
+PYSPARK_LAZY_IMPORTS = ("IPython", "ipykernel")
 
 
 @contextmanager
@@ -23,10 +27,14 @@ def imported_meanwhile(*modules: str) -> Iterator[None]:
     """Import `modules`, in order, in a thread while the block runs; wait for them on leaving it.
 
     The block must not import what the thread may: two threads importing the same modules at once
-    can deadlock on Python's import locks. Spark calls on a session that is up and has run a job
-    import at most Delta's Python modules, which none of these libraries imports (they import
-    pyspark's, already loaded). A module that fails here is left for the stage's import to raise.
+    can deadlock on Python's import locks. Spark calls on a session that is up import at most
+    Delta's Python modules, which none of these libraries imports (they import pyspark's, already
+    loaded), and PYSPARK_LAZY_IMPORTS, imported here first. A module that fails here is left for
+    the stage's import to raise.
     """
+    for name in PYSPARK_LAZY_IMPORTS:
+        with contextlib.suppress(ImportError):  # pyspark goes without them too
+            importlib.import_module(name)
     thread = threading.Thread(target=_import_all, args=(modules,), name="imported-meanwhile")
     thread.start()
     try:
