@@ -6,8 +6,9 @@
 #   3/5 prescore_churn_train: the first model becomes @champion;
 #   4/5 the score DAG again, its data tasks now marked successful (2/5 ran them for this date):
 #       score, publish, monitor and retention run; publish makes the snapshot current.
-# Each step is one `airflow dags test`. Rerunnable: every stage replaces its output for the run
-# date, and `dags test` replaces the run.
+# Each step is one DAG run through Airflow's DAG.test, what `airflow dags test` runs (the three in
+# one process: scripts/demo_dags.py). Rerunnable: every stage replaces its output for the run
+# date, and a test run replaces the run.
 #
 #   RUN_DATE            logical date of the run (default: today, UTC, so the scores are fresh;
 #                       the same date gives the same tables)
@@ -54,46 +55,6 @@ fail() {
     cut -c1-240 | tail -n 20 >&2 || true
   exit 1
 }
-# Print the final state of each task of the run `dags test` just made of DAG $1, the tasks that
-# `--only R` / `--skip R` (as run_dag's) left out shown as marked; non-zero unless all succeeded.
-# The states come from the demo's own SQLite metadata database, in the order Airflow created the
-# task instances (the DAG's): `airflow tasks states-for-dag-run` says the same in 2-3 s more.
-task_states() {
-  local dag_id=$1 mode=${2:-} regex=${3:-} run_id
-  run_id=$(grep -o "DagRun Finished: dag_id=$dag_id, logical_date=[^,]*, run_id=[^,]*" "$log" |
-    tail -n 1 | sed 's/.*run_id=//')
-  [[ -n "$run_id" ]] || return 1
-  "$bin/python" -c 'import sqlite3, sys
-with sqlite3.connect(sys.argv[1]) as db:
-    query = "select task_id, state from task_instance where dag_id = ? and run_id = ? order by id"
-    for task_id, state in db.execute(query, sys.argv[2:]):
-        print(task_id, state)' "$AIRFLOW_HOME/airflow.db" "$dag_id" "$run_id" 2>>"$log" |
-    awk -v mode="$mode" -v regex="^($regex)$" '{
-        marked = (mode == "--skip" && $1 ~ regex) || (mode == "--only" && $1 !~ regex)
-        printf "  %-10s %s\n", $1, (marked ? "marked " $2 ", not run" : $2)
-        n++; if ($2 != "success") bad = 1 }
-      END { exit (bad || n == 0) }'
-}
-# One DAG run for the run date; fails the demo unless every task succeeded. `dags test` exits
-# non-zero when the run ends failed, which any failed task causes (each task needs the one
-# before); the task states are checked as well. `--only R` runs the tasks whose id matches the
-# regex R, `--skip R` the others; the rest are marked successful without running.
-run_dag() {
-  local dag_id=$1 marked='' status=0
-  case ${2:-} in
-    --only) marked="(?!($3)\$).*" ;;
-    --skip) marked=$3 ;;
-  esac
-  local args=(dags test "$dag_id" "$run_date")
-  [[ -z "$marked" ]] || args+=(--mark-success-pattern "$marked")
-  "$bin/airflow" "${args[@]}" >>"$log" 2>&1 || status=$?
-  task_states "$dag_id" "${@:2}" || status=1
-  [[ $status -eq 0 ]] || fail "airflow ${args[*]}"
-}
-
-step "1/5 generate $rows $usecase rows for $run_date"
-"$bin/prescore" datagen --usecase "$usecase" --run-date "$run_date" --rows "$rows" \
-  --history-days "$history_days"
 
 # Airflow for every step below: SQLite metadata database and logs under the state folder.
 export AIRFLOW_HOME=$state/airflow
@@ -108,17 +69,20 @@ fi
 export PRESCORE_TASK_RETRIES=${PRESCORE_TASK_RETRIES:-0}
 mkdir -p "$AIRFLOW_HOME"
 : >"$log"
-"$bin/airflow" db migrate >>"$log" 2>&1 || fail "airflow db migrate"
+# The metadata database is made while the data is generated.
+"$bin/airflow" db migrate >>"$log" 2>&1 &
+migrating=$!
 
-data_tasks='ingest|validate|clean'  # a regex Airflow matches against whole task ids
-step "2/5 clean data for training: $score_dag ingest, validate, clean (airflow dags test; log: $log)"
-run_dag "$score_dag" --only "$data_tasks"
+step "1/5 generate $rows $usecase rows for $run_date"
+"$bin/prescore" datagen --usecase "$usecase" --run-date "$run_date" --rows "$rows" \
+  --history-days "$history_days"
 
-step "3/5 train: $train_dag for $run_date (airflow dags test)"
-run_dag "$train_dag"
+wait "$migrating" || fail "airflow db migrate"
 
-step "4/5 score and publish: $score_dag for $run_date (airflow dags test; data tasks from step 2)"
-run_dag "$score_dag" --skip "$data_tasks"
+# Steps 2/5 to 4/5: one DAG run each, through Airflow's DAG.test (what `airflow dags test` runs)
+# in one Python process; it prints the steps and task states to fd 3, Airflow's output to the log.
+DEMO_LOG=$log "$bin/python" "$root/scripts/demo_dags.py" "$usecase" "$run_date" 3>&1 >>"$log" 2>&1 ||
+  fail "the DAG runs"
 
 step "5/5 look up published scores (prescore lookup, the Python client)"
 "$bin/prescore" lookup --usecase "$usecase" --sample 5

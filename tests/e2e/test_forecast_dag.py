@@ -1,6 +1,7 @@
 """The forecast DAGs through real Airflow, run by `make demo`'s script as the README shows it
 (`USECASE=forecast ... make demo`), kept cheap: 20 store-item series with 60 days of history, one
-run date, every task run once. The script, scripts/demo.sh, runs three `airflow dags test`:
+run date, every task run once. The script, scripts/demo.sh, makes three runs with Airflow's
+DAG.test (what `airflow dags test` runs), in one process (scripts/demo_dags.py):
 
 1. after `prescore datagen --history-days`, the score DAG's data part for D1 (ingest, validate,
    clean; the later tasks marked successful, not run): training needs clean history, and scoring
