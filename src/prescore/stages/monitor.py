@@ -130,13 +130,7 @@ def measure(ctx: RunContext) -> tuple[list[Measure], dict[str, DataFrame]]:
     """Every measure of the run date's publish, and the frames the report plots."""
     from pyspark.sql import functions as F
 
-    from prescore.training.pyfunc import load_preprocessing  # imports MLflow
-
     usecase, settings = ctx.usecase, ctx.settings
-    events = publish_log.built(publish_log.read(ctx.spark, settings, usecase))[::-1]
-    entry = current_publish(ctx, events)
-    earlier = [e for e in events if e.run_date < ctx.run_date]  # newest first
-    previous = earlier[0] if earlier else None
     # Each publish read once: a read at a past version rebuilds that version's Delta snapshot,
     # and the previous publish is both compared with and, most days, measured against outcomes.
     read: dict[Event, DataFrame] = {}
@@ -146,11 +140,20 @@ def measure(ctx: RunContext) -> tuple[list[Measure], dict[str, DataFrame]]:
             read[event] = published_predictions(ctx, event)
         return read[event]
 
-    predictions = predictions_of(entry)
-    features_version = predictions.select(F.max("features_version")).first()[0]  # type: ignore[index]
-    current = tables.read_run(
-        ctx.spark, settings, usecase.clean_table, ctx.run_date, features_version
-    ).cache()
+    # The first reads are a fresh process's first waits on Spark: MLflow imports meanwhile.
+    with imported_meanwhile("mlflow"):
+        events = publish_log.built(publish_log.read(ctx.spark, settings, usecase))[::-1]
+        entry = current_publish(ctx, events)
+        predictions = predictions_of(entry)
+        features_version = predictions.select(F.max("features_version")).first()[0]  # type: ignore[index]
+        current = tables.read_run(
+            ctx.spark, settings, usecase.clean_table, ctx.run_date, features_version
+        ).cache()
+    earlier = [e for e in events if e.run_date < ctx.run_date]  # newest first
+    previous = earlier[0] if earlier else None
+
+    from prescore.training.pyfunc import load_preprocessing  # imports MLflow
+
     try:
         reference, reference_name = training_reference(ctx, str(entry.model_version))
         model = registry.model_version(settings, usecase, str(entry.model_version))

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from prescore.platform import registry, tables
+from prescore.platform.imports import imported_meanwhile
 from prescore.platform.spark import temporary_conf
 from prescore.scoring.population import rows_to_score
 from prescore.scoring.predict import (
@@ -58,10 +59,13 @@ def challenger_of(
 
 def run(ctx: RunContext) -> dict[str, object]:
     usecase, settings = ctx.usecase, ctx.settings
+    clean_version = tables.latest_version(settings, usecase.clean_table)
+    # Finding the rows is a fresh process's first wait on Spark: the registry's client (MLflow)
+    # and the model's library import meanwhile.
+    with imported_meanwhile("mlflow", "xgboost"):
+        clean = rows_to_score(ctx.spark, settings, usecase, ctx.run_date, clean_version)
     ref = registry.resolve_alias(settings, usecase, registry.CHAMPION)  # once, for every row
     challenger = challenger_of(settings, usecase, ref)
-    clean_version = tables.latest_version(settings, usecase.clean_table)
-    clean = rows_to_score(ctx.spark, settings, usecase, ctx.run_date, clean_version)
     package = registry.load_package(ref)
     model = scorer(ctx.spark, key=ref.uri, package=package, explain=usecase.score.explain)
     scored_at = datetime.now()

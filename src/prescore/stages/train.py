@@ -24,6 +24,7 @@ from prescore.catalog import TARGET_DATE
 from prescore.config import PROJECT_ROOT
 from prescore.data.cleaning import assign_split
 from prescore.platform import registry, tables
+from prescore.platform.imports import imported_meanwhile
 from prescore.training import evaluation, promotion, timeseries, tuning
 from prescore.training.estimator import (
     check_training_data,
@@ -75,7 +76,10 @@ def run(ctx: RunContext) -> dict[str, object]:
             f"task {usecase.task!r} ({', '.join(evaluation.task_metrics(usecase))})"
         )
     clean_version = tables.latest_version(settings, usecase.clean_table)
-    clean = model_rows(ctx, clean_version).cache()
+    # Finding the rows is a fresh process's first wait on Spark: MLflow and XGBoost import
+    # meanwhile.
+    with imported_meanwhile("mlflow", "xgboost"):
+        clean = model_rows(ctx, clean_version).cache()
     try:
         split_rows = check_training_data(clean, usecase=usecase)
         return train_and_register(ctx, clean, clean_version, split_rows)
