@@ -59,13 +59,15 @@ def challenger_of(
 
 def run(ctx: RunContext) -> dict[str, object]:
     usecase, settings = ctx.usecase, ctx.settings
-    clean_version = tables.latest_version(settings, usecase.clean_table)
-    # Finding the rows is a fresh process's first wait on Spark: the registry's client (MLflow)
-    # and the model's library import meanwhile.
-    with imported_meanwhile("mlflow", "xgboost"):
-        clean = rows_to_score(ctx.spark, settings, usecase, ctx.run_date, clean_version)
-    ref = registry.resolve_alias(settings, usecase, registry.CHAMPION)  # once, for every row
+    # The champion first, once, for every row: before any read, so that a missing one is the
+    # error, and a move during the run changes nothing in it.
+    ref = registry.resolve_alias(settings, usecase, registry.CHAMPION)
     challenger = challenger_of(settings, usecase, ref)
+    clean_version = tables.latest_version(settings, usecase.clean_table)
+    # Finding the rows is a fresh process's first wait on Spark: the model's library imports
+    # meanwhile.
+    with imported_meanwhile("xgboost"):
+        clean = rows_to_score(ctx.spark, settings, usecase, ctx.run_date, clean_version)
     package = registry.load_package(ref)
     model = scorer(ctx.spark, key=ref.uri, package=package, explain=usecase.score.explain)
     scored_at = datetime.now()
