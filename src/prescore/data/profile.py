@@ -43,7 +43,6 @@ DISTINCT_RSD = 0.05  # approx_count_distinct: relative standard deviation
 HISTOGRAM_BINS = 20
 TOP_VALUES = 10
 JOINT_GROUPS_LIMIT = 100_000  # categorical value combinations grouped at once, at most
-CORR_BUFFER_FIELDS = 6  # Spark's corr() keeps a count, two means and three co-moments
 NUMERIC_TYPES = ("int", "long", "double")
 
 
@@ -124,13 +123,14 @@ def _pair(a: str, b: str) -> str:
 
 def summary_aggregates(
     plan: ProfilePlan, counted: Collection[str] = ()
-) -> tuple[list[Column], list[Column], list[Column], list[Column]]:
-    """Every pass-1 statistic as an aggregate expression named `<stat>__<column>`, in four lists,
+) -> tuple[list[Column], list[Column], list[Column]]:
+    """Every pass-1 statistic as an aggregate expression named `<stat>__<column>`, in three lists,
     one aggregation each: the arithmetic ones over every row (counts, min, max, moments), which
     Spark compiles into one tight loop; the sketches over every row (distinct counts, with the min
     and max of text columns), which it can only interpret (an aggregation holding any of these is
     interpreted whole), left out for the `counted` columns, whose value counts give them exactly;
-    and over the sample rows, the quantiles (a sketch too) and the correlations (arithmetic)."""
+    and over the sample rows, the quantiles (a sketch) with the correlations (interpreted beside
+    it, which on the sample costs less than a second pass over every row to pick the sample)."""
     from pyspark.sql import functions as F
 
     arithmetic = [F.count(F.lit(1)).alias("rows")]
@@ -161,7 +161,7 @@ def summary_aggregates(
         for i, a in enumerate(plan.correlated)
         for b in plan.correlated[i + 1 :]
     ]
-    return arithmetic, sketches, quantiles, correlations
+    return arithmetic, sketches, quantiles + correlations
 
 
 def summarise(df: DataFrame, *, plan: ProfilePlan, counted: Collection[str] = ()) -> dict[str, Any]:
@@ -174,18 +174,15 @@ def summarise(df: DataFrame, *, plan: ProfilePlan, counted: Collection[str] = ()
     it, and a correlation's update is many times a mean's, so the correlations of every pair over
     every row would cost more than the rest of the profile.
     """
-    arithmetic, sketches, quantiles, correlations = summary_aggregates(plan, counted)
+    arithmetic, sketches, sampled = summary_aggregates(plan, counted)
     with compiled_wide_rows(df.sparkSession, len(arithmetic)):
         stats = _one_row(df.agg(*arithmetic))
     if sketches:
         stats |= _one_row(df.agg(*sketches))
     share = SAMPLE_ROWS / stats["rows"] if stats["rows"] else 1.0
     sample = df.where(in_sample(df, plan, share)) if share < 1.0 else df
-    if quantiles:
-        stats |= _one_row(sample.agg(*quantiles))
-    if correlations:
-        with compiled_wide_rows(df.sparkSession, CORR_BUFFER_FIELDS * len(correlations)):
-            stats |= _one_row(sample.agg(*correlations))
+    if sampled:
+        stats |= _one_row(sample.agg(*sampled))
     return stats
 
 

@@ -72,12 +72,15 @@ def run(ctx: RunContext) -> dict[str, object]:
         data_docs_html(result),
     )
     title = f"{usecase.name}: {source} run_date {run_date} (v{raw_version})"
-    history = profile_history(ctx.spark, settings, usecase, run_date, profiles)
-    # The report is drawn (Python) while the Delta writes run (the JVM, two long calls).
+
+    def draw_report() -> str:
+        history = profile_history(ctx.spark, settings, usecase, run_date, profiles)
+        return render_report(title=title, profiles=profiles, outcomes=outcomes, history=history)
+
+    # The report's history is read and the report drawn while the Delta writes run: the writes
+    # replace this run_date only, and the history is of the earlier ones.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-report") as drawing:
-        page = drawing.submit(
-            render_report, title=title, profiles=profiles, outcomes=outcomes, history=history
-        )
+        page = drawing.submit(draw_report)
         written = write_profile_and_results(ctx, profiles, outcomes, suite.name)
         report = write_text_atomically(
             catalog.data_report_path(settings.reports_dir, usecase.name, run_date), page.result()
