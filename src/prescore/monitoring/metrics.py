@@ -84,14 +84,33 @@ def quantile_edges(
     }
 
 
-def _bin_of(column: str, edges: list[float]) -> Column:
-    """The bin of a numeric value: how many edges are <= it; null and NaN: MISSING_BIN."""
+def bucketed(
+    frames: tuple[DataFrame, ...], edges: dict[str, tuple[str, list[float]]]
+) -> tuple[tuple[DataFrame, ...], dict[str, Column]]:
+    """The frames with a bin column per binning of `edges` (name -> (column, inner edges)), and
+    each binning's bin: how many edges are <= the value, found by Spark ML's Bucketizer (a binary
+    search, compiled); null and NaN: MISSING_BIN. An infinite edge is left out (the splits must
+    rise strictly from -inf to +inf): infinite values then share the outermost bins."""
+    from pyspark.ml.feature import Bucketizer
     from pyspark.sql import functions as F
 
-    value = F.col(column).cast("double")
-    cuts = F.array(*[F.lit(e) for e in edges]).cast("array<double>")
-    index = F.size(F.filter(cuts, lambda edge: edge <= value))
-    return F.when(value.isNull() | F.isnan(value), MISSING_BIN).otherwise(index)
+    if not edges:
+        return frames, {}
+    inf = float("inf")
+    names = list(edges)
+    outputs = [f"_bin_{i}" for i in range(len(names))]
+    bucketizer = Bucketizer(
+        splitsArray=[[-inf, *[e for e in edges[n][1] if math.isfinite(e)], inf] for n in names],
+        inputCols=[edges[n][0] for n in names],
+        outputCols=outputs,
+        handleInvalid="keep",  # NaN gets a bucket of its own, replaced by MISSING_BIN below
+    )
+    bins = {}
+    for name, output in zip(names, outputs, strict=True):
+        value = F.col(edges[name][0]).cast("double")
+        missing = value.isNull() | F.isnan(value)
+        bins[name] = F.when(missing, MISSING_BIN).otherwise(F.col(output).cast("int"))
+    return tuple(bucketizer.transform(f) for f in frames), bins
 
 
 def _level_of(column: str, levels: list[str]) -> Column:
@@ -111,24 +130,31 @@ def _is_unseen(column: str, levels: list[str]) -> Column:
 
 
 def histograms(
-    reference: DataFrame, current: DataFrame, binnings: dict[str, Column]
+    reference: DataFrame, current: DataFrame, binnings: dict[str, Column], *, bins: int
 ) -> dict[tuple[str, bool], dict[int, int]]:
     """Rows per (binning, is_current) and bin, for every binning at once, in one Spark aggregate.
 
-    `binnings` maps a name to a Column giving each row's bin."""
+    `binnings` maps a name to a Column giving each row's bin, from MISSING_BIN to below `bins`.
+    Each row gives one whole number per binning, coding the side, the binning and the bin, and
+    the numbers are counted: a whole number is hashed and compared far faster than a (name, bin)
+    pair (as the profile's histogram bins, bench/README.md)."""
     from pyspark.sql import functions as F
 
-    def long_form(frame: DataFrame, is_current: bool) -> DataFrame:
-        pairs = F.array(
-            *[F.struct(F.lit(n).alias("name"), b.alias("bin")) for n, b in binnings.items()]
-        )
-        return frame.select(F.lit(is_current).alias("is_current"), F.explode(pairs).alias("p"))
+    names = list(binnings)
+    stride = bins - MISSING_BIN  # codes per binning: MISSING_BIN up to bins - 1
+    side = len(names) * stride  # the current rows' codes come after every reference code
 
-    both = long_form(reference, False).unionByName(long_form(current, True))
-    counted = both.groupBy("is_current", "p.name", "p.bin").count().collect()
+    def coded(frame: DataFrame, is_current: bool) -> DataFrame:
+        offset = side * is_current - MISSING_BIN
+        codes = [(b + (offset + i * stride)).cast("int") for i, b in enumerate(binnings.values())]
+        return frame.select(F.explode(F.array(*codes)).alias("code"))
+
+    both = coded(reference, False).unionByName(coded(current, True))
     found: dict[tuple[str, bool], dict[int, int]] = {}
-    for row in counted:
-        found.setdefault((row["name"], row["is_current"]), {})[row["bin"]] = row["count"]
+    for row in both.groupBy("code").count().collect():
+        is_current, within = divmod(row["code"], side)
+        binning, bin_ = divmod(within, stride)
+        found.setdefault((names[binning], bool(is_current)), {})[bin_ + MISSING_BIN] = row["count"]
     return found
 
 
@@ -151,14 +177,15 @@ def feature_drift(
     """PSI (and KS for numeric features) of every feature, reference against current."""
     edges = quantile_edges(reference, numeric, (psi_bins, ks_bins))
     coarse, fine = edges[psi_bins], edges[ks_bins]
-    binnings: dict[str, Column] = {}
-    for column in numeric:
-        binnings[f"psi:{column}"] = _bin_of(column, coarse[column])
-        binnings[f"ks:{column}"] = _bin_of(column, fine[column])
+    numeric_edges = {f"psi:{c}": (c, coarse[c]) for c in numeric}
+    numeric_edges |= {f"ks:{c}": (c, fine[c]) for c in numeric}
+    (reference, current), binnings = bucketed((reference, current), numeric_edges)
     for column, levels in categorical.items():
         binnings[f"psi:{column}"] = _level_of(column, levels)
         binnings[f"unseen:{column}"] = _is_unseen(column, levels)
-    counts = histograms(reference, current, binnings)
+    # n quantile bins have n - 1 inner edges at most; unseen is 0 or 1.
+    most = max(psi_bins, ks_bins, 2, *(len(levels) for levels in categorical.values()))
+    counts = histograms(reference, current, binnings, bins=most)
     results = []
     for column in numeric:
         ref, cur = _aligned(counts, f"psi:{column}", [MISSING_BIN, *range(len(coarse[column]) + 1)])
