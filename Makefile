@@ -32,7 +32,8 @@ demo: setup
 
 # Two pytest workers: much of a test's time is a JVM or an Airflow process starting, which leaves
 # a core idle. --dist loadfile keeps each file on one worker, so its module fixtures (an Airflow
-# deployment, a forecast run) are built once; the session-wide `flow` may be built on both.
+# deployment, a forecast run) are built once; the session-wide `flow` is built by one worker
+# for both (tests/conftest.py).
 # (Not loadgroup: pytest-xdist 3.8 cannot regroup tests under pytest 9.2, whose node ids it no
 # longer rewrites.) --no-loadscope-reorder: files are handed out in collection order, which
 # tests/conftest.py starts with the end-to-end files (the longest chains) and then the slow ones;

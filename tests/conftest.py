@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from bench.servers import s3_server
+from filelock import FileLock
 from pyspark.sql import SparkSession
 
 from prescore.config import Settings, UseCase, load_settings, load_usecase
@@ -90,16 +92,29 @@ def flow(
     settings: Settings,
     churn: UseCase,
     tmp_path_factory: pytest.TempPathFactory,
+    worker_id: str,
 ) -> tuple[RunContext, dict[str, dict[str, object]]]:
-    """The whole flow, once per session, on 1000 generated customers in its own state folder,
-    with every log record also in <state>/flow.log: (context, each stage's summary).
+    """The whole flow on 1000 generated customers, in its own state folder, with every log record
+    also in <state>/flow.log: (context, each stage's summary as the CLI prints it).
 
-    Tests that change that state work on a copy of its folder."""
-    state = settings.model_copy(update={"state_dir": tmp_path_factory.mktemp("flow")})
-    write_landing(state, churn, FLOW_RUN_DATE, rows=1000)
+    Run once per `make test`: the first worker to ask runs it while the others wait on a lock, then
+    each reads it with its own SparkSession. Tests never change that state: those that write work
+    on a copy of its folder (support.copy_of_flow)."""
+    # Under xdist every worker's base temp folder sits in the run's own folder: theirs to share.
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared if worker_id == "master" else shared.parent
+    state = settings.model_copy(update={"state_dir": shared / "flow"})
     ctx = RunContext(state, churn, FLOW_RUN_DATE, spark)
-    with logged_to(state.state_dir / FLOW_LOG):
-        return ctx, run_flow(ctx)
+    summaries = shared / "flow-summaries.json"
+    with FileLock(shared / "flow.lock"):
+        if not summaries.exists():
+            if state.state_dir.exists():  # a worker began it and failed: its error says why
+                pytest.fail(f"the session's flow failed on another worker: {state.state_dir}")
+            write_landing(state, churn, FLOW_RUN_DATE, rows=1000)
+            with logged_to(state.state_dir / FLOW_LOG):
+                summary = run_flow(ctx)
+            summaries.write_text(json.dumps(summary, default=str), encoding="utf-8")
+    return ctx, json.loads(summaries.read_text(encoding="utf-8"))
 
 
 def _file_rank(items: list[pytest.Item]) -> dict[Path, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import shutil
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from bench.servers import free_port
 from fastapi import FastAPI
 
 from prescore.config import Settings, UseCase
+from prescore.context import RunContext
 from prescore.platform import registry
 from prescore.serving import snapshot
 from prescore.storage import state_location
@@ -31,6 +33,15 @@ from prescore.training.package import Preprocessing
 # under the flow's state folder.
 FLOW_RUN_DATE = date(2026, 11, 1)
 FLOW_LOG = "flow.log"
+
+
+def copy_of_flow(flow: tuple[RunContext, Any], folder: Path, *, days_later: int = 0) -> RunContext:
+    """The session flow's state copied to `folder`, and a context on the copy `days_later` days
+    after the flow's run date: the shared state itself is never written."""
+    ctx, _ = flow
+    shutil.copytree(ctx.settings.state_dir, folder, symlinks=True)
+    settings = ctx.settings.model_copy(update={"state_dir": folder})
+    return RunContext(settings, ctx.usecase, ctx.run_date + timedelta(days=days_later), ctx.spark)
 
 
 def settings_on_store(settings: Settings, object_store: str, folder: Path) -> Settings:

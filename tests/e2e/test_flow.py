@@ -28,7 +28,7 @@ from prescore.scoring.predict import score_frame, scorer
 from prescore.serving.client import Scores
 from prescore.serving.http import create_app
 from prescore.training.pyfunc import load_preprocessing
-from support import FLOW_LOG, FLOW_RUN_DATE, mlflow_model_server, running
+from support import FLOW_LOG, FLOW_RUN_DATE, copy_of_flow, mlflow_model_server, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 RUN_DATE = FLOW_RUN_DATE
@@ -276,8 +276,10 @@ def test_every_prediction_row_carries_lineage(spark: SparkSession, flow) -> None
 
 
 @pytest.mark.reliability
-def test_rerunning_a_date_replaces_and_never_duplicates(spark: SparkSession, flow) -> None:
-    ctx, _ = flow
+def test_rerunning_a_date_replaces_and_never_duplicates(
+    spark: SparkSession, flow, tmp_path: Path
+) -> None:
+    ctx = copy_of_flow(flow, tmp_path / "state")
     tables_to_check = [
         ctx.usecase.raw_table,
         ctx.usecase.clean_table,

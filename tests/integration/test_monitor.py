@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -31,7 +30,7 @@ from prescore.monitoring import measures, metrics
 from prescore.monitoring import report as monitor_report
 from prescore.platform import tables
 from prescore.serving import bi
-from support import webhook_server
+from support import copy_of_flow, webhook_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DAY_TWO = ("ingest", "validate", "clean", "score", "publish", "monitor")
@@ -47,14 +46,13 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 def day_two(flow: tuple[RunContext, Any], folder: Path, url: str) -> RunContext:
     """The flow's state copied to `folder`; a context for the next day that alerts to `url` and
     publishes whatever the scores (the publish drift gate is not what is tested here)."""
-    ctx, _ = flow
-    shutil.copytree(ctx.settings.state_dir, folder, symlinks=True)
+    ctx = copy_of_flow(flow, folder, days_later=1)
     airflow = ctx.settings.airflow.model_copy(update={"alert_webhook_url": url})
-    settings = ctx.settings.model_copy(update={"state_dir": folder, "airflow": airflow})
+    settings = ctx.settings.model_copy(update={"airflow": airflow})
     usecase = ctx.usecase.model_copy(
         update={"publish": ctx.usecase.publish.model_copy(update={"max_psi": 100.0})}
     )
-    return RunContext(settings, usecase, ctx.run_date + timedelta(days=1), ctx.spark)
+    return RunContext(settings, usecase, ctx.run_date, ctx.spark)
 
 
 def land_day_two(ctx: RunContext, change: Any = None) -> None:

@@ -11,7 +11,6 @@ Case 6: duplicate keys in a source are deduplicated by the rule; published keys 
 from __future__ import annotations
 
 import os
-import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,17 +27,10 @@ from prescore.demo.datagen import landing_dir
 from prescore.flow import run_flow
 from prescore.platform import tables
 from prescore.serving import publish_log, snapshot
+from support import copy_of_flow
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 NO_TRAIN = ("ingest", "validate", "clean", "score", "publish")
-
-
-def copy_of(flow: tuple[RunContext, Any], folder: Path) -> RunContext:
-    """The flow's state copied to `folder`, and a context for the day after the flow's."""
-    ctx, _ = flow
-    shutil.copytree(ctx.settings.state_dir, folder, symlinks=True)
-    settings = ctx.settings.model_copy(update={"state_dir": folder})
-    return RunContext(settings, ctx.usecase, ctx.run_date + timedelta(days=1), ctx.spark)
 
 
 def day_one_landing(ctx: RunContext) -> pd.DataFrame:
@@ -106,7 +98,7 @@ def test_broken_source_fails_naming_file_and_column_and_publishes_nothing(
     spark: SparkSession, flow: tuple[RunContext, Any], tmp_path: Path, broken: str
 ) -> None:
     """Case 4."""
-    ctx = copy_of(flow, tmp_path / "state")
+    ctx = copy_of_flow(flow, tmp_path / "state", days_later=1)
     change, damage, names = BROKEN_SOURCES[broken]
     path = land(ctx, change(day_one_landing(ctx)))
     if damage:
@@ -142,7 +134,7 @@ def messy_day(
 ) -> tuple[RunContext, pd.DataFrame, dict[str, Any]]:
     """Day 2 with 2% out-of-range rows (under the 5% limit) and 20 keys duplicated, run through
     to publish: (context, landing rows, stage summaries)."""
-    ctx = copy_of(flow, tmp_path_factory.mktemp("messy") / "state")
+    ctx = copy_of_flow(flow, tmp_path_factory.mktemp("messy") / "state", days_later=1)
     frame = with_older_duplicates(with_bad_rows(day_one_landing(ctx), 0.02), 20)
     land(ctx, frame)
     return ctx, frame, run_flow(ctx, NO_TRAIN)
@@ -194,7 +186,7 @@ def test_bad_rows_over_the_limit_fail_the_run_and_keep_the_published_pointer(
 ) -> None:
     """Case 5, over the limit: clean fails naming the share and the limit; the bad rows are in
     quarantine for inspection; no clean rows, no predictions, nothing published for the day."""
-    ctx = copy_of(flow, tmp_path / "state")
+    ctx = copy_of_flow(flow, tmp_path / "state", days_later=1)
     frame = with_bad_rows(day_one_landing(ctx), 0.2)
     land(ctx, frame)
     before = Published(spark, ctx)
@@ -213,7 +205,7 @@ def test_failed_error_expectation_stops_the_run_before_clean(
 ) -> None:
     """Case 5, an `error` expectation fails (10% of labels missing): validate fails naming it;
     nothing is cleaned, scored or published for the day."""
-    ctx = copy_of(flow, tmp_path / "state")
+    ctx = copy_of_flow(flow, tmp_path / "state", days_later=1)
     frame = day_one_landing(ctx)
     frame["churned"] = frame["churned"].astype("Int32").mask(frame.index % 10 == 0)
     land(ctx, frame)

@@ -4,7 +4,6 @@ whose rows all carry the version resolved at its start."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -16,15 +15,9 @@ from pyspark.sql import SparkSession
 from prescore.context import RunContext
 from prescore.platform import registry, tables
 from prescore.stages import score, train
+from support import copy_of_flow
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
-
-
-def copy_of(flow: tuple[RunContext, Any], folder: Path) -> RunContext:
-    flown, _ = flow
-    shutil.copytree(flown.settings.state_dir, folder, symlinks=True)
-    settings = flown.settings.model_copy(update={"state_dir": folder})
-    return RunContext(settings, flown.usecase, flown.run_date, flown.spark)
 
 
 def test_a_worse_challenger_is_registered_but_never_champion(
@@ -32,7 +25,7 @@ def test_a_worse_challenger_is_registered_but_never_champion(
 ) -> None:
     """Case 7a: a model with two depth-1 trees, trained on the flow's data after its champion:
     worse on the same test split, so it becomes @challenger and @champion stays."""
-    ctx = copy_of(flow, tmp_path / "state")
+    ctx = copy_of_flow(flow, tmp_path / "state")
     before = registry.resolve_alias(ctx.settings, ctx.usecase)
     weak_params = {**ctx.usecase.model.params, "n_estimators": 2, "max_depth": 1}
     weak = ctx.usecase.model_copy(
@@ -52,7 +45,7 @@ def test_champion_moved_during_scoring_changes_nothing_in_that_run(
 ) -> None:
     """Case 7b: a second version is registered and @champion moved to it once the scoring run's
     Spark work has started: every row still carries the version resolved at the start."""
-    ctx = copy_of(flow, tmp_path / "state")
+    ctx = copy_of_flow(flow, tmp_path / "state")
     settings = ctx.settings
     before = registry.resolve_alias(settings, ctx.usecase)
     mlflow = registry.client(settings)
