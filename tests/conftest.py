@@ -92,7 +92,6 @@ def flow(
     settings: Settings,
     churn: UseCase,
     tmp_path_factory: pytest.TempPathFactory,
-    worker_id: str,
 ) -> tuple[RunContext, dict[str, dict[str, object]]]:
     """The whole flow on 1000 generated customers, in its own state folder, with every log record
     also in <state>/flow.log: (context, each stage's summary as the CLI prints it).
@@ -102,7 +101,7 @@ def flow(
     on a copy of its folder (support.copy_of_flow)."""
     # Under xdist every worker's base temp folder sits in the run's own folder: theirs to share.
     shared = tmp_path_factory.getbasetemp()
-    shared = shared if worker_id == "master" else shared.parent
+    shared = shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
     state = settings.model_copy(update={"state_dir": shared / "flow"})
     ctx = RunContext(state, churn, FLOW_RUN_DATE, spark)
     summaries = shared / "flow-summaries.json"
