@@ -30,10 +30,10 @@ $(VENV)/.delta-jars: $(STAMP) $(wildcard conf/*.yaml conf/env/*.yaml conf/usecas
 demo: setup
 	@scripts/demo.sh
 
-# Two pytest workers: much of a test's time is a JVM or an Airflow process starting, which leaves
-# a core idle. --dist loadfile keeps each file on one worker, so its module fixtures (an Airflow
-# deployment, a forecast run) are built once; the session-wide `flow` is built by one worker
-# for both (tests/conftest.py).
+# Two pytest workers, one per core: both stay busy through the run, and a third only adds
+# contention (bench/README.md, make test). --dist loadfile keeps each file on one worker, so its
+# module fixtures (an Airflow deployment, a forecast run) are built once; the session-wide `flow`
+# is built by one worker for both (tests/conftest.py).
 # (Not loadgroup: pytest-xdist 3.8 cannot regroup tests under pytest 9.2, whose node ids it no
 # longer rewrites.) --no-loadscope-reorder: files are handed out in collection order, which
 # tests/conftest.py starts with the end-to-end files (the longest chains) and then the slow ones;

@@ -97,7 +97,7 @@ def flow(
     also in <state>/flow.log: (context, each stage's summary as the CLI prints it).
 
     Run once per `make test`: the first worker to ask runs it while the others wait on a lock, then
-    each reads it with its own SparkSession. Tests never change that state: those that write work
+    each reads it with its own SparkSession. Tests never change its tables: those that write work
     on a copy of its folder (support.copy_of_flow)."""
     # Under xdist every worker's base temp folder sits in the run's own folder: theirs to share.
     shared = tmp_path_factory.getbasetemp()

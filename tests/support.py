@@ -37,7 +37,9 @@ FLOW_LOG = "flow.log"
 
 def copy_of_flow(flow: tuple[RunContext, Any], folder: Path, *, days_later: int = 0) -> RunContext:
     """The session flow's state copied to `folder`, and a context on the copy `days_later` days
-    after the flow's run date: the shared state itself is never written."""
+    after the flow's run date. Its tables, models and snapshots are the copy's own; MLflow's
+    experiments keep the artifact folder they were made with, so a run on the copy logs its
+    artifacts under the flow's folder, each in a folder of its own run id."""
     ctx, _ = flow
     shutil.copytree(ctx.settings.state_dir, folder, symlinks=True)
     settings = ctx.settings.model_copy(update={"state_dir": folder})
